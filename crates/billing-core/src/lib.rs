@@ -1,0 +1,22 @@
+//! The domain of a prepaid-credits billing service.
+//!
+//! This crate owns every rule about money and does no I/O: storage, payment gateways, time
+//! and ids come through the [`ports`]. The HTTP shell, the Diesel store and the gateway
+//! adapters live in their own crates and decide nothing about money.
+//!
+//! - [`money`]: [`money::Credits`] (what a wallet holds, exact at [`money::LEDGER_SCALE`]) and
+//!   [`money::Money`] (what a customer pays, exact at its currency's exponent).
+//! - [`ledger`]: the append-only ledger and the pure decisions that guard it.
+//! - [`topup`]: packs, custom amounts, bonus tiers and the top-up lifecycle.
+//! - [`ports`]: the contracts adapters implement.
+//! - [`service`]: the use cases ([`service::Billing`]).
+
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod ports;
+pub mod service;
+pub mod time;
+pub mod topup;
+
+pub use rust_decimal::Decimal;

@@ -1,0 +1,465 @@
+//! The ports: what the core needs from the outside world, each with its contract.
+//!
+//! Every storage port is checked against every adapter (in-memory, SQLite, PostgreSQL) by the
+//! contract suite in `billing-testkit`. Atomicity lives here: each method that changes money
+//! is one call that the adapter performs in one transaction with the wallet (or top-up) row
+//! locked, applying the core's pure decision function ([`crate::ledger::plan_posting`],
+//! [`crate::ledger::check_refund`], [`crate::topup::decide_transition`]) to the locked state.
+
+use async_trait::async_trait;
+
+use crate::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use crate::ledger::{EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError};
+use crate::money::{Credits, Money};
+use crate::time::Timestamp;
+use crate::topup::{Pack, TopUp, TopUpStatus};
+
+/// A failure of the storage itself (not a refusal by the rules).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the transaction could not complete; retrying may
+    /// succeed. Nothing was written.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data does not satisfy the domain's invariants.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A row that must be unique already exists.
+    #[error("duplicate: {0}")]
+    Duplicate(String),
+}
+
+/// The current time. MUST be UTC and MUST NOT go backwards within a process.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// New identifiers. MUST return `"{prefix}_{random}"` with at least 96 bits of randomness, so
+/// that ids are unguessable and unique across processes without coordination.
+pub trait IdGenerator: Send + Sync {
+    fn new_id(&self, prefix: &str) -> String;
+}
+
+/// An account and its wallet's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub email: String,
+    pub created_at: Timestamp,
+}
+
+/// A wallet's balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wallet {
+    pub account_id: AccountId,
+    pub balance: Credits,
+}
+
+/// Accounts and their wallets.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates the account and its wallet at balance zero. MUST return
+    /// `StoreError::Duplicate` if the id exists.
+    async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
+
+    /// The wallet's balance as of the last committed posting.
+    async fn wallet(&self, id: &AccountId) -> Result<Option<Wallet>, StoreError>;
+
+    /// Every account id, oldest first, at most `limit` after `after` (for audits and loadgen).
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError>;
+}
+
+/// A claim on an idempotency key, stored in the same transaction as the effect it guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// Namespace of the key: the account and the operation (`acct_1:usage`).
+    pub scope: String,
+    pub key: String,
+    /// A canonical rendering of the request; the same key with another fingerprint is a
+    /// conflict.
+    pub fingerprint: String,
+}
+
+/// Limit on an idempotency key, in bytes.
+pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
+
+/// Entries to append to one wallet, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posting {
+    pub account_id: AccountId,
+    pub entries: Vec<NewEntry>,
+    pub idempotency: Option<IdempotencyClaim>,
+    /// For a refund: the usage entries it answers.
+    pub refund_of: Vec<EntryId>,
+    pub now: Timestamp,
+}
+
+/// The result of a posting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub entries: Vec<LedgerEntry>,
+    /// `true` when the idempotency key had been used with the same request: `entries` are
+    /// the first result and nothing new was written.
+    pub replayed: bool,
+}
+
+/// Why a posting did not happen. In every case nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    #[error("account not found")]
+    AccountNotFound,
+    #[error(transparent)]
+    Rule(#[from] PostingRuleError),
+    #[error(transparent)]
+    Refund(#[from] RefundRuleError),
+    #[error("idempotency key already used with a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Which entries to list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryQuery {
+    pub kind: Option<EntryKind>,
+    /// Only entries older than this one (cursor pagination).
+    pub before: Option<EntryId>,
+    pub limit: u32,
+}
+
+/// The ledger.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    /// Appends `posting.entries` to the wallet in one transaction with the wallet row locked.
+    ///
+    /// The adapter MUST, atomically:
+    /// - if `idempotency` is set and the key was claimed before in its scope: return the first
+    ///   result with `replayed = true` when the fingerprint matches, or
+    ///   `PostError::IdempotencyConflict` when it does not, writing nothing;
+    /// - return `PostError::AccountNotFound` when there is no such wallet;
+    /// - for a refund (`refund_of` non-empty): load those entries and the refunds already
+    ///   linked to them and apply [`crate::ledger::check_refund`] to the positive total of
+    ///   the posting;
+    /// - apply [`crate::ledger::plan_posting`] to the locked balance and write its entries,
+    ///   the new balance, the idempotency claim and the refund links, or nothing at all.
+    ///
+    /// Concurrent postings on one wallet MUST serialize: a balance never goes below zero
+    /// and `balance == sum(amounts)` holds after every commit.
+    async fn post(&self, posting: Posting) -> Result<Posted, PostError>;
+
+    /// Entries of one account, newest first. An unknown `before` cursor gives an empty page.
+    async fn entries(
+        &self,
+        account_id: &AccountId,
+        query: &EntryQuery,
+    ) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    /// Every entry of one account, oldest first (audits; tests).
+    async fn history(&self, account_id: &AccountId) -> Result<Vec<LedgerEntry>, StoreError>;
+}
+
+/// Result of inserting something under an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted<T> {
+    New(T),
+    /// The key had been used with the same request: the first result.
+    Replayed(T),
+}
+
+/// Why a top-up could not be inserted. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InsertTopUpError {
+    #[error("idempotency key already used with a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a store did with a requested top-up transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// The transition happened; for completion, `entries` were credited.
+    Applied {
+        topup: TopUp,
+        entries: Vec<LedgerEntry>,
+    },
+    /// Already in the target state; nothing written.
+    AlreadyDone(TopUp),
+    /// Not allowed from the current state; nothing written.
+    Refused(TopUp),
+}
+
+/// A page of top-ups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUpPage {
+    pub topups: Vec<TopUp>,
+    pub total: u64,
+}
+
+/// Top-ups and their lifecycle.
+#[async_trait]
+pub trait TopUpStore: Send + Sync {
+    /// Inserts a pending top-up. With `idempotency`, same contract as [`LedgerStore::post`]:
+    /// a replay returns the first top-up, another request under the key is a conflict.
+    async fn insert_topup(
+        &self,
+        topup: &TopUp,
+        idempotency: Option<&IdempotencyClaim>,
+    ) -> Result<Inserted<TopUp>, InsertTopUpError>;
+
+    /// Records the gateway's payment reference and checkout URL. MUST return
+    /// `StoreError::Duplicate` if another top-up of the same gateway has this reference.
+    async fn set_checkout(
+        &self,
+        id: &TopUpId,
+        payment_ref: &str,
+        checkout_url: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    async fn topup(&self, id: &TopUpId) -> Result<Option<TopUp>, StoreError>;
+
+    async fn topup_by_payment_ref(
+        &self,
+        gateway: &str,
+        payment_ref: &str,
+    ) -> Result<Option<TopUp>, StoreError>;
+
+    /// Moves the top-up to `target` with its row locked, as
+    /// [`crate::topup::decide_transition`] decides. On completion the adapter MUST post
+    /// `entries` to the wallet in the same transaction (rules of [`LedgerStore::post`]), so
+    /// that however many callers race, the wallet is credited exactly once. Returns `None`
+    /// when there is no such top-up.
+    async fn transition_topup(
+        &self,
+        id: &TopUpId,
+        target: TopUpStatus,
+        entries: Vec<NewEntry>,
+        failure_reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<Option<TransitionOutcome>, StoreError>;
+
+    /// One page of an account's top-ups, newest first; `page` starts at 1.
+    async fn topup_page(
+        &self,
+        account_id: &AccountId,
+        page: u32,
+        per_page: u32,
+    ) -> Result<TopUpPage, StoreError>;
+
+    /// Pending top-ups created before `created_before`, oldest first (reconciliation).
+    async fn pending_topups(
+        &self,
+        created_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TopUp>, StoreError>;
+}
+
+/// Top-up packs.
+#[async_trait]
+pub trait PackStore: Send + Sync {
+    /// Inserts the pack or replaces the one with its id.
+    async fn upsert_pack(&self, pack: &Pack) -> Result<(), StoreError>;
+
+    async fn pack(&self, id: &PackId) -> Result<Option<Pack>, StoreError>;
+
+    /// Packs by ascending price, then id; inactive ones only when asked.
+    async fn packs(&self, include_inactive: bool) -> Result<Vec<Pack>, StoreError>;
+}
+
+/// Who an API key speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyScope {
+    /// One account's own wallet.
+    Customer,
+    /// Usage debits for any account (the platform selling the API).
+    Platform,
+    /// Everything.
+    Admin,
+}
+
+impl KeyScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyScope::Customer => "customer",
+            KeyScope::Platform => "platform",
+            KeyScope::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyScope> {
+        match s {
+            "customer" => Some(KeyScope::Customer),
+            "platform" => Some(KeyScope::Platform),
+            "admin" => Some(KeyScope::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A stored API key: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    /// The account a customer key belongs to; `None` for platform and admin keys not tied to
+    /// an account.
+    pub account_id: Option<AccountId>,
+    pub scope: KeyScope,
+    /// The readable start of the key (`bk_live_ab12`), for listing.
+    pub prefix: String,
+    /// SHA-256 of the whole key, hex.
+    pub hash: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// API keys.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// MUST return `StoreError::Duplicate` if the hash or id exists.
+    async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError>;
+
+    /// The key whose hash is `hash`, revoked or not.
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Marks the key revoked (idempotent). Returns `false` if there is no such key.
+    async fn revoke_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError>;
+
+    /// Whether any unrevoked admin key exists.
+    async fn has_admin_key(&self) -> Result<bool, StoreError>;
+}
+
+/// Deduplication of gateway notifications.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Records that `event_id` from `gateway` was processed. Returns `true` the first time and
+    /// `false` for every later call with the same pair, however they race.
+    async fn record_event(
+        &self,
+        gateway: &str,
+        event_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Everything the core stores.
+pub trait Store:
+    AccountStore + LedgerStore + TopUpStore + PackStore + ApiKeyStore + EventStore
+{
+}
+
+impl<T> Store for T where
+    T: AccountStore + LedgerStore + TopUpStore + PackStore + ApiKeyStore + EventStore
+{
+}
+
+/// What the core asks a gateway to charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutRequest {
+    pub topup_id: TopUpId,
+    pub account_id: AccountId,
+    pub price: Money,
+    /// What is being bought, for the line item (`Pro Pack`, `Credit top-up`).
+    pub description: String,
+    /// The customer's email, when the gateway wants one.
+    pub customer_email: String,
+}
+
+/// A checkout the customer completes at `checkout_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkout {
+    /// The gateway's id for this payment (checkout session id, invoice id).
+    pub payment_ref: String,
+    pub checkout_url: String,
+}
+
+/// A notification as received, before any verification.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Notification {
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Notification {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A notification whose signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedNotification {
+    /// The gateway's id for the event, for deduplication.
+    pub event_id: String,
+    /// The payment it is about, if any: the top-up id the gateway echoes back, and/or the
+    /// gateway's payment reference.
+    pub topup_id: Option<TopUpId>,
+    pub payment_ref: Option<String>,
+}
+
+/// A payment's status, fetched from the gateway server to server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Paid in full: `amount` is what the gateway says it collected.
+    Paid { amount: Money },
+    /// Will not be paid (declined, expired, cancelled).
+    Failed { reason: String },
+    /// Not decided yet, or unknown: leave the top-up pending.
+    Pending,
+}
+
+/// Gateway failures, translated from each gateway's own errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("payment declined: {0}")]
+    Declined(String),
+    #[error("gateway refused the request: {0}")]
+    InvalidRequest(String),
+    /// Timeouts, 5xx, connection errors: the outcome is unknown; retry later.
+    #[error("gateway temporarily unavailable: {0}")]
+    Transient(String),
+    /// The notification's signature is missing, wrong or outside the replay window.
+    #[error("notification signature rejected: {0}")]
+    BadSignature(String),
+    /// The notification is signed but not one this service acts on, or malformed.
+    #[error("notification not understood: {0}")]
+    Malformed(String),
+}
+
+/// A payment gateway.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait PaymentGateway: Send + Sync {
+    /// The name in `/webhooks/{name}` and in configuration.
+    fn name(&self) -> &str;
+
+    /// Creates a checkout for the top-up. MUST be idempotent per `topup_id` (a retry returns
+    /// the same checkout or an equivalent one, never a second charge).
+    async fn create_checkout(&self, request: &CheckoutRequest) -> Result<Checkout, GatewayError>;
+
+    /// Verifies a notification's signature (constant-time, within the gateway's replay
+    /// window) before reading anything else from it. MUST return `BadSignature` for anything
+    /// not signed by the gateway.
+    async fn verify_notification(
+        &self,
+        notification: &Notification,
+        now: Timestamp,
+    ) -> Result<VerifiedNotification, GatewayError>;
+
+    /// Asks the gateway for the payment's status, server to server. MUST return `Pending`
+    /// (or an error) whenever the outcome is not certain: never guess `Paid` or `Failed`.
+    async fn payment_status(&self, topup: &TopUp) -> Result<PaymentStatus, GatewayError>;
+}

@@ -1,0 +1,669 @@
+//! The use cases, over the ports. Every rule about money is applied here or in the pure
+//! functions this module calls; adapters only store and transport.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use crate::ids::{AccountId, EntryId, PackId, TopUpId};
+use crate::ledger::{
+    DESCRIPTION_LENGTH_MAX, EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError,
+};
+use crate::money::{AmountError, Credits};
+use crate::ports::{
+    Account, CheckoutRequest, Clock, EntryQuery, GatewayError, IDEMPOTENCY_KEY_LENGTH_MAX,
+    IdGenerator, IdempotencyClaim, InsertTopUpError, Inserted, Notification, PaymentGateway,
+    PaymentStatus, PostError, Posted, Posting, Store, StoreError, TopUpPage, TransitionOutcome,
+    Wallet,
+};
+use crate::topup::{Pack, Quote, TopUp, TopUpPolicy, TopUpRuleError, TopUpStatus};
+
+/// Top-ups per history page (the seed document's 20).
+pub const TOPUP_PAGE_SIZE: u32 = 20;
+/// Largest page of transactions a caller may ask for.
+pub const ENTRY_PAGE_SIZE_MAX: u32 = 100;
+/// Highest history page number accepted (bounds the OFFSET a store is asked for).
+pub const TOPUP_PAGE_MAX: u32 = 100_000;
+/// Limits on account fields, in characters.
+pub const ACCOUNT_NAME_LENGTH_MAX: usize = 200;
+pub const ACCOUNT_EMAIL_LENGTH_MAX: usize = 254;
+
+/// The payment gateways a deployment enabled, and the default one.
+#[derive(Clone)]
+pub struct Gateways {
+    by_name: BTreeMap<String, Arc<dyn PaymentGateway>>,
+    default: String,
+}
+
+impl Gateways {
+    /// `default` must be the name of one of `gateways`.
+    pub fn new(gateways: Vec<Arc<dyn PaymentGateway>>, default: &str) -> Option<Gateways> {
+        let by_name: BTreeMap<String, Arc<dyn PaymentGateway>> = gateways
+            .into_iter()
+            .map(|g| (g.name().to_owned(), g))
+            .collect();
+        by_name.contains_key(default).then(|| Gateways {
+            by_name,
+            default: default.to_owned(),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn PaymentGateway>> {
+        self.by_name.get(name)
+    }
+
+    pub fn default_name(&self) -> &str {
+        &self.default
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+/// What a customer asks to buy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopUpRequest {
+    Amount(Decimal),
+    Pack(PackId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateAccountError {
+    #[error("invalid account: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateTopUpError {
+    #[error("account not found")]
+    AccountNotFound,
+    #[error("pack not found")]
+    PackNotFound,
+    #[error("unknown payment gateway {0:?}")]
+    UnknownGateway(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Rule(#[from] TopUpRuleError),
+    #[error("idempotency key already used with a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a usage debit, refund or grant did not happen. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerOpError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("account not found")]
+    AccountNotFound,
+    #[error("insufficient balance: {available} available, {requested} requested")]
+    InsufficientFunds {
+        available: Credits,
+        requested: Credits,
+    },
+    #[error("idempotency key already used with a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Refund(#[from] RefundRuleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<PostError> for LedgerOpError {
+    fn from(e: PostError) -> LedgerOpError {
+        match e {
+            PostError::AccountNotFound => LedgerOpError::AccountNotFound,
+            PostError::Rule(PostingRuleError::InsufficientFunds {
+                available,
+                requested,
+            }) => LedgerOpError::InsufficientFunds {
+                available,
+                requested,
+            },
+            PostError::Rule(rule) => LedgerOpError::Invalid(rule.to_string()),
+            PostError::Refund(rule) => LedgerOpError::Refund(rule),
+            PostError::IdempotencyConflict => LedgerOpError::IdempotencyConflict,
+            PostError::Store(e) => LedgerOpError::Store(e),
+        }
+    }
+}
+
+impl From<AmountError> for LedgerOpError {
+    fn from(e: AmountError) -> LedgerOpError {
+        LedgerOpError::Invalid(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleNotificationError {
+    #[error("unknown payment gateway {0:?}")]
+    UnknownGateway(String),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a verified notification or a reconciliation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// The top-up was completed now and the wallet credited.
+    Completed(TopUp),
+    /// The top-up was marked failed now.
+    Failed(TopUp),
+    /// Already settled: nothing changed.
+    AlreadySettled(TopUp),
+    /// The gateway does not say paid or failed yet: left pending.
+    StillPending(TopUp),
+    /// The gateway says paid, but not the amount or currency of the top-up: left pending
+    /// for an operator, nothing credited.
+    AmountMismatch(TopUp),
+    /// The notification is about no top-up of ours, or a duplicate event: nothing changed.
+    Ignored,
+}
+
+/// A request to debit a wallet for usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRequest {
+    pub amount: Decimal,
+    pub description: String,
+    pub idempotency_key: String,
+}
+
+/// The billing service: every use case of the wallet.
+#[derive(Clone)]
+pub struct Billing {
+    store: Arc<dyn Store>,
+    gateways: Gateways,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdGenerator>,
+    policy: TopUpPolicy,
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.chars().count() > max {
+        return Err(format!("{field} is longer than {max} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
+
+fn claim(
+    account_id: &AccountId,
+    operation: &str,
+    key: Option<&str>,
+    fingerprint: String,
+) -> Result<Option<IdempotencyClaim>, String> {
+    let Some(key) = key else { return Ok(None) };
+    if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LENGTH_MAX {
+        return Err(format!(
+            "idempotency key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} bytes"
+        ));
+    }
+    if !key.chars().all(|c| c.is_ascii_graphic()) {
+        return Err("idempotency key must be printable ASCII".to_owned());
+    }
+    Ok(Some(IdempotencyClaim {
+        scope: format!("{account_id}:{operation}"),
+        key: key.to_owned(),
+        fingerprint,
+    }))
+}
+
+impl Billing {
+    pub fn new(
+        store: Arc<dyn Store>,
+        gateways: Gateways,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdGenerator>,
+        policy: TopUpPolicy,
+    ) -> Billing {
+        Billing {
+            store,
+            gateways,
+            clock,
+            ids,
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> &TopUpPolicy {
+        &self.policy
+    }
+
+    pub fn gateways(&self) -> &Gateways {
+        &self.gateways
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> crate::time::Timestamp {
+        self.clock.now()
+    }
+
+    fn entry_id(&self) -> EntryId {
+        EntryId::new(self.ids.new_id(EntryId::PREFIX))
+    }
+
+    /// Creates an account with an empty wallet.
+    pub async fn create_account(
+        &self,
+        name: &str,
+        email: &str,
+    ) -> Result<Account, CreateAccountError> {
+        let name = name.trim();
+        let email = email.trim();
+        if name.is_empty() {
+            return Err(CreateAccountError::Invalid("name must not be empty".into()));
+        }
+        check_text("name", name, ACCOUNT_NAME_LENGTH_MAX).map_err(CreateAccountError::Invalid)?;
+        check_text("email", email, ACCOUNT_EMAIL_LENGTH_MAX)
+            .map_err(CreateAccountError::Invalid)?;
+        let valid_email = email
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+            && !email.contains(char::is_whitespace);
+        if !valid_email {
+            return Err(CreateAccountError::Invalid(
+                "email is not an email address".into(),
+            ));
+        }
+        let account = Account {
+            id: AccountId::new(self.ids.new_id(AccountId::PREFIX)),
+            name: name.to_owned(),
+            email: email.to_owned(),
+            created_at: self.clock.now(),
+        };
+        self.store.insert_account(&account).await?;
+        Ok(account)
+    }
+
+    pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        self.store.account(id).await
+    }
+
+    pub async fn wallet(&self, id: &AccountId) -> Result<Option<Wallet>, StoreError> {
+        self.store.wallet(id).await
+    }
+
+    /// Newest entries first; `limit` is clamped to 1..=[`ENTRY_PAGE_SIZE_MAX`].
+    pub async fn transactions(
+        &self,
+        account_id: &AccountId,
+        mut query: EntryQuery,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        query.limit = query.limit.clamp(1, ENTRY_PAGE_SIZE_MAX);
+        self.store.entries(account_id, &query).await
+    }
+
+    /// Active packs, cheapest first.
+    pub async fn packs(&self) -> Result<Vec<Pack>, StoreError> {
+        self.store.packs(false).await
+    }
+
+    /// One page (from 1) of the account's top-ups, [`TOPUP_PAGE_SIZE`] a page.
+    pub async fn topup_history(
+        &self,
+        account_id: &AccountId,
+        page: u32,
+    ) -> Result<TopUpPage, StoreError> {
+        self.store
+            .topup_page(
+                account_id,
+                page.clamp(1, TOPUP_PAGE_MAX),
+                TOPUP_PAGE_SIZE,
+            )
+            .await
+    }
+
+    /// Prices the request without creating anything.
+    pub async fn quote(&self, request: &TopUpRequest) -> Result<(Quote, Option<Pack>), CreateTopUpError> {
+        match request {
+            TopUpRequest::Amount(amount) => Ok((self.policy.quote_amount(*amount)?, None)),
+            TopUpRequest::Pack(id) => {
+                let pack = self
+                    .store
+                    .pack(id)
+                    .await?
+                    .filter(|p| p.active)
+                    .ok_or(CreateTopUpError::PackNotFound)?;
+                Ok((self.policy.quote_pack(&pack), Some(pack)))
+            }
+        }
+    }
+
+    /// Creates a pending top-up and its checkout. The wallet is credited later, when the
+    /// gateway confirms the payment ([`Billing::handle_notification`]).
+    pub async fn create_topup(
+        &self,
+        account_id: &AccountId,
+        request: &TopUpRequest,
+        gateway: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> Result<TopUp, CreateTopUpError> {
+        let gateway_name = gateway.unwrap_or(self.gateways.default_name());
+        let gateway = self
+            .gateways
+            .get(gateway_name)
+            .ok_or_else(|| CreateTopUpError::UnknownGateway(gateway_name.to_owned()))?
+            .clone();
+        let account = self
+            .store
+            .account(account_id)
+            .await?
+            .ok_or(CreateTopUpError::AccountNotFound)?;
+        let (quote, pack) = self.quote(request).await?;
+        let fingerprint = match request {
+            TopUpRequest::Amount(a) => format!("topup|amount={}|{gateway_name}", a.normalize()),
+            TopUpRequest::Pack(p) => format!("topup|pack={p}|{gateway_name}"),
+        };
+        let claim = claim(account_id, "topup", idempotency_key, fingerprint)
+            .map_err(CreateTopUpError::Invalid)?;
+        let now = self.clock.now();
+        let topup = TopUp {
+            id: TopUpId::new(self.ids.new_id(TopUpId::PREFIX)),
+            account_id: account_id.clone(),
+            pack_id: pack.as_ref().map(|p| p.id.clone()),
+            pack_name: pack.as_ref().map(|p| p.name.clone()),
+            price: quote.price,
+            credits: quote.credits,
+            bonus: quote.bonus,
+            status: TopUpStatus::Pending,
+            gateway: gateway_name.to_owned(),
+            payment_ref: None,
+            checkout_url: None,
+            failure_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut topup = match self.store.insert_topup(&topup, claim.as_ref()).await {
+            Ok(Inserted::New(t)) => t,
+            Ok(Inserted::Replayed(t)) => return Ok(t),
+            Err(InsertTopUpError::IdempotencyConflict) => {
+                return Err(CreateTopUpError::IdempotencyConflict);
+            }
+            Err(InsertTopUpError::Store(e)) => return Err(e.into()),
+        };
+        let request = CheckoutRequest {
+            topup_id: topup.id.clone(),
+            account_id: account_id.clone(),
+            price: topup.price,
+            description: topup
+                .pack_name
+                .clone()
+                .unwrap_or_else(|| "Credit top-up".to_owned()),
+            customer_email: account.email,
+        };
+        let checkout = match gateway.create_checkout(&request).await {
+            Ok(checkout) => checkout,
+            Err(e) => {
+                // The customer was never sent to pay: nothing can be owed for this top-up.
+                let reason = format!("checkout not created: {e}");
+                self.store
+                    .transition_topup(
+                        &topup.id,
+                        TopUpStatus::Failed,
+                        Vec::new(),
+                        Some(reason),
+                        self.clock.now(),
+                    )
+                    .await?;
+                return Err(e.into());
+            }
+        };
+        self.store
+            .set_checkout(
+                &topup.id,
+                &checkout.payment_ref,
+                &checkout.checkout_url,
+                self.clock.now(),
+            )
+            .await?;
+        topup.payment_ref = Some(checkout.payment_ref);
+        topup.checkout_url = Some(checkout.checkout_url);
+        Ok(topup)
+    }
+
+    /// Handles a gateway notification: verify the signature first, then look up the top-up,
+    /// then ask the gateway server to server and settle on what it says. A notification's
+    /// own claims are never trusted.
+    pub async fn handle_notification(
+        &self,
+        gateway_name: &str,
+        notification: &Notification,
+    ) -> Result<SettleOutcome, HandleNotificationError> {
+        let gateway = self
+            .gateways
+            .get(gateway_name)
+            .ok_or_else(|| HandleNotificationError::UnknownGateway(gateway_name.to_owned()))?
+            .clone();
+        let verified = gateway
+            .verify_notification(notification, self.clock.now())
+            .await?;
+        let topup = match (&verified.topup_id, &verified.payment_ref) {
+            (Some(id), _) => self.store.topup(id).await?,
+            (None, Some(reference)) => {
+                self.store
+                    .topup_by_payment_ref(gateway_name, reference)
+                    .await?
+            }
+            (None, None) => None,
+        };
+        // A top-up id echoed back by the gateway must belong to this gateway and, when the
+        // notification names a payment, to that payment.
+        let topup = topup.filter(|t| {
+            t.gateway == gateway_name
+                && match (&verified.payment_ref, &t.payment_ref) {
+                    (Some(seen), Some(ours)) => seen == ours,
+                    _ => true,
+                }
+        });
+        let Some(topup) = topup else {
+            return Ok(SettleOutcome::Ignored);
+        };
+        Ok(self.settle(gateway.as_ref(), topup).await?)
+    }
+
+    /// Asks the gateway for the top-up's payment status and applies it: completes (crediting
+    /// once) when paid in full in the right currency, fails when the gateway says it failed,
+    /// leaves it pending otherwise.
+    pub async fn settle(
+        &self,
+        gateway: &dyn PaymentGateway,
+        topup: TopUp,
+    ) -> Result<SettleOutcome, HandleNotificationError> {
+        if topup.status == TopUpStatus::Completed {
+            return Ok(SettleOutcome::AlreadySettled(topup));
+        }
+        let status = gateway.payment_status(&topup).await?;
+        let (target, reason) = match status {
+            PaymentStatus::Pending => return Ok(SettleOutcome::StillPending(topup)),
+            PaymentStatus::Paid { amount } if amount != topup.price => {
+                return Ok(SettleOutcome::AmountMismatch(topup));
+            }
+            PaymentStatus::Paid { .. } => (TopUpStatus::Completed, None),
+            PaymentStatus::Failed { reason } => (TopUpStatus::Failed, Some(reason)),
+        };
+        let entries = match target {
+            TopUpStatus::Completed => topup.completion_entries(self.entry_id(), self.entry_id()),
+            _ => Vec::new(),
+        };
+        let outcome = self
+            .store
+            .transition_topup(&topup.id, target, entries, reason, self.clock.now())
+            .await?;
+        Ok(match outcome {
+            None => SettleOutcome::Ignored,
+            Some(TransitionOutcome::Applied { topup, .. }) if target == TopUpStatus::Completed => {
+                SettleOutcome::Completed(topup)
+            }
+            Some(TransitionOutcome::Applied { topup, .. }) => SettleOutcome::Failed(topup),
+            Some(TransitionOutcome::AlreadyDone(t)) | Some(TransitionOutcome::Refused(t)) => {
+                SettleOutcome::AlreadySettled(t)
+            }
+        })
+    }
+
+    /// Re-checks pending top-ups created before `older_than_secs` ago with their gateway, so
+    /// that a lost notification never leaves credits missing. Returns what each check did.
+    pub async fn reconcile(
+        &self,
+        older_than_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<Result<SettleOutcome, HandleNotificationError>>, StoreError> {
+        let cutoff = self.clock.now().minus_secs(older_than_secs);
+        let pending = self.store.pending_topups(cutoff, limit).await?;
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for topup in pending {
+            let outcome = match self.gateways.get(&topup.gateway) {
+                Some(gateway) => self.settle(gateway.as_ref(), topup).await,
+                None => Err(HandleNotificationError::UnknownGateway(topup.gateway.clone())),
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Debits the wallet for usage, exactly once per idempotency key.
+    pub async fn record_usage(
+        &self,
+        account_id: &AccountId,
+        request: &UsageRequest,
+    ) -> Result<Posted, LedgerOpError> {
+        let amount = Credits::positive(request.amount)?;
+        check_text("description", &request.description, DESCRIPTION_LENGTH_MAX)
+            .map_err(LedgerOpError::Invalid)?;
+        let fingerprint = format!("usage|{}|{}", amount, request.description);
+        let claim = claim(
+            account_id,
+            "usage",
+            Some(&request.idempotency_key),
+            fingerprint,
+        )
+        .map_err(LedgerOpError::Invalid)?;
+        let posting = Posting {
+            account_id: account_id.clone(),
+            entries: vec![NewEntry {
+                id: self.entry_id(),
+                kind: EntryKind::Usage,
+                amount: amount.neg(),
+                description: request.description.clone(),
+                reference: Some(request.idempotency_key.clone()),
+            }],
+            idempotency: claim,
+            refund_of: Vec::new(),
+            now: self.clock.now(),
+        };
+        Ok(self.store.post(posting).await?)
+    }
+
+    /// Credits back usage: a `refund` entry linked to the entries it answers, never more than
+    /// their total less earlier refunds of them.
+    pub async fn refund(
+        &self,
+        account_id: &AccountId,
+        entry_ids: Vec<EntryId>,
+        amount: Decimal,
+        description: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Posted, LedgerOpError> {
+        let amount = Credits::positive(amount)?;
+        check_text("description", description, DESCRIPTION_LENGTH_MAX)
+            .map_err(LedgerOpError::Invalid)?;
+        if entry_ids.is_empty() {
+            return Err(LedgerOpError::Refund(RefundRuleError::NoEntries));
+        }
+        if entry_ids.len() > 100 {
+            return Err(LedgerOpError::Invalid(
+                "a refund may name at most 100 entries".into(),
+            ));
+        }
+        let mut sorted: Vec<&str> = entry_ids.iter().map(EntryId::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != entry_ids.len() {
+            return Err(LedgerOpError::Invalid("an entry is named twice".into()));
+        }
+        let fingerprint = format!("refund|{}|{}|{}", sorted.join(","), amount, description);
+        let claim = claim(account_id, "refund", idempotency_key, fingerprint)
+            .map_err(LedgerOpError::Invalid)?;
+        let description = if description.is_empty() {
+            "Refund".to_owned()
+        } else {
+            description.to_owned()
+        };
+        let posting = Posting {
+            account_id: account_id.clone(),
+            entries: vec![NewEntry {
+                id: self.entry_id(),
+                kind: EntryKind::Refund,
+                amount,
+                description,
+                reference: Some(sorted.join(",")),
+            }],
+            idempotency: claim,
+            refund_of: entry_ids,
+            now: self.clock.now(),
+        };
+        Ok(self.store.post(posting).await?)
+    }
+
+    /// Grants promotional credits as a `bonus` entry.
+    pub async fn grant(
+        &self,
+        account_id: &AccountId,
+        amount: Decimal,
+        description: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Posted, LedgerOpError> {
+        self.credit(account_id, EntryKind::Bonus, amount, description, idempotency_key)
+            .await
+    }
+
+    async fn credit(
+        &self,
+        account_id: &AccountId,
+        kind: EntryKind,
+        amount: Decimal,
+        description: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Posted, LedgerOpError> {
+        let amount = Credits::positive(amount)?;
+        check_text("description", description, DESCRIPTION_LENGTH_MAX)
+            .map_err(LedgerOpError::Invalid)?;
+        let fingerprint = format!("{kind}|{amount}|{description}");
+        let claim = claim(account_id, kind.as_str(), idempotency_key, fingerprint)
+            .map_err(LedgerOpError::Invalid)?;
+        let description = if description.is_empty() {
+            "Promotional credits".to_owned()
+        } else {
+            description.to_owned()
+        };
+        let posting = Posting {
+            account_id: account_id.clone(),
+            entries: vec![NewEntry {
+                id: self.entry_id(),
+                kind,
+                amount,
+                description,
+                reference: None,
+            }],
+            idempotency: claim,
+            refund_of: Vec::new(),
+            now: self.clock.now(),
+        };
+        Ok(self.store.post(posting).await?)
+    }
+}
