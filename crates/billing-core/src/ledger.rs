@@ -256,14 +256,24 @@ mod tests {
     #[test]
     fn plan_posting_scenarios() {
         let acct = AccountId::new("acct_1");
-        type Case = (i64, i64, Vec<(EntryKind, i64)>, Result<Vec<i64>, &'static str>);
+        type Case = (
+            i64,
+            i64,
+            Vec<(EntryKind, i64)>,
+            Result<Vec<i64>, &'static str>,
+        );
         let cases: Vec<Case> = vec![
             (0, 0, vec![(EntryKind::TopUp, 10)], Ok(vec![10])),
             (10, 0, vec![(EntryKind::Usage, -10)], Ok(vec![0])),
             (10, 0, vec![(EntryKind::Usage, -11)], Err("insufficient")),
             (10, 3, vec![(EntryKind::Usage, -8)], Err("insufficient")),
             (10, 3, vec![(EntryKind::Usage, -7)], Ok(vec![3])),
-            (0, 0, vec![(EntryKind::TopUp, 50), (EntryKind::Bonus, 5)], Ok(vec![50, 55])),
+            (
+                0,
+                0,
+                vec![(EntryKind::TopUp, 50), (EntryKind::Bonus, 5)],
+                Ok(vec![50, 55]),
+            ),
             (5, 0, vec![(EntryKind::Usage, 5)], Err("sign")),
             (5, 0, vec![(EntryKind::TopUp, -5)], Err("sign")),
             (5, 0, vec![(EntryKind::Adjustment, -5)], Ok(vec![0])),
@@ -313,12 +323,18 @@ mod tests {
             reference: None,
             created_at: Timestamp::default(),
         };
-        assert_eq!(check_refund(&acct, std::slice::from_ref(&usage), c(0), c(7)), Ok(()));
+        assert_eq!(
+            check_refund(&acct, std::slice::from_ref(&usage), c(0), c(7)),
+            Ok(())
+        );
         assert!(matches!(
             check_refund(&acct, std::slice::from_ref(&usage), c(5), c(3)),
             Err(RefundRuleError::ExceedsRefundable { .. })
         ));
-        assert_eq!(check_refund(&acct, std::slice::from_ref(&usage), c(5), c(2)), Ok(()));
+        assert_eq!(
+            check_refund(&acct, std::slice::from_ref(&usage), c(5), c(2)),
+            Ok(())
+        );
         let mut topup = usage.clone();
         topup.kind = EntryKind::TopUp;
         assert!(matches!(
@@ -330,6 +346,9 @@ mod tests {
             check_refund(&other, &[usage], c(0), c(1)),
             Err(RefundRuleError::NotRefundable(_))
         ));
-        assert_eq!(check_refund(&acct, &[], c(0), c(1)), Err(RefundRuleError::NoEntries));
+        assert_eq!(
+            check_refund(&acct, &[], c(0), c(1)),
+            Err(RefundRuleError::NoEntries)
+        );
     }
 }

@@ -119,25 +119,21 @@ impl Credits {
         Credits(self.0.abs())
     }
 
-    pub fn neg(self) -> Credits {
+    /// The opposite amount (a debit entry from a positive charge). Exact; the result is
+    /// checked like any other amount when it is stored.
+    pub fn negated(self) -> Credits {
         Credits(-self.0)
     }
 
     /// Checked addition that stays within the ledger's range.
     pub fn checked_add(self, other: Credits) -> Result<Credits, AmountError> {
-        let sum = self
-            .0
-            .checked_add(other.0)
-            .ok_or(AmountError::OutOfRange)?;
+        let sum = self.0.checked_add(other.0).ok_or(AmountError::OutOfRange)?;
         Credits::new(sum)
     }
 
     /// Checked subtraction that stays within the ledger's range.
     pub fn checked_sub(self, other: Credits) -> Result<Credits, AmountError> {
-        let difference = self
-            .0
-            .checked_sub(other.0)
-            .ok_or(AmountError::OutOfRange)?;
+        let difference = self.0.checked_sub(other.0).ok_or(AmountError::OutOfRange)?;
         Credits::new(difference)
     }
 
@@ -398,10 +394,7 @@ mod tests {
         assert_eq!(m.amount().to_string(), "1.250");
         let jpy = Currency::from_code("JPY").expect("known");
         assert!(Money::new(d("1.5"), jpy).is_err());
-        assert_eq!(
-            Money::new(d("500"), jpy).expect("valid").minor_units(),
-            500
-        );
+        assert_eq!(Money::new(d("500"), jpy).expect("valid").minor_units(), 500);
         assert_eq!(
             Money::new(d("-1"), Currency::USD),
             Err(AmountError::NotPositive)
@@ -410,7 +403,9 @@ mod tests {
 
     #[test]
     fn parse_decimal_refuses_what_is_not_a_plain_decimal() {
-        for bad in ["", "-", ".5", "5.", "1e3", "+1", "abc", "1.2.3", "NaN", "0x10"] {
+        for bad in [
+            "", "-", ".5", "5.", "1e3", "+1", "abc", "1.2.3", "NaN", "0x10",
+        ] {
             assert_eq!(parse_decimal(bad), Err(AmountError::NotANumber), "{bad}");
         }
         assert_eq!(parse_decimal("-0.15"), Ok(d("-0.15")));

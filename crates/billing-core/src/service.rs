@@ -320,16 +320,15 @@ impl Billing {
         page: u32,
     ) -> Result<TopUpPage, StoreError> {
         self.store
-            .topup_page(
-                account_id,
-                page.clamp(1, TOPUP_PAGE_MAX),
-                TOPUP_PAGE_SIZE,
-            )
+            .topup_page(account_id, page.clamp(1, TOPUP_PAGE_MAX), TOPUP_PAGE_SIZE)
             .await
     }
 
     /// Prices the request without creating anything.
-    pub async fn quote(&self, request: &TopUpRequest) -> Result<(Quote, Option<Pack>), CreateTopUpError> {
+    pub async fn quote(
+        &self,
+        request: &TopUpRequest,
+    ) -> Result<(Quote, Option<Pack>), CreateTopUpError> {
         match request {
             TopUpRequest::Amount(amount) => Ok((self.policy.quote_amount(*amount)?, None)),
             TopUpRequest::Pack(id) => {
@@ -473,7 +472,7 @@ impl Billing {
         let Some(topup) = topup else {
             return Ok(SettleOutcome::Ignored);
         };
-        Ok(self.settle(gateway.as_ref(), topup).await?)
+        self.settle(gateway.as_ref(), topup).await
     }
 
     /// Asks the gateway for the top-up's payment status and applies it: completes (crediting
@@ -529,7 +528,9 @@ impl Billing {
         for topup in pending {
             let outcome = match self.gateways.get(&topup.gateway) {
                 Some(gateway) => self.settle(gateway.as_ref(), topup).await,
-                None => Err(HandleNotificationError::UnknownGateway(topup.gateway.clone())),
+                None => Err(HandleNotificationError::UnknownGateway(
+                    topup.gateway.clone(),
+                )),
             };
             outcomes.push(outcome);
         }
@@ -558,7 +559,7 @@ impl Billing {
             entries: vec![NewEntry {
                 id: self.entry_id(),
                 kind: EntryKind::Usage,
-                amount: amount.neg(),
+                amount: amount.negated(),
                 description: request.description.clone(),
                 reference: Some(request.idempotency_key.clone()),
             }],
@@ -628,8 +629,14 @@ impl Billing {
         description: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Posted, LedgerOpError> {
-        self.credit(account_id, EntryKind::Bonus, amount, description, idempotency_key)
-            .await
+        self.credit(
+            account_id,
+            EntryKind::Bonus,
+            amount,
+            description,
+            idempotency_key,
+        )
+        .await
     }
 
     async fn credit(

@@ -342,7 +342,10 @@ mod tests {
     fn transitions() {
         use TopUpStatus::*;
         assert_eq!(decide_transition(Pending, Completed), Transition::Apply);
-        assert_eq!(decide_transition(Completed, Completed), Transition::AlreadyDone);
+        assert_eq!(
+            decide_transition(Completed, Completed),
+            Transition::AlreadyDone
+        );
         assert_eq!(decide_transition(Completed, Failed), Transition::Refused);
         assert_eq!(decide_transition(Failed, Completed), Transition::Apply);
         assert_eq!(decide_transition(Pending, Pending), Transition::Refused);

@@ -1,0 +1,456 @@
+//! Diesel adapter for billing-core's storage ports, on SQLite (the embedded default) and
+//! PostgreSQL (production).
+//!
+//! Amounts are stored as `BIGINT` ledger units (10^-[`billing_core::money::LEDGER_SCALE`] of
+//! the wallet unit) and prices as minor units, so that SQL comparisons are exact on both
+//! backends; conversions are checked in `rows.rs`. The operations are written once
+//! (`ops.rs`) and compiled for each backend; the backends differ only in how a write
+//! transaction begins and how a row is locked. Diesel is blocking: every call runs on tokio's
+//! blocking pool.
+
+mod postgres;
+mod rows;
+mod schema;
+mod sqlite;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use billing_core::ids::{AccountId, ApiKeyId, PackId, TopUpId};
+use billing_core::ledger::{LedgerEntry, NewEntry};
+use billing_core::ports::{
+    Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
+    InsertTopUpError, Inserted, LedgerStore, PackStore, PostError, Posted, Posting, StoreError,
+    TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+};
+use billing_core::time::Timestamp;
+use billing_core::topup::{Pack, TopUp, TopUpStatus};
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::result::DatabaseErrorKind;
+use diesel::sqlite::SqliteConnection;
+use diesel::{Connection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+/// Runs `$body` with `$conn` bound to a pooled connection of whichever backend this store
+/// has, on the blocking pool, with `ops` naming that backend's operations.
+macro_rules! on_conn {
+    ($self:ident, |$conn:ident| $body:expr) => {{
+        match &$self.pools {
+            Pools::Sqlite(pool) => {
+                let pool = pool.clone();
+                run_blocking(move || {
+                    let mut guard = get(&pool)?;
+                    let $conn = &mut *guard;
+                    #[allow(unused_imports)]
+                    use crate::sqlite as ops;
+                    $body
+                })
+                .await
+            }
+            Pools::Postgres(pool) => {
+                let pool = pool.clone();
+                run_blocking(move || {
+                    let mut guard = get(&pool)?;
+                    let $conn = &mut *guard;
+                    #[allow(unused_imports)]
+                    use crate::postgres as ops;
+                    $body
+                })
+                .await
+            }
+        }
+    }};
+}
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+/// How long a SQLite writer waits for the write lock before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+/// How long a caller waits for a pooled connection.
+const POOL_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot create the database directory {path}: {source}")]
+    Directory {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the database: {0}")]
+    Pool(String),
+    #[error("cannot run migrations: {0}")]
+    Migrations(String),
+}
+
+/// Pool sizes and the like.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            max_connections: 16,
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Pools {
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    Postgres(Pool<ConnectionManager<PgConnection>>),
+}
+
+/// The Diesel store: every storage port of billing-core, on SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct DieselStore {
+    pools: Pools,
+}
+
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        diesel::sql_query(format!(
+            "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+        ))
+        .execute(conn)
+        .map(|_| ())
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl DieselStore {
+    /// Opens the database `url` names (a `postgres://` URL, or a SQLite file path, optionally
+    /// prefixed `sqlite://`), creating a SQLite file and its directory if needed, and runs
+    /// pending migrations.
+    pub fn connect(url: &str, options: &StoreOptions) -> Result<DieselStore, ConnectError> {
+        if is_postgres_url(url) {
+            let pool = Pool::builder()
+                .max_size(options.max_connections)
+                .connection_timeout(POOL_CONNECTION_TIMEOUT)
+                .build(ConnectionManager::<PgConnection>::new(url))
+                .map_err(|e| ConnectError::Pool(e.to_string()))?;
+            let mut conn = pool.get().map_err(|e| ConnectError::Pool(e.to_string()))?;
+            conn.run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map_err(|e| ConnectError::Migrations(e.to_string()))?;
+            return Ok(DieselStore {
+                pools: Pools::Postgres(pool),
+            });
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|source| ConnectError::Directory {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        // Migrations first, on one connection, before the pool's connections switch to WAL.
+        let mut conn =
+            SqliteConnection::establish(path).map_err(|e| ConnectError::Pool(e.to_string()))?;
+        SqlitePragmas
+            .on_acquire(&mut conn)
+            .map_err(|e| ConnectError::Pool(e.to_string()))?;
+        conn.run_pending_migrations(SQLITE_MIGRATIONS)
+            .map_err(|e| ConnectError::Migrations(e.to_string()))?;
+        drop(conn);
+        let pool = Pool::builder()
+            .max_size(options.max_connections)
+            .connection_timeout(POOL_CONNECTION_TIMEOUT)
+            .connection_customizer(Box::new(SqlitePragmas))
+            .build(ConnectionManager::<SqliteConnection>::new(path))
+            .map_err(|e| ConnectError::Pool(e.to_string()))?;
+        Ok(DieselStore {
+            pools: Pools::Sqlite(pool),
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.pools {
+            Pools::Sqlite(_) => "sqlite",
+            Pools::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Checks that a connection can be had and answers (for `/healthz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_conn!(self, |c| {
+            diesel::sql_query("SELECT 1")
+                .execute(c)
+                .map(|_| ())
+                .map_err(db_err)
+        })
+    }
+}
+
+/// An error inside a transaction: the database's, or the operation's own refusal.
+pub(crate) enum TxError<E> {
+    Db(diesel::result::Error),
+    Op(E),
+}
+
+impl<E> From<diesel::result::Error> for TxError<E> {
+    fn from(e: diesel::result::Error) -> TxError<E> {
+        TxError::Db(e)
+    }
+}
+
+pub(crate) fn db_err(e: diesel::result::Error) -> StoreError {
+    match e {
+        diesel::result::Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+            StoreError::Duplicate(info.message().to_owned())
+        }
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+pub(crate) fn finish<T, E: From<StoreError>>(result: Result<T, TxError<E>>) -> Result<T, E> {
+    result.map_err(|e| match e {
+        TxError::Db(db) => E::from(db_err(db)),
+        TxError::Op(op) => op,
+    })
+}
+
+fn pool_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("no database connection: {e}"))
+}
+
+async fn run_blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| E::from(StoreError::Unavailable(format!("storage task failed: {e}"))))?
+}
+
+fn get<M>(pool: &Pool<M>) -> Result<PooledConnection<M>, StoreError>
+where
+    M: diesel::r2d2::ManageConnection,
+{
+    pool.get().map_err(pool_err)
+}
+
+#[async_trait]
+impl AccountStore for DieselStore {
+    async fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
+        let account = account.clone();
+        on_conn!(self, |c| ops::insert_account(c, &account))
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        let id = id.clone();
+        on_conn!(self, |c| ops::account(c, &id))
+    }
+
+    async fn wallet(&self, id: &AccountId) -> Result<Option<Wallet>, StoreError> {
+        let id = id.clone();
+        on_conn!(self, |c| ops::wallet(c, &id))
+    }
+
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let after = after.cloned();
+        on_conn!(self, |c| ops::account_ids(c, after.as_ref(), limit))
+    }
+}
+
+#[async_trait]
+impl LedgerStore for DieselStore {
+    async fn post(&self, posting: Posting) -> Result<Posted, PostError> {
+        on_conn!(self, |c| ops::post(c, &posting))
+    }
+
+    async fn entries(
+        &self,
+        account_id: &AccountId,
+        query: &EntryQuery,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let (account_id, query) = (account_id.clone(), query.clone());
+        on_conn!(self, |c| ops::entries(c, &account_id, &query))
+    }
+
+    async fn history(&self, account_id: &AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
+        let account_id = account_id.clone();
+        on_conn!(self, |c| ops::history(c, &account_id))
+    }
+}
+
+#[async_trait]
+impl TopUpStore for DieselStore {
+    async fn insert_topup(
+        &self,
+        topup: &TopUp,
+        idempotency: Option<&IdempotencyClaim>,
+    ) -> Result<Inserted<TopUp>, InsertTopUpError> {
+        let (topup, claim) = (topup.clone(), idempotency.cloned());
+        on_conn!(self, |c| ops::insert_topup(c, &topup, claim.as_ref()))
+    }
+
+    async fn set_checkout(
+        &self,
+        id: &TopUpId,
+        payment_ref: &str,
+        checkout_url: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (id, payment_ref, url) = (id.clone(), payment_ref.to_owned(), checkout_url.to_owned());
+        on_conn!(self, |c| ops::set_checkout(c, &id, &payment_ref, &url, now))
+    }
+
+    async fn topup(&self, id: &TopUpId) -> Result<Option<TopUp>, StoreError> {
+        let id = id.clone();
+        on_conn!(self, |c| ops::topup(c, &id))
+    }
+
+    async fn topup_by_payment_ref(
+        &self,
+        gateway: &str,
+        payment_ref: &str,
+    ) -> Result<Option<TopUp>, StoreError> {
+        let (gateway, payment_ref) = (gateway.to_owned(), payment_ref.to_owned());
+        on_conn!(self, |c| ops::topup_by_payment_ref(
+            c,
+            &gateway,
+            &payment_ref
+        ))
+    }
+
+    async fn transition_topup(
+        &self,
+        id: &TopUpId,
+        target: TopUpStatus,
+        entries: Vec<NewEntry>,
+        failure_reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<Option<TransitionOutcome>, StoreError> {
+        let id = id.clone();
+        on_conn!(self, |c| ops::transition_topup(
+            c,
+            &id,
+            target,
+            &entries,
+            failure_reason.as_deref(),
+            now
+        ))
+    }
+
+    async fn topup_page(
+        &self,
+        account_id: &AccountId,
+        page: u32,
+        per_page: u32,
+    ) -> Result<TopUpPage, StoreError> {
+        let account_id = account_id.clone();
+        on_conn!(self, |c| ops::topup_page(c, &account_id, page, per_page))
+    }
+
+    async fn pending_topups(
+        &self,
+        created_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TopUp>, StoreError> {
+        on_conn!(self, |c| ops::pending_topups(c, created_before, limit))
+    }
+}
+
+#[async_trait]
+impl PackStore for DieselStore {
+    async fn upsert_pack(&self, pack: &Pack) -> Result<(), StoreError> {
+        let pack = pack.clone();
+        on_conn!(self, |c| ops::upsert_pack(c, &pack))
+    }
+
+    async fn pack(&self, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        let id = id.clone();
+        on_conn!(self, |c| ops::pack(c, &id))
+    }
+
+    async fn packs(&self, include_inactive: bool) -> Result<Vec<Pack>, StoreError> {
+        on_conn!(self, |c| ops::packs(c, include_inactive))
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for DieselStore {
+    async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let key = key.clone();
+        on_conn!(self, |c| ops::insert_key(c, &key))
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let hash = hash.to_owned();
+        on_conn!(self, |c| ops::key_by_hash(c, &hash))
+    }
+
+    async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let id = id.clone();
+        on_conn!(self, |c| ops::key(c, &id))
+    }
+
+    async fn revoke_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
+        let id = id.clone();
+        on_conn!(self, |c| ops::revoke_key(c, &id, now))
+    }
+
+    async fn has_admin_key(&self) -> Result<bool, StoreError> {
+        on_conn!(self, |c| ops::has_admin_key(c))
+    }
+}
+
+#[async_trait]
+impl EventStore for DieselStore {
+    async fn record_event(
+        &self,
+        gateway: &str,
+        event_id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (gateway, event_id) = (gateway.to_owned(), event_id.to_owned());
+        on_conn!(self, |c| ops::record_event(c, &gateway, &event_id, now))
+    }
+}
+
+/// Creates (dropping it first if it exists) the database `name` on the server `admin_url`
+/// points at, and returns a URL for it. For tests and benchmarks that need a fresh database;
+/// `name` is made of `[a-z0-9_]` only and suffixed with this process's id.
+pub fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, ConnectError> {
+    let name: String = format!("{name}_{}", std::process::id())
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(63)
+        .collect();
+    let mut conn =
+        PgConnection::establish(admin_url).map_err(|e| ConnectError::Pool(e.to_string()))?;
+    diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .map_err(|e| ConnectError::Pool(e.to_string()))?;
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .map_err(|e| ConnectError::Pool(e.to_string()))?;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .ok_or_else(|| ConnectError::Pool(format!("no database in URL {admin_url}")))?;
+    Ok(format!("{base}/{name}"))
+}

@@ -1,0 +1,617 @@
+// The storage operations, written once and compiled for each backend: this file is
+// `include!`d by `sqlite.rs` and `postgres.rs`, which provide `Conn`, `write_tx` (a write
+// transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` on PostgreSQL), `lock_account` and
+// `lock_topup` (`SELECT … FOR UPDATE` on PostgreSQL; the immediate transaction already holds
+// SQLite's write lock). Every rule applied here is a pure function of billing-core.
+
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, TopUpId};
+use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
+use billing_core::money::Credits;
+use billing_core::ports::{
+    Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, PostError,
+    Posted, Posting, StoreError, TopUpPage, TransitionOutcome, Wallet,
+};
+use billing_core::time::Timestamp;
+use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transition};
+use diesel::prelude::*;
+
+use crate::rows::{AccountRow, ApiKeyRow, EntryRow, NewEntryRow, PackRow, TopUpRow};
+use crate::schema::{
+    accounts, api_keys, idempotency_keys, ledger_entries, packs, refund_links, topups,
+    webhook_events,
+};
+use crate::{TxError, db_err, finish};
+
+pub(crate) fn insert_account(conn: &mut Conn, account: &Account) -> Result<(), StoreError> {
+    let row = AccountRow {
+        id: account.id.as_str().to_owned(),
+        name: account.name.clone(),
+        email: account.email.clone(),
+        balance: 0,
+        created_at: account.created_at.as_micros(),
+    };
+    diesel::insert_into(accounts::table)
+        .values(&row)
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) fn account(conn: &mut Conn, id: &AccountId) -> Result<Option<Account>, StoreError> {
+    let row = accounts::table
+        .find(id.as_str())
+        .select(AccountRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    Ok(row.map(Account::from))
+}
+
+pub(crate) fn wallet(conn: &mut Conn, id: &AccountId) -> Result<Option<Wallet>, StoreError> {
+    let balance: Option<i64> = accounts::table
+        .find(id.as_str())
+        .select(accounts::balance)
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    Ok(balance.map(|b| Wallet {
+        account_id: id.clone(),
+        balance: Credits::from_units(b),
+    }))
+}
+
+pub(crate) fn account_ids(
+    conn: &mut Conn,
+    after: Option<&AccountId>,
+    limit: u32,
+) -> Result<Vec<AccountId>, StoreError> {
+    let mut query = accounts::table.select(accounts::id).into_boxed();
+    if let Some(after) = after {
+        query = query.filter(accounts::id.gt(after.as_str().to_owned()));
+    }
+    let ids: Vec<String> = query
+        .order(accounts::id.asc())
+        .limit(i64::from(limit))
+        .load(conn)
+        .map_err(db_err)?;
+    Ok(ids.into_iter().map(AccountId::new).collect())
+}
+
+struct ClaimRow {
+    fingerprint: String,
+    result_ref: String,
+}
+
+fn find_claim(
+    conn: &mut Conn,
+    claim: &IdempotencyClaim,
+) -> Result<Option<ClaimRow>, diesel::result::Error> {
+    let row: Option<(String, String)> = idempotency_keys::table
+        .find((claim.scope.as_str(), claim.key.as_str()))
+        .select((idempotency_keys::fingerprint, idempotency_keys::result_ref))
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|(fingerprint, result_ref)| ClaimRow {
+        fingerprint,
+        result_ref,
+    }))
+}
+
+fn insert_claim(
+    conn: &mut Conn,
+    claim: &IdempotencyClaim,
+    result_ref: &str,
+    now: Timestamp,
+) -> Result<(), diesel::result::Error> {
+    diesel::insert_into(idempotency_keys::table)
+        .values((
+            idempotency_keys::scope.eq(&claim.scope),
+            idempotency_keys::key.eq(&claim.key),
+            idempotency_keys::fingerprint.eq(&claim.fingerprint),
+            idempotency_keys::result_ref.eq(result_ref),
+            idempotency_keys::created_at.eq(now.as_micros()),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Entries with these ids, oldest first.
+fn entries_by_ids<E>(conn: &mut Conn, ids: &[&str]) -> Result<Vec<LedgerEntry>, TxError<E>>
+where
+    E: From<StoreError>,
+{
+    let rows: Vec<EntryRow> = ledger_entries::table
+        .filter(ledger_entries::id.eq_any(ids))
+        .order(ledger_entries::seq.asc())
+        .select(EntryRow::as_select())
+        .load(conn)?;
+    rows.into_iter()
+        .map(|r| LedgerEntry::try_from(r).map_err(|e| TxError::Op(E::from(e))))
+        .collect()
+}
+
+/// Appends already-planned entries and moves the wallet's balance to the last one's
+/// `balance_after`, checking that it is the previous balance plus their sum.
+fn append_entries<E>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    previous_balance: i64,
+    planned: &[LedgerEntry],
+) -> Result<(), TxError<E>>
+where
+    E: From<StoreError>,
+{
+    let rows = planned
+        .iter()
+        .map(NewEntryRow::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TxError::Op(E::from(e)))?;
+    let Some(last) = rows.last() else {
+        return Ok(());
+    };
+    let sum: i128 = rows.iter().map(|r| i128::from(r.amount)).sum();
+    // plan_posting computed the running balance from `previous_balance`: check it again where
+    // it is written.
+    if i128::from(previous_balance) + sum != i128::from(last.balance_after) || last.balance_after < 0
+    {
+        return Err(TxError::Op(E::from(StoreError::Corrupt(format!(
+            "planned balance {} is not {previous_balance} + {sum}",
+            last.balance_after
+        )))));
+    }
+    let new_balance = last.balance_after;
+    diesel::insert_into(ledger_entries::table)
+        .values(&rows)
+        .execute(conn)?;
+    let updated = diesel::update(accounts::table.find(account_id.as_str()))
+        .filter(accounts::balance.eq(previous_balance))
+        .set(accounts::balance.eq(new_balance))
+        .execute(conn)?;
+    if updated != 1 {
+        return Err(TxError::Op(E::from(StoreError::Corrupt(format!(
+            "wallet {account_id} changed under its lock"
+        )))));
+    }
+    Ok(())
+}
+
+fn refund_check(conn: &mut Conn, posting: &Posting) -> Result<(), TxError<PostError>> {
+    let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
+    let targets = entries_by_ids::<PostError>(conn, &ids)?;
+    if let Some(missing) = posting
+        .refund_of
+        .iter()
+        .find(|id| !targets.iter().any(|t| &t.id == *id))
+    {
+        return Err(TxError::Op(PostError::Refund(
+            billing_core::ledger::RefundRuleError::NotRefundable(missing.clone()),
+        )));
+    }
+    let earlier: Vec<String> = refund_links::table
+        .filter(refund_links::refunded_entry_id.eq_any(&ids))
+        .select(refund_links::refund_entry_id)
+        .distinct()
+        .load(conn)?;
+    let earlier_amounts: Vec<i64> = ledger_entries::table
+        .filter(ledger_entries::id.eq_any(&earlier))
+        .select(ledger_entries::amount)
+        .load(conn)?;
+    let mut already = Credits::ZERO;
+    for amount in earlier_amounts {
+        already = already
+            .checked_add(Credits::from_units(amount))
+            .map_err(|e| TxError::Op(PostError::Store(StoreError::Corrupt(e.to_string()))))?;
+    }
+    let mut requested = Credits::ZERO;
+    for entry in &posting.entries {
+        requested = requested
+            .checked_add(entry.amount)
+            .map_err(|e| TxError::Op(PostError::Store(StoreError::Corrupt(e.to_string()))))?;
+    }
+    check_refund(&posting.account_id, &targets, already, requested)
+        .map_err(|e| TxError::Op(PostError::Refund(e)))
+}
+
+fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<PostError>> {
+    let Some(balance) = lock_account(conn, &posting.account_id)? else {
+        return Err(TxError::Op(PostError::AccountNotFound));
+    };
+    // Checked under the wallet lock, so two requests with one key serialize here.
+    if let Some(claim) = &posting.idempotency
+        && let Some(prior) = find_claim(conn, claim)? {
+            if prior.fingerprint != claim.fingerprint {
+                return Err(TxError::Op(PostError::IdempotencyConflict));
+            }
+            let ids: Vec<&str> = prior.result_ref.split(',').collect();
+            let entries = entries_by_ids::<PostError>(conn, &ids)?;
+            return Ok(Posted {
+                entries,
+                replayed: true,
+            });
+        }
+    if !posting.refund_of.is_empty() {
+        refund_check(conn, posting)?;
+    }
+    let planned = plan_posting(
+        &posting.account_id,
+        Credits::from_units(balance),
+        Credits::ZERO,
+        &posting.entries,
+        posting.now,
+    )
+    .map_err(|e| TxError::Op(PostError::Rule(e)))?;
+    append_entries::<PostError>(conn, &posting.account_id, balance, &planned)?;
+    if let Some(claim) = &posting.idempotency {
+        let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
+        insert_claim(conn, claim, &ids.join(","), posting.now)?;
+    }
+    for refund in &planned {
+        for target in &posting.refund_of {
+            diesel::insert_into(refund_links::table)
+                .values((
+                    refund_links::refund_entry_id.eq(refund.id.as_str()),
+                    refund_links::refunded_entry_id.eq(target.as_str()),
+                ))
+                .execute(conn)?;
+        }
+    }
+    Ok(Posted {
+        entries: planned,
+        replayed: false,
+    })
+}
+
+pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostError> {
+    finish(write_tx(conn, |conn| post_in_tx(conn, posting)))
+}
+
+pub(crate) fn entries(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    query: &EntryQuery,
+) -> Result<Vec<LedgerEntry>, StoreError> {
+    let mut select = ledger_entries::table
+        .filter(ledger_entries::account_id.eq(account_id.as_str().to_owned()))
+        .into_boxed();
+    if let Some(kind) = query.kind {
+        select = select.filter(ledger_entries::kind.eq(kind.as_str()));
+    }
+    if let Some(before) = &query.before {
+        let seq: Option<i64> = ledger_entries::table
+            .filter(ledger_entries::id.eq(before.as_str()))
+            .filter(ledger_entries::account_id.eq(account_id.as_str()))
+            .select(ledger_entries::seq)
+            .first(conn)
+            .optional()
+            .map_err(db_err)?;
+        match seq {
+            Some(seq) => select = select.filter(ledger_entries::seq.lt(seq)),
+            None => return Ok(Vec::new()),
+        }
+    }
+    let rows: Vec<EntryRow> = select
+        .order(ledger_entries::seq.desc())
+        .limit(i64::from(query.limit))
+        .select(EntryRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    rows.into_iter().map(LedgerEntry::try_from).collect()
+}
+
+pub(crate) fn history(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Vec<LedgerEntry>, StoreError> {
+    let rows: Vec<EntryRow> = ledger_entries::table
+        .filter(ledger_entries::account_id.eq(account_id.as_str()))
+        .order(ledger_entries::seq.asc())
+        .select(EntryRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    rows.into_iter().map(LedgerEntry::try_from).collect()
+}
+
+fn load_topup(conn: &mut Conn, id: &str) -> Result<Option<TopUp>, StoreError> {
+    let row = topups::table
+        .filter(topups::id.eq(id))
+        .select(TopUpRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    row.map(TopUp::try_from).transpose()
+}
+
+fn insert_topup_in_tx(
+    conn: &mut Conn,
+    topup: &TopUp,
+    claim: Option<&IdempotencyClaim>,
+) -> Result<Inserted<TopUp>, TxError<InsertTopUpError>> {
+    if let Some(claim) = claim {
+        // The account lock serializes requests that share a key.
+        if lock_account(conn, &topup.account_id)?.is_none() {
+            return Err(TxError::Op(InsertTopUpError::Store(StoreError::Corrupt(
+                format!("account {} not found", topup.account_id),
+            ))));
+        }
+        if let Some(prior) = find_claim(conn, claim)? {
+            if prior.fingerprint != claim.fingerprint {
+                return Err(TxError::Op(InsertTopUpError::IdempotencyConflict));
+            }
+            return match load_topup(conn, &prior.result_ref) {
+                Ok(Some(first)) => Ok(Inserted::Replayed(first)),
+                Ok(None) => Err(TxError::Op(InsertTopUpError::Store(StoreError::Corrupt(
+                    format!("idempotency key points at missing top-up {}", prior.result_ref),
+                )))),
+                Err(e) => Err(TxError::Op(e.into())),
+            };
+        }
+    }
+    let row = TopUpRow::try_from(topup).map_err(|e| TxError::Op(e.into()))?;
+    diesel::insert_into(topups::table).values(&row).execute(conn)?;
+    if let Some(claim) = claim {
+        insert_claim(conn, claim, topup.id.as_str(), topup.created_at)?;
+    }
+    Ok(Inserted::New(topup.clone()))
+}
+
+pub(crate) fn insert_topup(
+    conn: &mut Conn,
+    topup: &TopUp,
+    claim: Option<&IdempotencyClaim>,
+) -> Result<Inserted<TopUp>, InsertTopUpError> {
+    finish(write_tx(conn, |conn| insert_topup_in_tx(conn, topup, claim)))
+}
+
+pub(crate) fn set_checkout(
+    conn: &mut Conn,
+    id: &TopUpId,
+    payment_ref: &str,
+    checkout_url: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    diesel::update(topups::table.filter(topups::id.eq(id.as_str())))
+        .set((
+            topups::payment_ref.eq(payment_ref),
+            topups::checkout_url.eq(checkout_url),
+            topups::updated_at.eq(now.as_micros()),
+        ))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) fn topup(conn: &mut Conn, id: &TopUpId) -> Result<Option<TopUp>, StoreError> {
+    load_topup(conn, id.as_str())
+}
+
+pub(crate) fn topup_by_payment_ref(
+    conn: &mut Conn,
+    gateway: &str,
+    payment_ref: &str,
+) -> Result<Option<TopUp>, StoreError> {
+    let row = topups::table
+        .filter(topups::gateway.eq(gateway))
+        .filter(topups::payment_ref.eq(payment_ref))
+        .select(TopUpRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    row.map(TopUp::try_from).transpose()
+}
+
+fn transition_in_tx(
+    conn: &mut Conn,
+    id: &TopUpId,
+    target: TopUpStatus,
+    entries: &[NewEntry],
+    failure_reason: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<TransitionOutcome>, TxError<StoreError>> {
+    let Some(row) = lock_topup(conn, id)? else {
+        return Ok(None);
+    };
+    let mut topup = TopUp::try_from(row).map_err(TxError::Op)?;
+    match decide_transition(topup.status, target) {
+        Transition::AlreadyDone => return Ok(Some(TransitionOutcome::AlreadyDone(topup))),
+        Transition::Refused => return Ok(Some(TransitionOutcome::Refused(topup))),
+        Transition::Apply => {}
+    }
+    let mut credited = Vec::new();
+    if target == TopUpStatus::Completed {
+        let Some(balance) = lock_account(conn, &topup.account_id)? else {
+            return Err(TxError::Op(StoreError::Corrupt(format!(
+                "top-up {id} has no wallet"
+            ))));
+        };
+        credited = plan_posting(
+            &topup.account_id,
+            Credits::from_units(balance),
+            Credits::ZERO,
+            entries,
+            now,
+        )
+        .map_err(|e| TxError::Op(StoreError::Corrupt(format!("top-up {id}: {e}"))))?;
+        append_entries::<StoreError>(conn, &topup.account_id, balance, &credited)?;
+    }
+    let reason = match target {
+        TopUpStatus::Failed => failure_reason.map(str::to_owned),
+        _ => None,
+    };
+    diesel::update(topups::table.filter(topups::id.eq(id.as_str())))
+        .set((
+            topups::status.eq(target.as_str()),
+            topups::failure_reason.eq(&reason),
+            topups::updated_at.eq(now.as_micros()),
+        ))
+        .execute(conn)?;
+    topup.status = target;
+    topup.failure_reason = reason;
+    topup.updated_at = now;
+    Ok(Some(TransitionOutcome::Applied {
+        topup,
+        entries: credited,
+    }))
+}
+
+pub(crate) fn transition_topup(
+    conn: &mut Conn,
+    id: &TopUpId,
+    target: TopUpStatus,
+    entries: &[NewEntry],
+    failure_reason: Option<&str>,
+    now: Timestamp,
+) -> Result<Option<TransitionOutcome>, StoreError> {
+    finish(write_tx(conn, |conn| {
+        transition_in_tx(conn, id, target, entries, failure_reason, now)
+    }))
+}
+
+pub(crate) fn topup_page(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    page: u32,
+    per_page: u32,
+) -> Result<TopUpPage, StoreError> {
+    let total: i64 = topups::table
+        .filter(topups::account_id.eq(account_id.as_str()))
+        .count()
+        .get_result(conn)
+        .map_err(db_err)?;
+    let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
+    let rows: Vec<TopUpRow> = topups::table
+        .filter(topups::account_id.eq(account_id.as_str()))
+        .order(topups::seq.desc())
+        .limit(i64::from(per_page))
+        .offset(offset)
+        .select(TopUpRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    Ok(TopUpPage {
+        topups: rows
+            .into_iter()
+            .map(TopUp::try_from)
+            .collect::<Result<_, _>>()?,
+        total: u64::try_from(total).unwrap_or(0),
+    })
+}
+
+pub(crate) fn pending_topups(
+    conn: &mut Conn,
+    created_before: Timestamp,
+    limit: u32,
+) -> Result<Vec<TopUp>, StoreError> {
+    let rows: Vec<TopUpRow> = topups::table
+        .filter(topups::status.eq(TopUpStatus::Pending.as_str()))
+        .filter(topups::created_at.lt(created_before.as_micros()))
+        .order(topups::created_at.asc())
+        .limit(i64::from(limit))
+        .select(TopUpRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    rows.into_iter().map(TopUp::try_from).collect()
+}
+
+pub(crate) fn upsert_pack(conn: &mut Conn, pack: &Pack) -> Result<(), StoreError> {
+    let row = PackRow::try_from(pack)?;
+    diesel::insert_into(packs::table)
+        .values(&row)
+        .on_conflict(packs::id)
+        .do_update()
+        .set(&row)
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) fn pack(
+    conn: &mut Conn,
+    id: &billing_core::ids::PackId,
+) -> Result<Option<Pack>, StoreError> {
+    let row = packs::table
+        .find(id.as_str())
+        .select(PackRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    row.map(Pack::try_from).transpose()
+}
+
+pub(crate) fn packs(conn: &mut Conn, include_inactive: bool) -> Result<Vec<Pack>, StoreError> {
+    let mut query = packs::table.select(PackRow::as_select()).into_boxed();
+    if !include_inactive {
+        query = query.filter(packs::active.eq(true));
+    }
+    let rows: Vec<PackRow> = query
+        .order((packs::price_minor.asc(), packs::id.asc()))
+        .load(conn)
+        .map_err(db_err)?;
+    rows.into_iter().map(Pack::try_from).collect()
+}
+
+pub(crate) fn insert_key(conn: &mut Conn, key: &ApiKeyRecord) -> Result<(), StoreError> {
+    diesel::insert_into(api_keys::table)
+        .values(ApiKeyRow::from(key))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) fn key_by_hash(conn: &mut Conn, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let row = api_keys::table
+        .filter(api_keys::hash.eq(hash))
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    row.map(ApiKeyRecord::try_from).transpose()
+}
+
+pub(crate) fn key(conn: &mut Conn, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let row = api_keys::table
+        .find(id.as_str())
+        .select(ApiKeyRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    row.map(ApiKeyRecord::try_from).transpose()
+}
+
+pub(crate) fn revoke_key(conn: &mut Conn, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
+    diesel::update(
+        api_keys::table
+            .find(id.as_str())
+            .filter(api_keys::revoked_at.is_null()),
+    )
+    .set(api_keys::revoked_at.eq(now.as_micros()))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(key(conn, id)?.is_some())
+}
+
+pub(crate) fn has_admin_key(conn: &mut Conn) -> Result<bool, StoreError> {
+    let count: i64 = api_keys::table
+        .filter(api_keys::scope.eq("admin"))
+        .filter(api_keys::revoked_at.is_null())
+        .count()
+        .get_result(conn)
+        .map_err(db_err)?;
+    Ok(count > 0)
+}
+
+pub(crate) fn record_event(
+    conn: &mut Conn,
+    gateway: &str,
+    event_id: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let inserted = diesel::insert_into(webhook_events::table)
+        .values((
+            webhook_events::gateway.eq(gateway),
+            webhook_events::event_id.eq(event_id),
+            webhook_events::received_at.eq(now.as_micros()),
+        ))
+        .on_conflict_do_nothing()
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(inserted == 1)
+}

@@ -1,0 +1,256 @@
+//! Row structs and their checked conversions to and from domain types. Every amount crosses
+//! here, as integer ledger units or minor units; a value that does not convert exactly is an
+//! error, never truncated.
+
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use billing_core::ledger::{EntryKind, LedgerEntry};
+use billing_core::money::{Credits, Currency, Money};
+use billing_core::ports::{Account, ApiKeyRecord, KeyScope, StoreError};
+use billing_core::time::Timestamp;
+use billing_core::topup::{Pack, TopUp, TopUpStatus};
+use diesel::prelude::*;
+
+use crate::schema::{accounts, api_keys, ledger_entries, packs, topups};
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// Ledger units of `credits`, refusing what does not fit.
+pub(crate) fn units(credits: Credits) -> Result<i64, StoreError> {
+    credits
+        .to_units()
+        .map_err(|e| corrupt(format!("amount {credits} does not fit the ledger: {e}")))
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = accounts)]
+pub(crate) struct AccountRow {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub balance: i64,
+    pub created_at: i64,
+}
+
+impl From<AccountRow> for Account {
+    fn from(row: AccountRow) -> Account {
+        Account {
+            id: AccountId::new(row.id),
+            name: row.name,
+            email: row.email,
+            created_at: Timestamp::from_micros(row.created_at),
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = ledger_entries)]
+pub(crate) struct EntryRow {
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub description: String,
+    pub reference: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = ledger_entries)]
+pub(crate) struct NewEntryRow {
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub description: String,
+    pub reference: Option<String>,
+    pub created_at: i64,
+}
+
+impl TryFrom<EntryRow> for LedgerEntry {
+    type Error = StoreError;
+    fn try_from(row: EntryRow) -> Result<LedgerEntry, StoreError> {
+        Ok(LedgerEntry {
+            id: EntryId::new(row.id),
+            account_id: AccountId::new(row.account_id),
+            kind: row.kind.parse::<EntryKind>().map_err(corrupt)?,
+            amount: Credits::from_units(row.amount),
+            balance_after: Credits::from_units(row.balance_after),
+            description: row.description,
+            reference: row.reference,
+            created_at: Timestamp::from_micros(row.created_at),
+        })
+    }
+}
+
+impl TryFrom<&LedgerEntry> for NewEntryRow {
+    type Error = StoreError;
+    fn try_from(e: &LedgerEntry) -> Result<NewEntryRow, StoreError> {
+        Ok(NewEntryRow {
+            id: e.id.as_str().to_owned(),
+            account_id: e.account_id.as_str().to_owned(),
+            kind: e.kind.as_str().to_owned(),
+            amount: units(e.amount)?,
+            balance_after: units(e.balance_after)?,
+            description: e.description.clone(),
+            reference: e.reference.clone(),
+            created_at: e.created_at.as_micros(),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = topups)]
+pub(crate) struct TopUpRow {
+    pub id: String,
+    pub account_id: String,
+    pub pack_id: Option<String>,
+    pub pack_name: Option<String>,
+    pub price_minor: i64,
+    pub currency: String,
+    pub credits: i64,
+    pub bonus: i64,
+    pub status: String,
+    pub gateway: String,
+    pub payment_ref: Option<String>,
+    pub checkout_url: Option<String>,
+    pub failure_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn money(minor: i64, currency: &str) -> Result<Money, StoreError> {
+    let currency = Currency::from_code(currency).map_err(corrupt)?;
+    Money::from_minor_units(minor, currency).map_err(corrupt)
+}
+
+impl TryFrom<TopUpRow> for TopUp {
+    type Error = StoreError;
+    fn try_from(row: TopUpRow) -> Result<TopUp, StoreError> {
+        Ok(TopUp {
+            id: TopUpId::new(row.id),
+            account_id: AccountId::new(row.account_id),
+            pack_id: row.pack_id.map(PackId::new),
+            pack_name: row.pack_name,
+            price: money(row.price_minor, &row.currency)?,
+            credits: Credits::from_units(row.credits),
+            bonus: Credits::from_units(row.bonus),
+            status: row.status.parse::<TopUpStatus>().map_err(corrupt)?,
+            gateway: row.gateway,
+            payment_ref: row.payment_ref,
+            checkout_url: row.checkout_url,
+            failure_reason: row.failure_reason,
+            created_at: Timestamp::from_micros(row.created_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+        })
+    }
+}
+
+impl TryFrom<&TopUp> for TopUpRow {
+    type Error = StoreError;
+    fn try_from(t: &TopUp) -> Result<TopUpRow, StoreError> {
+        Ok(TopUpRow {
+            id: t.id.as_str().to_owned(),
+            account_id: t.account_id.as_str().to_owned(),
+            pack_id: t.pack_id.as_ref().map(|p| p.as_str().to_owned()),
+            pack_name: t.pack_name.clone(),
+            price_minor: t.price.minor_units(),
+            currency: t.price.currency().code().to_owned(),
+            credits: units(t.credits)?,
+            bonus: units(t.bonus)?,
+            status: t.status.as_str().to_owned(),
+            gateway: t.gateway.clone(),
+            payment_ref: t.payment_ref.clone(),
+            checkout_url: t.checkout_url.clone(),
+            failure_reason: t.failure_reason.clone(),
+            created_at: t.created_at.as_micros(),
+            updated_at: t.updated_at.as_micros(),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = packs)]
+pub(crate) struct PackRow {
+    pub id: String,
+    pub name: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub credits: i64,
+    pub popular: bool,
+    pub active: bool,
+}
+
+impl TryFrom<PackRow> for Pack {
+    type Error = StoreError;
+    fn try_from(row: PackRow) -> Result<Pack, StoreError> {
+        Ok(Pack {
+            id: PackId::new(row.id),
+            name: row.name,
+            price: money(row.price_minor, &row.currency)?,
+            credits: Credits::from_units(row.credits),
+            popular: row.popular,
+            active: row.active,
+        })
+    }
+}
+
+impl TryFrom<&Pack> for PackRow {
+    type Error = StoreError;
+    fn try_from(p: &Pack) -> Result<PackRow, StoreError> {
+        Ok(PackRow {
+            id: p.id.as_str().to_owned(),
+            name: p.name.clone(),
+            price_minor: p.price.minor_units(),
+            currency: p.price.currency().code().to_owned(),
+            credits: units(p.credits)?,
+            popular: p.popular,
+            active: p.active,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub(crate) struct ApiKeyRow {
+    pub id: String,
+    pub account_id: Option<String>,
+    pub scope: String,
+    pub prefix: String,
+    pub hash: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKeyRecord {
+    type Error = StoreError;
+    fn try_from(row: ApiKeyRow) -> Result<ApiKeyRecord, StoreError> {
+        Ok(ApiKeyRecord {
+            id: ApiKeyId::new(row.id),
+            account_id: row.account_id.map(AccountId::new),
+            scope: KeyScope::parse(&row.scope)
+                .ok_or_else(|| corrupt(format!("unknown key scope {:?}", row.scope)))?,
+            prefix: row.prefix,
+            hash: row.hash,
+            created_at: Timestamp::from_micros(row.created_at),
+            revoked_at: row.revoked_at.map(Timestamp::from_micros),
+        })
+    }
+}
+
+impl From<&ApiKeyRecord> for ApiKeyRow {
+    fn from(k: &ApiKeyRecord) -> ApiKeyRow {
+        ApiKeyRow {
+            id: k.id.as_str().to_owned(),
+            account_id: k.account_id.as_ref().map(|a| a.as_str().to_owned()),
+            scope: k.scope.as_str().to_owned(),
+            prefix: k.prefix.clone(),
+            hash: k.hash.clone(),
+            created_at: k.created_at.as_micros(),
+            revoked_at: k.revoked_at.map(Timestamp::as_micros),
+        }
+    }
+}

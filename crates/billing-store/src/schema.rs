@@ -1,0 +1,97 @@
+//! Diesel's view of the tables in `migrations/` (identical on both backends).
+
+diesel::table! {
+    accounts (id) {
+        id -> Text,
+        name -> Text,
+        email -> Text,
+        balance -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    ledger_entries (seq) {
+        seq -> BigInt,
+        id -> Text,
+        account_id -> Text,
+        kind -> Text,
+        amount -> BigInt,
+        balance_after -> BigInt,
+        description -> Text,
+        reference -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    refund_links (refund_entry_id, refunded_entry_id) {
+        refund_entry_id -> Text,
+        refunded_entry_id -> Text,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (scope, key) {
+        scope -> Text,
+        key -> Text,
+        fingerprint -> Text,
+        result_ref -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    topups (seq) {
+        seq -> BigInt,
+        id -> Text,
+        account_id -> Text,
+        pack_id -> Nullable<Text>,
+        pack_name -> Nullable<Text>,
+        price_minor -> BigInt,
+        currency -> Text,
+        credits -> BigInt,
+        bonus -> BigInt,
+        status -> Text,
+        gateway -> Text,
+        payment_ref -> Nullable<Text>,
+        checkout_url -> Nullable<Text>,
+        failure_reason -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    packs (id) {
+        id -> Text,
+        name -> Text,
+        price_minor -> BigInt,
+        currency -> Text,
+        credits -> BigInt,
+        popular -> Bool,
+        active -> Bool,
+    }
+}
+
+diesel::table! {
+    api_keys (id) {
+        id -> Text,
+        account_id -> Nullable<Text>,
+        scope -> Text,
+        prefix -> Text,
+        hash -> Text,
+        created_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    webhook_events (gateway, event_id) {
+        gateway -> Text,
+        event_id -> Text,
+        received_at -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(accounts, ledger_entries, refund_links, topups);

@@ -1,0 +1,41 @@
+//! The SQLite backend: one file, WAL, a busy timeout, and `BEGIN IMMEDIATE` for every write
+//! transaction so that writers queue on SQLite's single write lock instead of failing.
+
+use diesel::sqlite::SqliteConnection;
+
+pub(crate) type Conn = SqliteConnection;
+
+pub(crate) fn write_tx<T, E>(
+    conn: &mut Conn,
+    f: impl FnOnce(&mut Conn) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    conn.immediate_transaction(f)
+}
+
+/// The wallet's balance. The immediate transaction already holds the database's write lock.
+fn lock_account(
+    conn: &mut Conn,
+    id: &billing_core::ids::AccountId,
+) -> Result<Option<i64>, diesel::result::Error> {
+    crate::schema::accounts::table
+        .find(id.as_str())
+        .select(crate::schema::accounts::balance)
+        .first(conn)
+        .optional()
+}
+
+fn lock_topup(
+    conn: &mut Conn,
+    id: &billing_core::ids::TopUpId,
+) -> Result<Option<TopUpRow>, diesel::result::Error> {
+    crate::schema::topups::table
+        .filter(crate::schema::topups::id.eq(id.as_str()))
+        .select(TopUpRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+include!("ops.rs");

@@ -1,0 +1,853 @@
+//! The storage contract suite: what every adapter of the storage ports must do, checked the
+//! same way against the in-memory store, SQLite and PostgreSQL.
+//!
+//! Each check takes two handles on one fresh, empty store. For the Diesel store they are two
+//! separate connection pools on the same database, as two server processes would be; races
+//! are spread over both.
+//!
+//! Use [`crate::store_contract_tests!`] to generate one `#[tokio::test]` per check.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use billing_core::Decimal;
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use billing_core::ledger::{
+    EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError, verify_history,
+};
+use billing_core::money::{Credits, Currency, Money};
+use billing_core::ports::{
+    Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, KeyScope,
+    PostError, Posted, Posting, Store, StoreError, TransitionOutcome,
+};
+use billing_core::time::Timestamp;
+use billing_core::topup::{Pack, TopUp, TopUpStatus};
+
+/// A store handle as the contract sees it.
+pub type Handle = Arc<dyn Store>;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next(prefix: &str) -> String {
+    format!("{prefix}_c{:08}", NEXT_ID.fetch_add(1, Ordering::SeqCst))
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_secs(1_768_473_000)
+}
+
+/// Credits from a decimal string, for readable tests.
+pub fn cr(s: &str) -> Credits {
+    s.parse().expect("test amount")
+}
+
+fn usd(s: &str) -> Money {
+    Money::new(
+        Decimal::from_str_exact(s).expect("test amount"),
+        Currency::USD,
+    )
+    .expect("test money")
+}
+
+async fn new_account(store: &Handle) -> AccountId {
+    let account = Account {
+        id: AccountId::new(next("acct")),
+        name: "Ada".into(),
+        email: "ada@example.com".into(),
+        created_at: now(),
+    };
+    store
+        .insert_account(&account)
+        .await
+        .expect("insert account");
+    account.id
+}
+
+fn entry(kind: EntryKind, amount: Credits) -> NewEntry {
+    NewEntry {
+        id: EntryId::new(next("txn")),
+        kind,
+        amount,
+        description: format!("{kind} entry"),
+        reference: None,
+    }
+}
+
+fn posting(account: &AccountId, entries: Vec<NewEntry>) -> Posting {
+    Posting {
+        account_id: account.clone(),
+        entries,
+        idempotency: None,
+        refund_of: Vec::new(),
+        now: now(),
+    }
+}
+
+async fn credit(store: &Handle, account: &AccountId, amount: Credits) -> Posted {
+    store
+        .post(posting(account, vec![entry(EntryKind::Bonus, amount)]))
+        .await
+        .expect("credit")
+}
+
+async fn debit(store: &Handle, account: &AccountId, amount: Credits) -> Result<Posted, PostError> {
+    store
+        .post(posting(
+            account,
+            vec![entry(EntryKind::Usage, amount.negated())],
+        ))
+        .await
+}
+
+/// Asserts the ledger invariants for `account`: running sums, and balance = sum.
+pub async fn assert_ledger_consistent(store: &Handle, account: &AccountId) -> Credits {
+    let history = store.history(account).await.expect("history");
+    let wallet = store
+        .wallet(account)
+        .await
+        .expect("wallet")
+        .expect("exists");
+    verify_history(&history, wallet.balance)
+        .unwrap_or_else(|_| panic!("ledger of {account} inconsistent: {history:?} vs {wallet:?}"));
+    assert!(!wallet.balance.is_negative(), "negative balance");
+    wallet.balance
+}
+
+fn topup(account: &AccountId, credits: &str, bonus: &str) -> TopUp {
+    TopUp {
+        id: TopUpId::new(next("topup")),
+        account_id: account.clone(),
+        pack_id: None,
+        pack_name: None,
+        price: usd("50.00"),
+        credits: cr(credits),
+        bonus: cr(bonus),
+        status: TopUpStatus::Pending,
+        gateway: "sandbox".into(),
+        payment_ref: None,
+        checkout_url: None,
+        failure_reason: None,
+        created_at: now(),
+        updated_at: now(),
+    }
+}
+
+fn completion(t: &TopUp) -> Vec<NewEntry> {
+    t.completion_entries(EntryId::new(next("txn")), EntryId::new(next("txn")))
+}
+
+/// Credits and debits keep exact running balances.
+pub async fn credit_and_debit_keep_running_balances(store: Handle, _other: Handle) {
+    let account = new_account(&store).await;
+    assert_eq!(
+        store
+            .wallet(&account)
+            .await
+            .expect("wallet")
+            .map(|w| w.balance),
+        Some(Credits::ZERO)
+    );
+    credit(&store, &account, cr("10")).await;
+    let posted = debit(&store, &account, cr("0.15")).await.expect("debit");
+    assert_eq!(posted.entries[0].balance_after, cr("9.85"));
+    assert_eq!(posted.entries[0].amount, cr("-0.15"));
+    assert!(!posted.replayed);
+    debit(&store, &account, cr("0.000000001"))
+        .await
+        .expect("debit");
+    let two = store
+        .post(posting(
+            &account,
+            vec![
+                entry(EntryKind::TopUp, cr("25")),
+                entry(EntryKind::Bonus, cr("1.25")),
+            ],
+        ))
+        .await
+        .expect("two entries");
+    let afters: Vec<Credits> = two.entries.iter().map(|e| e.balance_after).collect();
+    assert_eq!(afters, vec![cr("34.849999999"), cr("36.099999999")]);
+    assert_eq!(
+        assert_ledger_consistent(&store, &account).await,
+        cr("36.099999999")
+    );
+    let history = store.history(&account).await.expect("history");
+    assert_eq!(history.len(), 5);
+    assert_eq!(history[1].description, "usage entry");
+}
+
+/// An insufficient balance refuses the debit and writes nothing.
+pub async fn insufficient_balance_writes_nothing(store: Handle, _other: Handle) {
+    let account = new_account(&store).await;
+    credit(&store, &account, cr("5")).await;
+    let refused = debit(&store, &account, cr("5.000000001")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. }))
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.history(&account).await.expect("history").len(), 1);
+    assert_eq!(assert_ledger_consistent(&store, &account).await, cr("5"));
+    let missing = debit(&store, &AccountId::new("acct_missing"), cr("1")).await;
+    assert_eq!(missing, Err(PostError::AccountNotFound));
+}
+
+/// 200 debits of 7 racing against 1,050: exactly 150 succeed and the balance ends at 0.
+pub async fn racing_debits_never_overdraw(store: Handle, other: Handle) {
+    let account = new_account(&store).await;
+    credit(&store, &account, cr("1050")).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let account = account.clone();
+        tasks.push(tokio::spawn(async move {
+            debit(&handle, &account, cr("7")).await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. })) => refused += 1,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (150, 50));
+    assert_eq!(
+        assert_ledger_consistent(&store, &account).await,
+        Credits::ZERO
+    );
+    assert_eq!(store.history(&account).await.expect("history").len(), 151);
+}
+
+/// One top-up completed 50 times concurrently credits once.
+pub async fn topup_completed_concurrently_credits_once(store: Handle, other: Handle) {
+    let account = new_account(&store).await;
+    let t = topup(&account, "50", "2.5");
+    assert!(matches!(
+        store.insert_topup(&t, None).await,
+        Ok(Inserted::New(_))
+    ));
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            handle
+                .transition_topup(&t.id, TopUpStatus::Completed, completion(&t), None, now())
+                .await
+        }));
+    }
+    let mut applied = 0;
+    for task in tasks {
+        match task.await.expect("task").expect("transition") {
+            Some(TransitionOutcome::Applied { entries, topup }) => {
+                applied += 1;
+                assert_eq!(entries.len(), 2);
+                assert_eq!(entries[0].kind, EntryKind::TopUp);
+                assert_eq!(entries[1].kind, EntryKind::Bonus);
+                assert_eq!(topup.status, TopUpStatus::Completed);
+            }
+            Some(TransitionOutcome::AlreadyDone(topup)) => {
+                assert_eq!(topup.status, TopUpStatus::Completed)
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(assert_ledger_consistent(&store, &account).await, cr("52.5"));
+    // A completed top-up never fails afterwards.
+    let refused = store
+        .transition_topup(
+            &t.id,
+            TopUpStatus::Failed,
+            Vec::new(),
+            Some("late".into()),
+            now(),
+        )
+        .await
+        .expect("transition");
+    assert!(matches!(refused, Some(TransitionOutcome::Refused(_))));
+    let missing = store
+        .transition_topup(
+            &TopUpId::new("topup_missing"),
+            TopUpStatus::Completed,
+            Vec::new(),
+            None,
+            now(),
+        )
+        .await
+        .expect("transition");
+    assert_eq!(missing, None);
+}
+
+/// Failed top-ups credit nothing; a later verified payment still credits once.
+pub async fn topup_lifecycle(store: Handle, _other: Handle) {
+    let account = new_account(&store).await;
+    let t = topup(&account, "20", "0");
+    store.insert_topup(&t, None).await.expect("insert");
+    store
+        .set_checkout(&t.id, "pay_1", "https://pay.example/1", now())
+        .await
+        .expect("checkout");
+    let found = store
+        .topup_by_payment_ref("sandbox", "pay_1")
+        .await
+        .expect("lookup")
+        .expect("found");
+    assert_eq!(found.id, t.id);
+    assert_eq!(found.checkout_url.as_deref(), Some("https://pay.example/1"));
+    assert_eq!(found.price, usd("50.00"));
+    assert_eq!(
+        store
+            .topup_by_payment_ref("stripe", "pay_1")
+            .await
+            .expect("lookup"),
+        None
+    );
+    // One payment reference belongs to one top-up per gateway.
+    let second = topup(&account, "20", "0");
+    store.insert_topup(&second, None).await.expect("insert");
+    let duplicate = store
+        .set_checkout(&second.id, "pay_1", "https://pay.example/2", now())
+        .await;
+    assert!(
+        matches!(duplicate, Err(StoreError::Duplicate(_))),
+        "{duplicate:?}"
+    );
+
+    let failed = store
+        .transition_topup(
+            &t.id,
+            TopUpStatus::Failed,
+            Vec::new(),
+            Some("declined".into()),
+            now(),
+        )
+        .await
+        .expect("fail");
+    assert!(
+        matches!(failed, Some(TransitionOutcome::Applied { ref entries, .. }) if entries.is_empty())
+    );
+    let stored = store.topup(&t.id).await.expect("get").expect("found");
+    assert_eq!(stored.status, TopUpStatus::Failed);
+    assert_eq!(stored.failure_reason.as_deref(), Some("declined"));
+    assert_eq!(
+        assert_ledger_consistent(&store, &account).await,
+        Credits::ZERO
+    );
+    let again = store
+        .transition_topup(&t.id, TopUpStatus::Failed, Vec::new(), None, now())
+        .await
+        .expect("fail again");
+    assert!(matches!(again, Some(TransitionOutcome::AlreadyDone(_))));
+    // The gateway later says paid (a retried attempt): money received always credits.
+    let completed = store
+        .transition_topup(&t.id, TopUpStatus::Completed, completion(&t), None, now())
+        .await
+        .expect("complete");
+    assert!(matches!(completed, Some(TransitionOutcome::Applied { .. })));
+    assert_eq!(assert_ledger_consistent(&store, &account).await, cr("20"));
+    let history = store.history(&account).await.expect("history");
+    assert_eq!(history.len(), 1, "no bonus entry for a zero bonus");
+    assert_eq!(history[0].reference.as_deref(), Some(t.id.as_str()));
+}
+
+/// Top-up history pages, newest first, with the total; pending top-ups for reconciliation.
+pub async fn topup_pages_and_pending(store: Handle, _other: Handle) {
+    let account = new_account(&store).await;
+    let other_account = new_account(&store).await;
+    let mut ids = Vec::new();
+    for i in 0..45 {
+        let mut t = topup(&account, "5", "0");
+        t.created_at = now().plus_secs(i);
+        store.insert_topup(&t, None).await.expect("insert");
+        ids.push(t.id);
+    }
+    store
+        .insert_topup(&topup(&other_account, "5", "0"), None)
+        .await
+        .expect("insert");
+    let first = store.topup_page(&account, 1, 20).await.expect("page");
+    assert_eq!(first.total, 45);
+    assert_eq!(first.topups.len(), 20);
+    assert_eq!(first.topups[0].id, ids[44]);
+    let third = store.topup_page(&account, 3, 20).await.expect("page");
+    assert_eq!(third.topups.len(), 5);
+    assert_eq!(third.topups[4].id, ids[0]);
+    let beyond = store.topup_page(&account, 4, 20).await.expect("page");
+    assert!(beyond.topups.is_empty());
+    assert_eq!(beyond.total, 45);
+
+    store
+        .transition_topup(&ids[0], TopUpStatus::Failed, Vec::new(), None, now())
+        .await
+        .expect("fail");
+    let pending = store
+        .pending_topups(now().plus_secs(3), 10)
+        .await
+        .expect("pending");
+    let pending_ids: Vec<&TopUpId> = pending.iter().map(|t| &t.id).collect();
+    // ids[0] failed; the other account's top-up was created at now(); cutoff excludes ≥ +3s.
+    assert_eq!(pending_ids.len(), 3, "{pending_ids:?}");
+    assert!(pending_ids.contains(&&ids[1]) && pending_ids.contains(&&ids[2]));
+    assert!(!pending_ids.contains(&&ids[0]));
+}
+
+/// The same key with the same request replays the first result; with another, conflicts.
+pub async fn idempotent_replay_and_conflict(store: Handle, other: Handle) {
+    let account = new_account(&store).await;
+    credit(&store, &account, cr("100")).await;
+    let claim = IdempotencyClaim {
+        scope: format!("{account}:usage"),
+        key: "req-1".into(),
+        fingerprint: "usage|7|chat".into(),
+    };
+    let with_claim = |claim: IdempotencyClaim| {
+        let mut p = posting(&account, vec![entry(EntryKind::Usage, cr("-7"))]);
+        p.idempotency = Some(claim);
+        p
+    };
+    let first = store.post(with_claim(claim.clone())).await.expect("first");
+    assert!(!first.replayed);
+    let replay = other.post(with_claim(claim.clone())).await.expect("replay");
+    assert!(replay.replayed);
+    assert_eq!(replay.entries, first.entries);
+    let conflict = store
+        .post(with_claim(IdempotencyClaim {
+            fingerprint: "usage|8|chat".into(),
+            ..claim.clone()
+        }))
+        .await;
+    assert_eq!(conflict, Err(PostError::IdempotencyConflict));
+    // The same key in another scope is another key.
+    let elsewhere = store
+        .post(with_claim(IdempotencyClaim {
+            scope: format!("{account}:other"),
+            ..claim.clone()
+        }))
+        .await
+        .expect("other scope");
+    assert!(!elsewhere.replayed);
+    assert_eq!(assert_ledger_consistent(&store, &account).await, cr("86"));
+
+    // 20 concurrent requests with one new key: one write, 19 replays of it.
+    let racing = IdempotencyClaim {
+        key: "req-2".into(),
+        ..claim
+    };
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let p = with_claim(racing.clone());
+        tasks.push(tokio::spawn(async move { handle.post(p).await }));
+    }
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.expect("task").expect("post"));
+    }
+    assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
+    assert!(results.iter().all(|r| r.entries == results[0].entries));
+    assert_eq!(assert_ledger_consistent(&store, &account).await, cr("79"));
+
+    // Top-up inserts honour keys too.
+    let t = topup(&account, "5", "0");
+    let topup_claim = IdempotencyClaim {
+        scope: format!("{account}:topup"),
+        key: "t-1".into(),
+        fingerprint: "topup|5".into(),
+    };
+    assert!(matches!(
+        store.insert_topup(&t, Some(&topup_claim)).await,
+        Ok(Inserted::New(_))
+    ));
+    let again = topup(&account, "5", "0");
+    match other.insert_topup(&again, Some(&topup_claim)).await {
+        Ok(Inserted::Replayed(first)) => assert_eq!(first.id, t.id),
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    let different = IdempotencyClaim {
+        fingerprint: "topup|6".into(),
+        ..topup_claim
+    };
+    assert_eq!(
+        store.insert_topup(&again, Some(&different)).await,
+        Err(InsertTopUpError::IdempotencyConflict)
+    );
+    assert_eq!(
+        store.topup_page(&account, 1, 20).await.expect("page").total,
+        1
+    );
+}
+
+/// Refunds answer usage entries of the account and never exceed them.
+pub async fn refunds_are_bounded(store: Handle, _other: Handle) {
+    let account = new_account(&store).await;
+    let stranger = new_account(&store).await;
+    credit(&store, &account, cr("20")).await;
+    credit(&store, &stranger, cr("20")).await;
+    let usage = debit(&store, &account, cr("7"))
+        .await
+        .expect("debit")
+        .entries[0]
+        .id
+        .clone();
+    let usage2 = debit(&store, &account, cr("3"))
+        .await
+        .expect("debit")
+        .entries[0]
+        .id
+        .clone();
+    let theirs = debit(&store, &stranger, cr("1"))
+        .await
+        .expect("debit")
+        .entries[0]
+        .id
+        .clone();
+    let grant = store.history(&account).await.expect("history")[0]
+        .id
+        .clone();
+    let refund = |targets: Vec<EntryId>, amount: &str| {
+        let mut p = posting(&account, vec![entry(EntryKind::Refund, cr(amount))]);
+        p.refund_of = targets;
+        p
+    };
+    store
+        .post(refund(vec![usage.clone()], "5"))
+        .await
+        .expect("refund 5 of 7");
+    let too_much = store.post(refund(vec![usage.clone()], "2.000000001")).await;
+    assert!(
+        matches!(
+            too_much,
+            Err(PostError::Refund(RefundRuleError::ExceedsRefundable { .. }))
+        ),
+        "{too_much:?}"
+    );
+    store
+        .post(refund(vec![usage.clone()], "2"))
+        .await
+        .expect("the last 2");
+    let nothing_left = store.post(refund(vec![usage.clone()], "0.000000001")).await;
+    assert!(matches!(
+        nothing_left,
+        Err(PostError::Refund(RefundRuleError::ExceedsRefundable { .. }))
+    ));
+    // A refund naming both counts the first entry's refunds against their total.
+    let both = store
+        .post(refund(vec![usage.clone(), usage2.clone()], "3.5"))
+        .await;
+    assert!(matches!(
+        both,
+        Err(PostError::Refund(RefundRuleError::ExceedsRefundable { .. }))
+    ));
+    store
+        .post(refund(vec![usage2.clone()], "3"))
+        .await
+        .expect("refund 3 of 3");
+    for target in [grant, theirs, EntryId::new("txn_missing")] {
+        let refused = store.post(refund(vec![target.clone()], "1")).await;
+        assert!(
+            matches!(refused, Err(PostError::Refund(RefundRuleError::NotRefundable(ref id))) if *id == target),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(assert_ledger_consistent(&store, &account).await, cr("20"));
+    let refunds = store
+        .entries(
+            &account,
+            &EntryQuery {
+                kind: Some(EntryKind::Refund),
+                before: None,
+                limit: 10,
+            },
+        )
+        .await
+        .expect("entries");
+    assert_eq!(refunds.len(), 3);
+}
+
+/// Amounts at the ledger scale's limits round-trip exactly, and overflow is refused.
+pub async fn ledger_scale_limits_round_trip(store: Handle, _other: Handle) {
+    let account = new_account(&store).await;
+    credit(&store, &account, Credits::max()).await;
+    assert_eq!(
+        assert_ledger_consistent(&store, &account).await,
+        Credits::max()
+    );
+    let overflow = store
+        .post(posting(
+            &account,
+            vec![entry(EntryKind::Bonus, Credits::from_units(1))],
+        ))
+        .await;
+    assert_eq!(overflow, Err(PostError::Rule(PostingRuleError::Overflow)));
+    let smallest = Credits::from_units(1);
+    debit(&store, &account, smallest)
+        .await
+        .expect("debit 1 unit");
+    let history = store.history(&account).await.expect("history");
+    assert_eq!(history[0].amount, Credits::max());
+    assert_eq!(history[1].amount, smallest.negated());
+    assert_eq!(history[1].balance_after, Credits::from_units(i64::MAX - 1));
+    debit(&store, &account, Credits::from_units(i64::MAX - 1))
+        .await
+        .expect("debit all");
+    assert_eq!(
+        assert_ledger_consistent(&store, &account).await,
+        Credits::ZERO
+    );
+
+    let pack = Pack {
+        id: PackId::new("pack_big"),
+        name: "Big".into(),
+        price: Money::new(
+            Decimal::from(1_000_000_000),
+            Currency::from_code("KWD").expect("kwd"),
+        )
+        .expect("max money"),
+        credits: Credits::max(),
+        popular: false,
+        active: true,
+    };
+    store.upsert_pack(&pack).await.expect("pack");
+    assert_eq!(store.pack(&pack.id).await.expect("get"), Some(pack));
+}
+
+/// Transactions list newest first, filter by kind, and page with a cursor.
+pub async fn entries_page_and_filter(store: Handle, _other: Handle) {
+    let account = new_account(&store).await;
+    let stranger = new_account(&store).await;
+    credit(&store, &stranger, cr("1")).await;
+    credit(&store, &account, cr("100")).await;
+    for _ in 0..12 {
+        debit(&store, &account, cr("1")).await.expect("debit");
+    }
+    let query = |kind, before, limit| EntryQuery {
+        kind,
+        before,
+        limit,
+    };
+    let first = store
+        .entries(&account, &query(None, None, 5))
+        .await
+        .expect("entries");
+    assert_eq!(first.len(), 5);
+    assert_eq!(first[0].balance_after, cr("88"));
+    let second = store
+        .entries(&account, &query(None, Some(first[4].id.clone()), 100))
+        .await
+        .expect("entries");
+    assert_eq!(second.len(), 8);
+    assert_eq!(second[7].kind, EntryKind::Bonus);
+    let mut all: Vec<LedgerEntry> = first.into_iter().chain(second).collect();
+    all.reverse();
+    assert_eq!(all, store.history(&account).await.expect("history"));
+    let usage = store
+        .entries(&account, &query(Some(EntryKind::Usage), None, 100))
+        .await
+        .expect("entries");
+    assert_eq!(usage.len(), 12);
+    // Another account's entry is no cursor here.
+    let theirs = store.history(&stranger).await.expect("history")[0]
+        .id
+        .clone();
+    assert!(
+        store
+            .entries(&account, &query(None, Some(theirs), 10))
+            .await
+            .expect("entries")
+            .is_empty()
+    );
+}
+
+/// Accounts, packs, keys and events.
+pub async fn accounts_packs_keys_events(store: Handle, other: Handle) {
+    let account = new_account(&store).await;
+    let again = Account {
+        id: account.clone(),
+        name: "Dup".into(),
+        email: "d@example.com".into(),
+        created_at: now(),
+    };
+    assert!(matches!(
+        store.insert_account(&again).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    let stored = store.account(&account).await.expect("get").expect("found");
+    assert_eq!(stored.name, "Ada");
+    assert_eq!(stored.created_at, now());
+    let ids = store.account_ids(None, 10).await.expect("ids");
+    assert_eq!(ids, vec![account.clone()]);
+    assert!(
+        store
+            .account_ids(Some(&account), 10)
+            .await
+            .expect("ids")
+            .is_empty()
+    );
+
+    let mut pro = Pack {
+        id: PackId::new("pack_pro"),
+        name: "Pro Pack".into(),
+        price: usd("20.00"),
+        credits: cr("25000"),
+        popular: true,
+        active: true,
+    };
+    let starter = Pack {
+        id: PackId::new("pack_starter"),
+        name: "Starter Pack".into(),
+        price: usd("5.00"),
+        credits: cr("5000"),
+        popular: false,
+        active: true,
+    };
+    store.upsert_pack(&pro).await.expect("pack");
+    store.upsert_pack(&starter).await.expect("pack");
+    let listed: Vec<PackId> = store
+        .packs(false)
+        .await
+        .expect("packs")
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(listed, vec![starter.id.clone(), pro.id.clone()]);
+    pro.active = false;
+    pro.name = "Pro Pack v2".into();
+    store.upsert_pack(&pro).await.expect("update");
+    assert_eq!(
+        store.packs(false).await.expect("packs"),
+        vec![starter.clone()]
+    );
+    assert_eq!(store.packs(true).await.expect("packs").len(), 2);
+    assert_eq!(store.pack(&pro.id).await.expect("get"), Some(pro));
+
+    let key = ApiKeyRecord {
+        id: ApiKeyId::new("key_1"),
+        account_id: Some(account.clone()),
+        scope: KeyScope::Customer,
+        prefix: "bk_ab12".into(),
+        hash: "a".repeat(64),
+        created_at: now(),
+        revoked_at: None,
+    };
+    store.insert_key(&key).await.expect("key");
+    assert!(!store.has_admin_key().await.expect("admin?"));
+    let duplicate = ApiKeyRecord {
+        id: ApiKeyId::new("key_2"),
+        ..key.clone()
+    };
+    assert!(matches!(
+        store.insert_key(&duplicate).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        store.key_by_hash(&key.hash).await.expect("get"),
+        Some(key.clone())
+    );
+    let admin = ApiKeyRecord {
+        id: ApiKeyId::new("key_admin"),
+        account_id: None,
+        scope: KeyScope::Admin,
+        hash: "b".repeat(64),
+        ..key.clone()
+    };
+    store.insert_key(&admin).await.expect("admin key");
+    assert!(store.has_admin_key().await.expect("admin?"));
+    assert!(store.revoke_key(&admin.id, now()).await.expect("revoke"));
+    assert!(
+        store
+            .revoke_key(&admin.id, now().plus_secs(5))
+            .await
+            .expect("again")
+    );
+    assert_eq!(
+        store
+            .key(&admin.id)
+            .await
+            .expect("get")
+            .and_then(|k| k.revoked_at),
+        Some(now())
+    );
+    assert!(!store.has_admin_key().await.expect("admin?"));
+    assert!(
+        !store
+            .revoke_key(&ApiKeyId::new("key_none"), now())
+            .await
+            .expect("revoke")
+    );
+
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            handle.record_event("stripe", "evt_1", now()).await
+        }));
+    }
+    let mut firsts = 0;
+    for task in tasks {
+        if task.await.expect("task").expect("record") {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+    assert!(
+        store
+            .record_event("myfatoorah", "evt_1", now())
+            .await
+            .expect("record")
+    );
+}
+
+/// Generates one `#[tokio::test]` per contract check. `$factory` is an async function
+/// `fn(&'static str) -> Option<(Handle, Handle)>` that returns two handles on one fresh
+/// store, or `None` when the backend is unavailable and the suite is allowed to skip (it
+/// must say so loudly).
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($factory:path) => {
+        $crate::store_contract_tests!(@each $factory;
+            credit_and_debit_keep_running_balances,
+            insufficient_balance_writes_nothing,
+            racing_debits_never_overdraw,
+            topup_completed_concurrently_credits_once,
+            topup_lifecycle,
+            topup_pages_and_pending,
+            idempotent_replay_and_conflict,
+            refunds_are_bounded,
+            ledger_scale_limits_round_trip,
+            entries_page_and_filter,
+            accounts_packs_keys_events
+        );
+    };
+    (@each $factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let Some((store, other)) = $factory(stringify!($name)).await else {
+                    return;
+                };
+                $crate::contract::$name(store, other).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,10 @@
+//! Test support for the billing service: in-memory adapters of every storage port,
+//! deterministic clocks and ids, and the contract suite that every storage adapter
+//! (in-memory, SQLite, PostgreSQL) must pass.
+
+pub mod contract;
+pub mod fakes;
+pub mod memory;
+
+pub use fakes::{ManualClock, SequentialIds};
+pub use memory::InMemoryStore;

@@ -1,0 +1,478 @@
+//! `InMemoryStore`: every storage port, in one process's memory, behind one mutex. It applies
+//! the same pure rules as the Diesel store and passes the same contract suite; it is for unit
+//! tests of the core and for demos, never for money that must survive a restart.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
+use billing_core::money::Credits;
+use billing_core::ports::{
+    Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
+    InsertTopUpError, Inserted, LedgerStore, PackStore, PostError, Posted, Posting, StoreError,
+    TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+};
+use billing_core::time::Timestamp;
+use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transition};
+
+#[derive(Default)]
+struct State {
+    accounts: BTreeMap<AccountId, (Account, Credits)>,
+    entries: Vec<LedgerEntry>,
+    refund_links: Vec<(EntryId, EntryId)>,
+    claims: HashMap<(String, String), (String, String)>,
+    topups: Vec<TopUp>,
+    packs: BTreeMap<PackId, Pack>,
+    keys: Vec<ApiKeyRecord>,
+    events: HashSet<(String, String)>,
+}
+
+/// All storage ports in memory.
+#[derive(Default)]
+pub struct InMemoryStore {
+    state: Mutex<State>,
+}
+
+impl InMemoryStore {
+    pub fn new() -> InMemoryStore {
+        InMemoryStore::default()
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        self.state
+            .lock()
+            .map_err(|_| StoreError::Unavailable("in-memory store poisoned".into()))
+    }
+}
+
+impl State {
+    fn entries_by_ids(&self, ids: &[&str]) -> Vec<LedgerEntry> {
+        self.entries
+            .iter()
+            .filter(|e| ids.contains(&e.id.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    fn append(&mut self, account_id: &AccountId, planned: &[LedgerEntry]) {
+        if let Some(last) = planned.last() {
+            if let Some((_, balance)) = self.accounts.get_mut(account_id) {
+                *balance = last.balance_after;
+            }
+            self.entries.extend_from_slice(planned);
+        }
+    }
+
+    fn post(&mut self, posting: &Posting) -> Result<Posted, PostError> {
+        let balance = match self.accounts.get(&posting.account_id) {
+            Some((_, balance)) => *balance,
+            None => return Err(PostError::AccountNotFound),
+        };
+        if let Some(claim) = &posting.idempotency
+            && let Some((fingerprint, result)) =
+                self.claims.get(&(claim.scope.clone(), claim.key.clone()))
+        {
+            if fingerprint != &claim.fingerprint {
+                return Err(PostError::IdempotencyConflict);
+            }
+            let ids: Vec<&str> = result.split(',').collect();
+            return Ok(Posted {
+                entries: self.entries_by_ids(&ids),
+                replayed: true,
+            });
+        }
+        if !posting.refund_of.is_empty() {
+            let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
+            let targets = self.entries_by_ids(&ids);
+            if let Some(missing) = posting
+                .refund_of
+                .iter()
+                .find(|id| !targets.iter().any(|t| &t.id == *id))
+            {
+                return Err(PostError::Refund(
+                    billing_core::ledger::RefundRuleError::NotRefundable(missing.clone()),
+                ));
+            }
+            let earlier: HashSet<&EntryId> = self
+                .refund_links
+                .iter()
+                .filter(|(_, target)| posting.refund_of.contains(target))
+                .map(|(refund, _)| refund)
+                .collect();
+            let mut already = Credits::ZERO;
+            for e in self.entries.iter().filter(|e| earlier.contains(&e.id)) {
+                already = already
+                    .checked_add(e.amount)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            }
+            let mut requested = Credits::ZERO;
+            for e in &posting.entries {
+                requested = requested
+                    .checked_add(e.amount)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            }
+            check_refund(&posting.account_id, &targets, already, requested)?;
+        }
+        let planned = plan_posting(
+            &posting.account_id,
+            balance,
+            Credits::ZERO,
+            &posting.entries,
+            posting.now,
+        )?;
+        self.append(&posting.account_id, &planned);
+        if let Some(claim) = &posting.idempotency {
+            let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
+            self.claims.insert(
+                (claim.scope.clone(), claim.key.clone()),
+                (claim.fingerprint.clone(), ids.join(",")),
+            );
+        }
+        for refund in &planned {
+            for target in &posting.refund_of {
+                self.refund_links.push((refund.id.clone(), target.clone()));
+            }
+        }
+        Ok(Posted {
+            entries: planned,
+            replayed: false,
+        })
+    }
+}
+
+#[async_trait]
+impl AccountStore for InMemoryStore {
+    async fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if state.accounts.contains_key(&account.id) {
+            return Err(StoreError::Duplicate(format!("account {}", account.id)));
+        }
+        state
+            .accounts
+            .insert(account.id.clone(), (account.clone(), Credits::ZERO));
+        Ok(())
+    }
+
+    async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
+        Ok(self.lock()?.accounts.get(id).map(|(a, _)| a.clone()))
+    }
+
+    async fn wallet(&self, id: &AccountId) -> Result<Option<Wallet>, StoreError> {
+        Ok(self.lock()?.accounts.get(id).map(|(_, balance)| Wallet {
+            account_id: id.clone(),
+            balance: *balance,
+        }))
+    }
+
+    async fn account_ids(
+        &self,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let state = self.lock()?;
+        Ok(state
+            .accounts
+            .keys()
+            .filter(|id| after.is_none_or(|a| *id > a))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl LedgerStore for InMemoryStore {
+    async fn post(&self, posting: Posting) -> Result<Posted, PostError> {
+        self.lock()?.post(&posting)
+    }
+
+    async fn entries(
+        &self,
+        account_id: &AccountId,
+        query: &EntryQuery,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let state = self.lock()?;
+        let mine: Vec<&LedgerEntry> = state
+            .entries
+            .iter()
+            .filter(|e| &e.account_id == account_id)
+            .collect();
+        let end = match &query.before {
+            Some(before) => match mine.iter().position(|e| &e.id == before) {
+                Some(position) => position,
+                None => return Ok(Vec::new()),
+            },
+            None => mine.len(),
+        };
+        Ok(mine[..end]
+            .iter()
+            .rev()
+            .filter(|e| query.kind.is_none_or(|k| e.kind == k))
+            .take(query.limit as usize)
+            .map(|e| (*e).clone())
+            .collect())
+    }
+
+    async fn history(&self, account_id: &AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
+        Ok(self
+            .lock()?
+            .entries
+            .iter()
+            .filter(|e| &e.account_id == account_id)
+            .cloned()
+            .collect())
+    }
+}
+
+#[async_trait]
+impl TopUpStore for InMemoryStore {
+    async fn insert_topup(
+        &self,
+        topup: &TopUp,
+        idempotency: Option<&IdempotencyClaim>,
+    ) -> Result<Inserted<TopUp>, InsertTopUpError> {
+        let mut state = self.lock()?;
+        if let Some(claim) = idempotency
+            && let Some((fingerprint, result)) =
+                state.claims.get(&(claim.scope.clone(), claim.key.clone()))
+        {
+            if fingerprint != &claim.fingerprint {
+                return Err(InsertTopUpError::IdempotencyConflict);
+            }
+            let first = state
+                .topups
+                .iter()
+                .find(|t| t.id.as_str() == result)
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("missing top-up {result}")))?;
+            return Ok(Inserted::Replayed(first));
+        }
+        if state.topups.iter().any(|t| t.id == topup.id) {
+            return Err(StoreError::Duplicate(format!("top-up {}", topup.id)).into());
+        }
+        state.topups.push(topup.clone());
+        if let Some(claim) = idempotency {
+            state.claims.insert(
+                (claim.scope.clone(), claim.key.clone()),
+                (claim.fingerprint.clone(), topup.id.as_str().to_owned()),
+            );
+        }
+        Ok(Inserted::New(topup.clone()))
+    }
+
+    async fn set_checkout(
+        &self,
+        id: &TopUpId,
+        payment_ref: &str,
+        checkout_url: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        let Some(gateway) = state
+            .topups
+            .iter()
+            .find(|t| &t.id == id)
+            .map(|t| t.gateway.clone())
+        else {
+            return Ok(());
+        };
+        if state.topups.iter().any(|t| {
+            &t.id != id && t.gateway == gateway && t.payment_ref.as_deref() == Some(payment_ref)
+        }) {
+            return Err(StoreError::Duplicate(format!("payment {payment_ref}")));
+        }
+        if let Some(t) = state.topups.iter_mut().find(|t| &t.id == id) {
+            t.payment_ref = Some(payment_ref.to_owned());
+            t.checkout_url = Some(checkout_url.to_owned());
+            t.updated_at = now;
+        }
+        Ok(())
+    }
+
+    async fn topup(&self, id: &TopUpId) -> Result<Option<TopUp>, StoreError> {
+        Ok(self.lock()?.topups.iter().find(|t| &t.id == id).cloned())
+    }
+
+    async fn topup_by_payment_ref(
+        &self,
+        gateway: &str,
+        payment_ref: &str,
+    ) -> Result<Option<TopUp>, StoreError> {
+        Ok(self
+            .lock()?
+            .topups
+            .iter()
+            .find(|t| t.gateway == gateway && t.payment_ref.as_deref() == Some(payment_ref))
+            .cloned())
+    }
+
+    async fn transition_topup(
+        &self,
+        id: &TopUpId,
+        target: TopUpStatus,
+        entries: Vec<NewEntry>,
+        failure_reason: Option<String>,
+        now: Timestamp,
+    ) -> Result<Option<TransitionOutcome>, StoreError> {
+        let mut state = self.lock()?;
+        let Some(topup) = state.topups.iter().find(|t| &t.id == id).cloned() else {
+            return Ok(None);
+        };
+        match decide_transition(topup.status, target) {
+            Transition::AlreadyDone => return Ok(Some(TransitionOutcome::AlreadyDone(topup))),
+            Transition::Refused => return Ok(Some(TransitionOutcome::Refused(topup))),
+            Transition::Apply => {}
+        }
+        let mut credited = Vec::new();
+        if target == TopUpStatus::Completed {
+            let balance = state
+                .accounts
+                .get(&topup.account_id)
+                .map(|(_, b)| *b)
+                .ok_or_else(|| StoreError::Corrupt(format!("top-up {id} has no wallet")))?;
+            credited = plan_posting(&topup.account_id, balance, Credits::ZERO, &entries, now)
+                .map_err(|e| StoreError::Corrupt(format!("top-up {id}: {e}")))?;
+            state.append(&topup.account_id, &credited);
+        }
+        let reason = match target {
+            TopUpStatus::Failed => failure_reason,
+            _ => None,
+        };
+        let Some(stored) = state.topups.iter_mut().find(|t| &t.id == id) else {
+            return Ok(None);
+        };
+        stored.status = target;
+        stored.failure_reason = reason;
+        stored.updated_at = now;
+        Ok(Some(TransitionOutcome::Applied {
+            topup: stored.clone(),
+            entries: credited,
+        }))
+    }
+
+    async fn topup_page(
+        &self,
+        account_id: &AccountId,
+        page: u32,
+        per_page: u32,
+    ) -> Result<TopUpPage, StoreError> {
+        let state = self.lock()?;
+        let mine: Vec<&TopUp> = state
+            .topups
+            .iter()
+            .rev()
+            .filter(|t| &t.account_id == account_id)
+            .collect();
+        let skip = (page.saturating_sub(1) as usize).saturating_mul(per_page as usize);
+        Ok(TopUpPage {
+            total: mine.len() as u64,
+            topups: mine
+                .into_iter()
+                .skip(skip)
+                .take(per_page as usize)
+                .cloned()
+                .collect(),
+        })
+    }
+
+    async fn pending_topups(
+        &self,
+        created_before: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<TopUp>, StoreError> {
+        let state = self.lock()?;
+        let mut pending: Vec<TopUp> = state
+            .topups
+            .iter()
+            .filter(|t| t.status == TopUpStatus::Pending && t.created_at < created_before)
+            .cloned()
+            .collect();
+        pending.sort_by_key(|t| t.created_at);
+        pending.truncate(limit as usize);
+        Ok(pending)
+    }
+}
+
+#[async_trait]
+impl PackStore for InMemoryStore {
+    async fn upsert_pack(&self, pack: &Pack) -> Result<(), StoreError> {
+        self.lock()?.packs.insert(pack.id.clone(), pack.clone());
+        Ok(())
+    }
+
+    async fn pack(&self, id: &PackId) -> Result<Option<Pack>, StoreError> {
+        Ok(self.lock()?.packs.get(id).cloned())
+    }
+
+    async fn packs(&self, include_inactive: bool) -> Result<Vec<Pack>, StoreError> {
+        let mut packs: Vec<Pack> = self
+            .lock()?
+            .packs
+            .values()
+            .filter(|p| include_inactive || p.active)
+            .cloned()
+            .collect();
+        packs.sort_by(|a, b| (a.price.minor_units(), &a.id).cmp(&(b.price.minor_units(), &b.id)));
+        Ok(packs)
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for InMemoryStore {
+    async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if state
+            .keys
+            .iter()
+            .any(|k| k.id == key.id || k.hash == key.hash)
+        {
+            return Err(StoreError::Duplicate(format!("key {}", key.id)));
+        }
+        state.keys.push(key.clone());
+        Ok(())
+    }
+
+    async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self.lock()?.keys.iter().find(|k| k.hash == hash).cloned())
+    }
+
+    async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError> {
+        Ok(self.lock()?.keys.iter().find(|k| &k.id == id).cloned())
+    }
+
+    async fn revoke_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        match state.keys.iter_mut().find(|k| &k.id == id) {
+            Some(key) => {
+                key.revoked_at.get_or_insert(now);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn has_admin_key(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()?
+            .keys
+            .iter()
+            .any(|k| k.scope == billing_core::ports::KeyScope::Admin && k.revoked_at.is_none()))
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryStore {
+    async fn record_event(
+        &self,
+        gateway: &str,
+        event_id: &str,
+        _now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()?
+            .events
+            .insert((gateway.to_owned(), event_id.to_owned())))
+    }
+}
