@@ -349,6 +349,9 @@ pub trait EventStore: Send + Sync {
         event_id: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+
+    /// Whether `record_event` was called for this pair.
+    async fn event_seen(&self, gateway: &str, event_id: &str) -> Result<bool, StoreError>;
 }
 
 /// Everything the core stores.
@@ -372,6 +375,9 @@ pub struct CheckoutRequest {
     pub description: String,
     /// The customer's email, when the gateway wants one.
     pub customer_email: String,
+    /// The customer agreed to save the payment method for later off-session charges (auto
+    /// top-up). Gateways that cannot save one ignore it.
+    pub save_payment_method: bool,
 }
 
 /// A checkout the customer completes at `checkout_url`.

@@ -404,6 +404,7 @@ impl Billing {
                 .clone()
                 .unwrap_or_else(|| "Credit top-up".to_owned()),
             customer_email: account.email,
+            save_payment_method: false,
         };
         let checkout = match gateway.create_checkout(&request).await {
             Ok(checkout) => checkout,
@@ -472,7 +473,23 @@ impl Billing {
         let Some(topup) = topup else {
             return Ok(SettleOutcome::Ignored);
         };
-        self.settle(gateway.as_ref(), topup).await
+        // An event already processed is not processed again. It is recorded only after it
+        // was processed, so a failed attempt is retried by the gateway; two copies racing
+        // both reach `transition_topup`, which credits once.
+        if self
+            .store
+            .event_seen(gateway_name, &verified.event_id)
+            .await?
+        {
+            return Ok(SettleOutcome::Ignored);
+        }
+        let outcome = self.settle(gateway.as_ref(), topup).await?;
+        if !matches!(outcome, SettleOutcome::StillPending(_)) {
+            self.store
+                .record_event(gateway_name, &verified.event_id, self.clock.now())
+                .await?;
+        }
+        Ok(outcome)
     }
 
     /// Asks the gateway for the top-up's payment status and applies it: completes (crediting

@@ -429,6 +429,11 @@ impl EventStore for DieselStore {
         let (gateway, event_id) = (gateway.to_owned(), event_id.to_owned());
         on_conn!(self, |c| ops::record_event(c, &gateway, &event_id, now))
     }
+
+    async fn event_seen(&self, gateway: &str, event_id: &str) -> Result<bool, StoreError> {
+        let (gateway, event_id) = (gateway.to_owned(), event_id.to_owned());
+        on_conn!(self, |c| ops::event_seen(c, &gateway, &event_id))
+    }
 }
 
 /// Creates (dropping it first if it exists) the database `name` on the server `admin_url`

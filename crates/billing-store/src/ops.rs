@@ -615,3 +615,17 @@ pub(crate) fn record_event(
         .map_err(db_err)?;
     Ok(inserted == 1)
 }
+
+pub(crate) fn event_seen(
+    conn: &mut Conn,
+    gateway: &str,
+    event_id: &str,
+) -> Result<bool, StoreError> {
+    let count: i64 = webhook_events::table
+        .filter(webhook_events::gateway.eq(gateway))
+        .filter(webhook_events::event_id.eq(event_id))
+        .count()
+        .get_result(conn)
+        .map_err(db_err)?;
+    Ok(count > 0)
+}

@@ -810,6 +810,13 @@ pub async fn accounts_packs_keys_events(store: Handle, other: Handle) {
         }
     }
     assert_eq!(firsts, 1);
+    assert!(store.event_seen("stripe", "evt_1").await.expect("seen?"));
+    assert!(
+        !store
+            .event_seen("myfatoorah", "evt_1")
+            .await
+            .expect("seen?")
+    );
     assert!(
         store
             .record_event("myfatoorah", "evt_1", now())

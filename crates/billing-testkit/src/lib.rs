@@ -3,6 +3,8 @@
 //! (in-memory, SQLite, PostgreSQL) must pass.
 
 pub mod contract;
+pub mod fake_myfatoorah;
+pub mod fake_stripe;
 pub mod fakes;
 pub mod memory;
 

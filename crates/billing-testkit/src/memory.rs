@@ -475,4 +475,11 @@ impl EventStore for InMemoryStore {
             .events
             .insert((gateway.to_owned(), event_id.to_owned())))
     }
+
+    async fn event_seen(&self, gateway: &str, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()?
+            .events
+            .contains(&(gateway.to_owned(), event_id.to_owned())))
+    }
 }

@@ -97,9 +97,21 @@ async fn balance(w: &World) -> Credits {
 }
 
 fn notification_for(topup: &TopUpId) -> Notification {
+    event_for(topup, &format!("evt_{topup}"))
+}
+
+fn event_for(topup: &TopUpId, event_id: &str) -> Notification {
     Notification {
-        headers: vec![("x-test".into(), "1".into())],
+        headers: vec![("x-test".into(), event_id.into())],
         body: topup.as_str().as_bytes().to_vec(),
+    }
+}
+
+fn verified(n: &Notification) -> VerifiedNotification {
+    VerifiedNotification {
+        event_id: n.header("x-test").unwrap_or_default().to_owned(),
+        topup_id: Some(TopUpId::new(String::from_utf8_lossy(&n.body).into_owned())),
+        payment_ref: None,
     }
 }
 
@@ -107,13 +119,8 @@ fn notification_for(topup: &TopUpId) -> Notification {
 async fn pack_top_up_creates_one_checkout_and_credits_on_verified_payment() {
     let mut gw = gateway();
     expect_checkout(&mut gw, 1);
-    gw.expect_verify_notification().returning(|n, _| {
-        Ok(VerifiedNotification {
-            event_id: "evt_1".into(),
-            topup_id: Some(TopUpId::new(String::from_utf8_lossy(&n.body).into_owned())),
-            payment_ref: None,
-        })
-    });
+    gw.expect_verify_notification()
+        .returning(|n, _| Ok(verified(n)));
     gw.expect_payment_status()
         .times(1)
         .returning(|t| Ok(PaymentStatus::Paid { amount: t.price }));
@@ -144,13 +151,20 @@ async fn pack_top_up_creates_one_checkout_and_credits_on_verified_payment() {
         "{outcome:?}"
     );
     assert_eq!(balance(&w).await, Credits::new(d("25")).expect("credits"));
-    // A completed top-up is not asked about again (payment_status expected once).
+    // The same event again is ignored; another event about a completed top-up is not
+    // asked about again (payment_status is expected once).
     let again = w
         .billing
         .handle_notification("sandbox", &notification_for(&topup.id))
         .await
         .expect("notification");
-    assert!(matches!(again, SettleOutcome::AlreadySettled(_)));
+    assert_eq!(again, SettleOutcome::Ignored);
+    let other_event = w
+        .billing
+        .handle_notification("sandbox", &event_for(&topup.id, "evt_other"))
+        .await
+        .expect("notification");
+    assert!(matches!(other_event, SettleOutcome::AlreadySettled(_)));
     assert_eq!(balance(&w).await, Credits::new(d("25")).expect("credits"));
 }
 
@@ -158,13 +172,8 @@ async fn pack_top_up_creates_one_checkout_and_credits_on_verified_payment() {
 async fn custom_amount_gets_its_bonus_as_a_separate_entry() {
     let mut gw = gateway();
     expect_checkout(&mut gw, 1);
-    gw.expect_verify_notification().returning(|n, _| {
-        Ok(VerifiedNotification {
-            event_id: "evt".into(),
-            topup_id: Some(TopUpId::new(String::from_utf8_lossy(&n.body).into_owned())),
-            payment_ref: None,
-        })
-    });
+    gw.expect_verify_notification()
+        .returning(|n, _| Ok(verified(n)));
     gw.expect_payment_status()
         .returning(|t| Ok(PaymentStatus::Paid { amount: t.price }));
     let w = world(gw).await;
@@ -305,11 +314,7 @@ async fn unverified_unpaid_and_mismatched_payments_credit_nothing() {
         if n.header("x-test").is_none() {
             return Err(GatewayError::BadSignature("no signature".into()));
         }
-        Ok(VerifiedNotification {
-            event_id: "evt".into(),
-            topup_id: Some(TopUpId::new(String::from_utf8_lossy(&n.body).into_owned())),
-            payment_ref: None,
-        })
+        Ok(verified(n))
     });
     // Per top-up, by creation order: pending, failed, paid the wrong amount.
     gw.expect_payment_status().returning(|t| {
