@@ -352,6 +352,20 @@ impl Billing {
         gateway: Option<&str>,
         idempotency_key: Option<&str>,
     ) -> Result<TopUp, CreateTopUpError> {
+        self.create_topup_with(account_id, request, gateway, idempotency_key, false)
+            .await
+    }
+
+    /// [`Billing::create_topup`], where the customer may agree to save the payment method
+    /// for later off-session charges.
+    pub async fn create_topup_with(
+        &self,
+        account_id: &AccountId,
+        request: &TopUpRequest,
+        gateway: Option<&str>,
+        idempotency_key: Option<&str>,
+        save_payment_method: bool,
+    ) -> Result<TopUp, CreateTopUpError> {
         let gateway_name = gateway.unwrap_or(self.gateways.default_name());
         let gateway = self
             .gateways
@@ -404,7 +418,7 @@ impl Billing {
                 .clone()
                 .unwrap_or_else(|| "Credit top-up".to_owned()),
             customer_email: account.email,
-            save_payment_method: false,
+            save_payment_method,
         };
         let checkout = match gateway.create_checkout(&request).await {
             Ok(checkout) => checkout,
@@ -689,5 +703,121 @@ impl Billing {
             now: self.clock.now(),
         };
         Ok(self.store.post(posting).await?)
+    }
+}
+
+/// A pack as an admin describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackInput {
+    pub name: String,
+    pub price: Decimal,
+    pub currency: String,
+    pub credits: Decimal,
+    pub popular: bool,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManagePackError {
+    #[error("invalid pack: {0}")]
+    Invalid(String),
+    #[error("pack not found")]
+    NotFound,
+    #[error("a pack with this id already exists")]
+    Exists,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Longest pack id, in bytes.
+pub const PACK_ID_LENGTH_MAX: usize = 64;
+
+fn validate_pack_id(id: &str) -> Result<PackId, ManagePackError> {
+    let valid = id.len() <= PACK_ID_LENGTH_MAX
+        && id.strip_prefix("pack_").is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        });
+    if !valid {
+        return Err(ManagePackError::Invalid(format!(
+            "id must be `pack_` followed by lower-case letters, digits or `_`, at most {PACK_ID_LENGTH_MAX} bytes"
+        )));
+    }
+    Ok(PackId::new(id))
+}
+
+fn build_pack(id: PackId, input: &PackInput) -> Result<Pack, ManagePackError> {
+    let invalid = |m: String| ManagePackError::Invalid(m);
+    let name = input.name.trim();
+    if name.is_empty() {
+        return Err(invalid("name must not be empty".into()));
+    }
+    check_text("name", name, crate::topup::PACK_NAME_LENGTH_MAX).map_err(invalid)?;
+    let currency =
+        crate::money::Currency::from_code(&input.currency).map_err(|e| invalid(e.to_string()))?;
+    let price = crate::money::Money::new(input.price, currency)
+        .map_err(|e| invalid(format!("price: {e}")))?;
+    if price.is_zero() {
+        return Err(invalid("price must be greater than zero".into()));
+    }
+    let credits = Credits::positive(input.credits).map_err(|e| invalid(format!("credits: {e}")))?;
+    Ok(Pack {
+        id,
+        name: name.to_owned(),
+        price,
+        credits,
+        popular: input.popular,
+        active: input.active,
+    })
+}
+
+impl Billing {
+    /// Every pack, inactive ones included (admin view).
+    pub async fn all_packs(&self) -> Result<Vec<Pack>, StoreError> {
+        self.store.packs(true).await
+    }
+
+    /// Creates a pack; its id is `id` when given (`pack_pro`), else generated.
+    pub async fn create_pack(
+        &self,
+        id: Option<&str>,
+        input: &PackInput,
+    ) -> Result<Pack, ManagePackError> {
+        let id = match id {
+            Some(id) => validate_pack_id(id)?,
+            None => PackId::new(self.ids.new_id(PackId::PREFIX)),
+        };
+        let pack = build_pack(id, input)?;
+        if self.store.pack(&pack.id).await?.is_some() {
+            return Err(ManagePackError::Exists);
+        }
+        self.store.upsert_pack(&pack).await?;
+        Ok(pack)
+    }
+
+    /// Replaces an existing pack's fields. Top-ups already created keep the price and
+    /// credits they were created with.
+    pub async fn update_pack(&self, id: &str, input: &PackInput) -> Result<Pack, ManagePackError> {
+        let id = PackId::new(id);
+        if self.store.pack(&id).await?.is_none() {
+            return Err(ManagePackError::NotFound);
+        }
+        let pack = build_pack(id, input)?;
+        self.store.upsert_pack(&pack).await?;
+        Ok(pack)
+    }
+
+    /// Takes a pack off sale (it stays in the history of the top-ups that bought it).
+    pub async fn deactivate_pack(&self, id: &str) -> Result<Pack, ManagePackError> {
+        let mut pack = self
+            .store
+            .pack(&PackId::new(id))
+            .await?
+            .ok_or(ManagePackError::NotFound)?;
+        pack.active = false;
+        self.store.upsert_pack(&pack).await?;
+        Ok(pack)
     }
 }

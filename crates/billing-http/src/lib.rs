@@ -1,0 +1,209 @@
+//! The HTTP shell of the billing service (actix-web): routes, the Bearer API-key extractor,
+//! request and response types, one mapping from domain errors to JSON errors, gateway
+//! webhooks, the sandbox gateway and its checkout page, and the OpenAPI document.
+//!
+//! Only this crate knows JSON. It decides nothing about money: every rule is
+//! `billing_core::service::Billing`'s.
+
+pub mod amount;
+pub mod auth;
+pub mod error;
+pub mod openapi;
+mod page;
+pub mod routes;
+pub mod sandbox;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, Service};
+use actix_web::error as actix_error;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
+use billing_core::money::Credits;
+use billing_core::ports::{IDEMPOTENCY_KEY_LENGTH_MAX, IdGenerator};
+use billing_core::service::Billing;
+use tracing_actix_web::{RequestId, TracingLogger};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::amount::Amount;
+use crate::error::ApiError;
+use crate::sandbox::SandboxGateway;
+
+/// Largest JSON request body, in bytes.
+pub const JSON_BODY_SIZE_MAX: usize = 16 * 1024;
+/// Largest form body (the sandbox page), in bytes.
+const FORM_BODY_SIZE_MAX: usize = 4 * 1024;
+
+/// How wallet amounts are shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletUnit {
+    /// `currency` in balance responses: a currency code (`USD`) or `CREDITS`.
+    pub code: String,
+    /// Amounts are shown with at least this many decimals (2 for `25.50` USD).
+    pub display_scale: u32,
+}
+
+impl WalletUnit {
+    pub fn show(&self, credits: Credits) -> Amount {
+        Amount::credits(credits, self.display_scale)
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub billing: Billing,
+    pub unit: WalletUnit,
+    /// For API key ids.
+    pub ids: Arc<dyn IdGenerator>,
+    /// The sandbox gateway, when enabled (it serves its own checkout page).
+    pub sandbox: Option<Arc<SandboxGateway>>,
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 255 printable ASCII bytes.
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= IDEMPOTENCY_KEY_LENGTH_MAX
+                && k.chars().all(|c| c.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!(
+                    "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters"
+                ),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn json_error(err: actix_error::JsonPayloadError, _req: &HttpRequest) -> actix_error::Error {
+    use actix_error::JsonPayloadError as E;
+    use actix_web::http::StatusCode;
+    let api = match &err {
+        E::Overflow { .. } | E::OverflowKnownLength { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {JSON_BODY_SIZE_MAX} bytes"),
+        ),
+        E::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ),
+        E::Deserialize(e) if e.is_data() => ApiError::bad_request("invalid_request", e.to_string()),
+        E::Deserialize(e) => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
+        other => ApiError::bad_request("invalid_request", other.to_string()),
+    };
+    actix_error::InternalError::from_response(err, actix_web::ResponseError::error_response(&api))
+        .into()
+}
+
+fn query_error(err: actix_error::QueryPayloadError, _req: &HttpRequest) -> actix_error::Error {
+    let api = ApiError::bad_request("invalid_request", format!("query: {err}"));
+    actix_error::InternalError::from_response(err, actix_web::ResponseError::error_response(&api))
+        .into()
+}
+
+fn path_error(err: actix_error::PathError, _req: &HttpRequest) -> actix_error::Error {
+    let api = ApiError::bad_request("invalid_request", format!("path: {err}"));
+    actix_error::InternalError::from_response(err, actix_web::ResponseError::error_response(&api))
+        .into()
+}
+
+fn payload_error_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(routes::gateway::WEBHOOK_BODY_SIZE_MAX)
+}
+
+async fn not_found() -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::new(
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint",
+    ))
+}
+
+/// Registers every route, the extractor limits and error handlers.
+pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.app_data(state)
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(JSON_BODY_SIZE_MAX)
+                    .error_handler(json_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .app_data(web::FormConfig::default().limit(FORM_BODY_SIZE_MAX))
+            .app_data(payload_error_config())
+            .service(routes::wallet::balance)
+            .service(routes::wallet::top_up)
+            .service(routes::wallet::top_up_status)
+            .service(routes::wallet::transactions)
+            .service(routes::wallet::topup_packs)
+            .service(routes::wallet::topup_history)
+            .service(routes::platform::usage)
+            .service(routes::platform::create_account)
+            .service(routes::platform::get_account)
+            .service(routes::platform::create_key)
+            .service(routes::platform::revoke_key)
+            .service(routes::platform::grant)
+            .service(routes::platform::refund)
+            .service(routes::platform::list_packs)
+            .service(routes::platform::create_pack)
+            .service(routes::platform::update_pack)
+            .service(routes::platform::deactivate_pack)
+            .service(routes::gateway::webhook)
+            .service(routes::gateway::checkout_return)
+            .service(routes::gateway::healthz)
+            .service(sandbox::checkout_page)
+            .service(sandbox::checkout_decide)
+            .service(
+                SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::ApiDoc::openapi()),
+            )
+            .default_service(web::to(not_found));
+    }
+}
+
+/// Starts the HTTP server on `listener` with `workers` worker threads (0: one per core).
+/// Every response carries the request's id in `X-Request-Id`, and every request is logged
+/// with it.
+pub fn serve(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    workers: usize,
+) -> std::io::Result<Server> {
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .wrap_fn(|req, srv| {
+                let request_id = req.extensions().get::<RequestId>().copied();
+                let response = srv.call(req);
+                async move {
+                    let mut response = response.await?;
+                    if let Some(id) = request_id
+                        && let Ok(value) = HeaderValue::from_str(&id.to_string())
+                    {
+                        response
+                            .headers_mut()
+                            .insert(HeaderName::from_static("x-request-id"), value);
+                    }
+                    Ok(response)
+                }
+            })
+            .wrap(TracingLogger::default())
+            .configure(configure(state.clone()))
+    })
+    .listen(listener)?;
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    Ok(server.shutdown_timeout(30).run())
+}

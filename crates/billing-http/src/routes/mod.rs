@@ -1,0 +1,6 @@
+//! The handlers, by audience: the customer's wallet (`wallet`), the platform and admins
+//! (`platform`), gateways and operations (`gateway`).
+
+pub mod gateway;
+pub mod platform;
+pub mod wallet;

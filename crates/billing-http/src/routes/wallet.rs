@@ -1,0 +1,409 @@
+//! The customer's wallet: the endpoints of the wallet & top-up seed document
+//! (`/v1/wallet/...`) and of the credit-packs seed document (`/api/billing/...`).
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use billing_core::ids::{EntryId, PackId, TopUpId};
+use billing_core::ledger::{EntryKind, LedgerEntry};
+use billing_core::ports::EntryQuery;
+use billing_core::service::{TOPUP_PAGE_SIZE, TopUpRequest};
+use billing_core::topup::{Pack, TopUp};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::amount::Amount;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::{AppState, idempotency_key};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceResponse {
+    pub balance: Amount,
+    /// The wallet's unit: a currency code (`USD`) or `CREDITS`.
+    pub currency: String,
+}
+
+/// The wallet's balance.
+#[utoipa::path(
+    tag = "wallet",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = BalanceResponse),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+    )
+)]
+#[get("/v1/wallet/balance")]
+pub async fn balance(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<web::Json<BalanceResponse>, ApiError> {
+    let account = caller.customer_account()?;
+    let wallet = state
+        .billing
+        .wallet(&account)
+        .await?
+        .ok_or_else(|| ApiError::not_found("wallet"))?;
+    Ok(web::Json(BalanceResponse {
+        balance: state.unit.show(wallet.balance),
+        currency: state.unit.code.clone(),
+    }))
+}
+
+/// `{"amount": 25.00}` or `{"pack_id": "pack_pro"}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopUpBody {
+    /// A custom amount in the top-up currency.
+    pub amount: Option<Amount>,
+    /// A pack to buy.
+    pub pack_id: Option<String>,
+    /// The payment gateway (`sandbox`, `stripe`, `myfatoorah`); the configured default
+    /// otherwise.
+    pub gateway: Option<String>,
+    /// Save the payment method for off-session charges (auto top-up), where the gateway can.
+    pub save_payment_method: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TopUpResponse {
+    /// Where to send the customer to pay.
+    pub checkout_url: Option<String>,
+    /// The price, in `currency`.
+    pub amount: Amount,
+    pub currency: String,
+    pub id: String,
+    /// `pending` until the gateway confirms the payment.
+    pub status: String,
+    /// Credits the payment buys (in the wallet's unit).
+    pub credits: Amount,
+    /// Bonus credits credited with them, as a separate `bonus` transaction.
+    pub bonus: Amount,
+    pub pack_id: Option<String>,
+    pub gateway: String,
+    pub created_at: String,
+}
+
+impl TopUpResponse {
+    pub(crate) fn new(topup: &TopUp, state: &AppState) -> TopUpResponse {
+        TopUpResponse {
+            checkout_url: topup.checkout_url.clone(),
+            amount: Amount::money(&topup.price),
+            currency: topup.price.currency().code().to_owned(),
+            id: topup.id.to_string(),
+            status: topup.status.to_string(),
+            credits: state.unit.show(topup.credits),
+            bonus: state.unit.show(topup.bonus),
+            pack_id: topup.pack_id.as_ref().map(ToString::to_string),
+            gateway: topup.gateway.clone(),
+            created_at: topup.created_at.to_rfc3339(),
+        }
+    }
+}
+
+/// Starts a top-up: answers the checkout URL; the wallet is credited when the gateway
+/// confirms the payment. Custom amounts from the contact-sales threshold up are refused with
+/// `422 contact_sales`.
+#[utoipa::path(
+    tag = "wallet",
+    security(("bearer" = [])),
+    request_body = TopUpBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first result for the same request")),
+    responses(
+        (status = 200, body = TopUpResponse),
+        (status = 400, body = ErrorBody),
+        (status = 404, description = "Unknown pack", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
+        (status = 422, description = "Below the minimum, or contact sales", body = ErrorBody),
+    )
+)]
+#[post("/v1/wallet/top-up")]
+pub async fn top_up(
+    state: web::Data<AppState>,
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<TopUpBody>,
+) -> Result<HttpResponse, ApiError> {
+    let account = caller.customer_account()?;
+    let body = body.into_inner();
+    let request = match (body.amount, body.pack_id) {
+        (Some(amount), None) => TopUpRequest::Amount(amount.0),
+        (None, Some(pack)) => TopUpRequest::Pack(PackId::new(pack)),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give exactly one of `amount` and `pack_id`",
+            ));
+        }
+    };
+    let key = idempotency_key(&req)?;
+    let topup = state
+        .billing
+        .create_topup_with(
+            &account,
+            &request,
+            body.gateway.as_deref(),
+            key.as_deref(),
+            body.save_payment_method.unwrap_or(false),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(TopUpResponse::new(&topup, &state)))
+}
+
+/// One top-up of the caller's account.
+#[utoipa::path(
+    tag = "wallet",
+    security(("bearer" = [])),
+    responses((status = 200, body = TopUpResponse), (status = 404, body = ErrorBody))
+)]
+#[get("/v1/wallet/top-ups/{id}")]
+pub async fn top_up_status(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<web::Json<TopUpResponse>, ApiError> {
+    let account = caller.customer_account()?;
+    let topup = state
+        .billing
+        .store()
+        .topup(&TopUpId::new(path.into_inner()))
+        .await?
+        .filter(|t| t.account_id == account)
+        .ok_or_else(|| ApiError::not_found("top-up"))?;
+    Ok(web::Json(TopUpResponse::new(&topup, &state)))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Transaction {
+    pub id: String,
+    /// `topup`, `usage`, `refund`, `bonus` or `adjustment`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Signed: credits are positive, debits negative.
+    pub amount: Amount,
+    pub balance_after: Amount,
+    pub created_at: String,
+    pub description: String,
+}
+
+impl Transaction {
+    pub(crate) fn new(entry: &LedgerEntry, state: &AppState) -> Transaction {
+        Transaction {
+            id: entry.id.to_string(),
+            kind: entry.kind.to_string(),
+            amount: state.unit.show(entry.amount),
+            balance_after: state.unit.show(entry.balance_after),
+            created_at: entry.created_at.to_rfc3339(),
+            description: entry.description.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransactionsResponse {
+    /// Newest first.
+    pub transactions: Vec<Transaction>,
+    /// More transactions exist: pass the last id as `starting_after`.
+    pub has_more: bool,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TransactionsQuery {
+    /// 1 to 100; default 20.
+    pub limit: Option<u32>,
+    /// A transaction id: list the ones older than it.
+    pub starting_after: Option<String>,
+    /// Only this type: `topup`, `usage`, `refund`, `bonus`, `adjustment`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// The wallet's transactions, newest first.
+#[utoipa::path(
+    tag = "wallet",
+    security(("bearer" = [])),
+    params(TransactionsQuery),
+    responses((status = 200, body = TransactionsResponse), (status = 400, body = ErrorBody))
+)]
+#[get("/v1/wallet/transactions")]
+pub async fn transactions(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<TransactionsQuery>,
+) -> Result<web::Json<TransactionsResponse>, ApiError> {
+    let account = caller.customer_account()?;
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let kind = query
+        .kind
+        .map(|k| k.parse::<EntryKind>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let mut entries = state
+        .billing
+        .transactions(
+            &account,
+            EntryQuery {
+                kind,
+                before: query.starting_after.map(EntryId::new),
+                limit: limit + 1,
+            },
+        )
+        .await?;
+    let has_more = entries.len() > limit as usize;
+    entries.truncate(limit as usize);
+    Ok(web::Json(TransactionsResponse {
+        transactions: entries
+            .iter()
+            .map(|e| Transaction::new(e, &state))
+            .collect(),
+        has_more,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PackResponse {
+    pub id: String,
+    pub name: String,
+    pub price: Amount,
+    pub currency: String,
+    pub credits: Amount,
+    pub popular: bool,
+}
+
+impl PackResponse {
+    pub(crate) fn new(pack: &Pack, state: &AppState) -> PackResponse {
+        PackResponse {
+            id: pack.id.to_string(),
+            name: pack.name.clone(),
+            price: Amount::money(&pack.price),
+            currency: pack.price.currency().code().to_owned(),
+            credits: state.unit.show(pack.credits),
+            popular: pack.popular,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PacksResponse {
+    pub packs: Vec<PackResponse>,
+}
+
+/// The packs on sale, cheapest first.
+#[utoipa::path(
+    tag = "billing",
+    security(("bearer" = [])),
+    responses((status = 200, body = PacksResponse), (status = 401, body = ErrorBody))
+)]
+#[get("/api/billing/topup-packs")]
+pub async fn topup_packs(
+    state: web::Data<AppState>,
+    _caller: Caller,
+) -> Result<web::Json<PacksResponse>, ApiError> {
+    let packs = state.billing.packs().await?;
+    Ok(web::Json(PacksResponse {
+        packs: packs.iter().map(|p| PackResponse::new(p, &state)).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryItem {
+    pub id: String,
+    /// The pack's name, or `Custom amount`.
+    pub pack_name: String,
+    /// Credits added on completion, bonus included.
+    pub credits: Amount,
+    pub amount_paid: Amount,
+    pub currency: String,
+    /// `pending`, `completed` or `failed`.
+    pub status: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryMeta {
+    pub current_page: u32,
+    pub per_page: u32,
+    pub total: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryResponse {
+    pub data: Vec<HistoryItem>,
+    pub meta: HistoryMeta,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// From 1.
+    pub page: Option<String>,
+}
+
+/// The account's top-ups, newest first, 20 a page.
+#[utoipa::path(
+    tag = "billing",
+    security(("bearer" = [])),
+    params(HistoryQuery),
+    responses((status = 200, body = HistoryResponse), (status = 400, body = ErrorBody))
+)]
+#[get("/api/billing/topup-history")]
+pub async fn topup_history(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<HistoryQuery>,
+) -> Result<web::Json<HistoryResponse>, ApiError> {
+    let account = caller.customer_account()?;
+    let page = match query.into_inner().page {
+        None => 1,
+        Some(p) => p
+            .parse::<u32>()
+            .ok()
+            .filter(|p| (1..=billing_core::service::TOPUP_PAGE_MAX).contains(p))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!(
+                        "page must be a whole number from 1 to {}",
+                        billing_core::service::TOPUP_PAGE_MAX
+                    ),
+                )
+            })?,
+    };
+    let history = state.billing.topup_history(&account, page).await?;
+    let data = history
+        .topups
+        .iter()
+        .map(|t| {
+            let total = t.credits.checked_add(t.bonus).unwrap_or(t.credits);
+            HistoryItem {
+                id: t.id.to_string(),
+                pack_name: t
+                    .pack_name
+                    .clone()
+                    .unwrap_or_else(|| "Custom amount".to_owned()),
+                credits: state.unit.show(total),
+                amount_paid: Amount::money(&t.price),
+                currency: t.price.currency().code().to_owned(),
+                status: t.status.to_string(),
+                created_at: t.created_at.to_rfc3339(),
+            }
+        })
+        .collect();
+    Ok(web::Json(HistoryResponse {
+        data,
+        meta: HistoryMeta {
+            current_page: page,
+            per_page: TOPUP_PAGE_SIZE,
+            total: history.total,
+        },
+    }))
+}

@@ -1,0 +1,401 @@
+//! Configuration: environment variables, and an optional TOML file for the wallet's unit,
+//! top-up rules, packs and the reconciliation worker. Amounts in the file are strings or
+//! integers (`"25.50"`, `5`), never floats.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use billing_core::Decimal;
+use billing_core::money::{Currency, parse_decimal};
+use billing_core::service::PackInput;
+use billing_core::topup::{BonusTier, TopUpPolicy};
+use serde::Deserialize;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Toml { path: String, message: String },
+}
+
+/// A decimal written as a TOML string or integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigDecimal(pub Decimal);
+
+impl<'de> Deserialize<'de> for ConfigDecimal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ConfigDecimal, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Text(String),
+            Float(f64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(i) => Ok(ConfigDecimal(Decimal::from(i))),
+            Raw::Text(s) => parse_decimal(&s)
+                .map(ConfigDecimal)
+                .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}"))),
+            Raw::Float(f) => Err(serde::de::Error::custom(format!(
+                "{f} is a float: write amounts as strings (\"{f}\") so that no digit is lost"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    wallet: WalletFile,
+    #[serde(default)]
+    topup: Option<TopUpFile>,
+    packs: Option<Vec<PackFile>>,
+    #[serde(default)]
+    reconcile: ReconcileFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WalletFile {
+    unit: Option<String>,
+    display_scale: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopUpFile {
+    currency: Option<String>,
+    minimum: Option<ConfigDecimal>,
+    contact_sales_from: Option<ConfigDecimal>,
+    credits_per_unit: Option<ConfigDecimal>,
+    bonus_tiers: Option<Vec<TierFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierFile {
+    from: ConfigDecimal,
+    percent: ConfigDecimal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PackFile {
+    id: String,
+    name: String,
+    price: ConfigDecimal,
+    currency: Option<String>,
+    credits: ConfigDecimal,
+    #[serde(default)]
+    popular: bool,
+    #[serde(default = "yes")]
+    active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReconcileFile {
+    after_secs: Option<i64>,
+    interval_secs: Option<u64>,
+}
+
+/// A pack the configuration seeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedPack {
+    pub id: String,
+    pub input: PackInput,
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: String,
+    pub database_url: String,
+    /// Base URL for the links handed out (checkout pages, return URLs); no trailing `/`.
+    /// `None`: the address the server is bound to.
+    pub public_url: Option<String>,
+    pub admin_key: Option<String>,
+    pub default_gateway: String,
+    pub sandbox_secret: Option<String>,
+    pub wallet_unit: String,
+    pub display_scale: u32,
+    pub policy: TopUpPolicy,
+    /// Seeded at start when no pack with the id exists; admins manage them afterwards.
+    pub packs: Vec<SeedPack>,
+    pub reconcile_after_secs: i64,
+    pub reconcile_interval_secs: u64,
+    pub workers: usize,
+    pub max_connections: u32,
+}
+
+/// The packs of the credit-packs seed document, priced in USD; credits are in the wallet's
+/// unit, so a USD wallet gets 5, 25 and 70 USD of credit.
+fn default_packs(currency: &str, credits_per_dollar: Decimal) -> Vec<SeedPack> {
+    let pack = |id: &str, name: &str, price: i64, credits: i64, popular| SeedPack {
+        id: id.to_owned(),
+        input: PackInput {
+            name: name.to_owned(),
+            price: Decimal::from(price),
+            currency: currency.to_owned(),
+            credits: Decimal::from(credits) * credits_per_dollar,
+            popular,
+            active: true,
+        },
+    };
+    vec![
+        pack("pack_starter", "Starter Pack", 5, 5, false),
+        pack("pack_pro", "Pro Pack", 20, 25, true),
+        pack("pack_business", "Business Pack", 50, 70, false),
+    ]
+}
+
+fn env_parse<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    name: &str,
+) -> Result<Option<T>, ConfigError> {
+    match env.get(name).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid(format!("{name}={v:?} is not valid"))),
+    }
+}
+
+impl Config {
+    /// Reads the configuration from `env` (the process environment in production) and the
+    /// TOML file `BILLING_CONFIG` names, if any.
+    pub fn from_env(env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let file = match env.get("BILLING_CONFIG").filter(|p| !p.is_empty()) {
+            Some(path) => read_file(Path::new(path))?,
+            None => FileConfig::default(),
+        };
+        let get = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        let listen = get("BILLING_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let database_url =
+            get("BILLING_DATABASE_URL").unwrap_or_else(|| "./data/billing.db".to_owned());
+        let public_url = get("BILLING_PUBLIC_URL").map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "BILLING_PUBLIC_URL must start with http:// or https://, got {url:?}"
+            )));
+        }
+        let admin_key = get("BILLING_ADMIN_KEY");
+        if let Some(key) = &admin_key
+            && (key.len() < 32 || key.len() > 200 || !key.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(ConfigError::Invalid(
+                "BILLING_ADMIN_KEY must be 32 to 200 printable ASCII characters".into(),
+            ));
+        }
+        let wallet_unit = file
+            .wallet
+            .unit
+            .clone()
+            .unwrap_or_else(|| "USD".to_owned())
+            .to_ascii_uppercase();
+        let unit_currency = Currency::from_code(&wallet_unit).ok();
+        let display_scale = file
+            .wallet
+            .display_scale
+            .or(unit_currency.map(|c| c.exponent()))
+            .unwrap_or(0);
+        let policy = policy(file.topup.as_ref())?;
+        let packs = match &file.packs {
+            Some(packs) => packs
+                .iter()
+                .map(|p| SeedPack {
+                    id: p.id.clone(),
+                    input: PackInput {
+                        name: p.name.clone(),
+                        price: p.price.0,
+                        currency: p
+                            .currency
+                            .clone()
+                            .unwrap_or_else(|| policy.currency.code().to_owned()),
+                        credits: p.credits.0,
+                        popular: p.popular,
+                        active: p.active,
+                    },
+                })
+                .collect(),
+            None => default_packs(policy.currency.code(), policy.credits_per_unit),
+        };
+        let reconcile_after_secs = env_parse(env, "BILLING_RECONCILE_AFTER_SECS")?
+            .or(file.reconcile.after_secs)
+            .unwrap_or(300);
+        let reconcile_interval_secs = env_parse(env, "BILLING_RECONCILE_INTERVAL_SECS")?
+            .or(file.reconcile.interval_secs)
+            .unwrap_or(60);
+        if reconcile_after_secs < 0 || reconcile_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "reconciliation age must be ≥ 0 and its interval > 0 seconds".into(),
+            ));
+        }
+        Ok(Config {
+            listen,
+            database_url,
+            public_url,
+            admin_key,
+            default_gateway: get("BILLING_DEFAULT_GATEWAY").unwrap_or_else(|| "sandbox".into()),
+            sandbox_secret: get("BILLING_SANDBOX_SECRET"),
+            wallet_unit,
+            display_scale,
+            policy,
+            packs,
+            reconcile_after_secs,
+            reconcile_interval_secs,
+            workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
+            max_connections: env_parse(env, "BILLING_DB_MAX_CONNECTIONS")?.unwrap_or(16),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Toml {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn policy(file: Option<&TopUpFile>) -> Result<TopUpPolicy, ConfigError> {
+    let mut policy = TopUpPolicy::default();
+    let Some(file) = file else { return Ok(policy) };
+    if let Some(code) = &file.currency {
+        policy.currency =
+            Currency::from_code(code).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    }
+    if let Some(minimum) = file.minimum {
+        policy.minimum = minimum.0;
+    }
+    if let Some(sales) = file.contact_sales_from {
+        policy.contact_sales_from = sales.0;
+    }
+    if let Some(rate) = file.credits_per_unit {
+        policy.credits_per_unit = rate.0;
+    }
+    if let Some(tiers) = &file.bonus_tiers {
+        policy.bonus_tiers = tiers
+            .iter()
+            .map(|t| BonusTier {
+                from: t.from.0,
+                percent: t.percent.0,
+            })
+            .collect();
+    }
+    let positive = |d: Decimal| d > Decimal::ZERO;
+    if !positive(policy.minimum)
+        || !positive(policy.credits_per_unit)
+        || policy.contact_sales_from <= policy.minimum
+        || policy
+            .bonus_tiers
+            .iter()
+            .any(|t| t.percent < Decimal::ZERO || t.percent > Decimal::ONE_HUNDRED)
+    {
+        return Err(ConfigError::Invalid(
+            "[topup]: minimum and credits_per_unit must be positive, contact_sales_from above \
+             the minimum, bonus percents between 0 and 100"
+                .into(),
+        ));
+    }
+    Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let config = Config::from_env(&env(&[])).expect("defaults");
+        assert_eq!(config.listen, "127.0.0.1:8080");
+        assert_eq!(config.database_url, "./data/billing.db");
+        assert_eq!(config.default_gateway, "sandbox");
+        assert_eq!(config.wallet_unit, "USD");
+        assert_eq!(config.display_scale, 2);
+        assert_eq!(config.packs.len(), 3);
+        assert_eq!(config.policy, TopUpPolicy::default());
+    }
+
+    #[test]
+    fn reads_a_toml_file() {
+        let dir = std::env::temp_dir().join(format!("billing-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("billing.toml");
+        std::fs::write(
+            &path,
+            r#"
+[wallet]
+unit = "credits"
+
+[topup]
+currency = "KWD"
+minimum = "1.500"
+contact_sales_from = 150
+credits_per_unit = 1000
+bonus_tiers = [{ from = "15", percent = 5 }]
+
+[[packs]]
+id = "pack_small"
+name = "Small"
+price = "1.500"
+credits = 1500
+"#,
+        )
+        .expect("write");
+        let config = Config::from_env(&env(&[("BILLING_CONFIG", path.to_str().expect("utf-8"))]))
+            .expect("config");
+        assert_eq!(config.wallet_unit, "CREDITS");
+        assert_eq!(config.display_scale, 0);
+        assert_eq!(config.policy.currency.code(), "KWD");
+        assert_eq!(config.policy.minimum, Decimal::new(15, 1));
+        assert_eq!(config.packs[0].input.currency, "KWD");
+        assert_eq!(config.packs[0].input.credits, Decimal::from(1500));
+
+        std::fs::write(&path, "[topup]\nminimum = 5.5\n").expect("write");
+        let err = Config::from_env(&env(&[("BILLING_CONFIG", path.to_str().expect("utf-8"))]))
+            .expect_err("floats are refused");
+        assert!(err.to_string().contains("float"), "{err}");
+        std::fs::write(&path, "[wallet]\nunits = \"USD\"\n").expect("write");
+        assert!(
+            Config::from_env(&env(&[("BILLING_CONFIG", path.to_str().expect("utf-8"))])).is_err()
+        );
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        for pairs in [
+            vec![("BILLING_ADMIN_KEY", "short")],
+            vec![("BILLING_PUBLIC_URL", "example.com")],
+            vec![("BILLING_WORKERS", "many")],
+            vec![("BILLING_RECONCILE_INTERVAL_SECS", "0")],
+        ] {
+            assert!(Config::from_env(&env(&pairs)).is_err(), "{pairs:?}");
+        }
+    }
+}

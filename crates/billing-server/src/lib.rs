@@ -1,0 +1,263 @@
+//! The composition root: builds the adapters from the configuration, builds the service,
+//! starts the HTTP server and the reconciliation worker. No business logic lives here.
+
+pub mod config;
+pub mod system;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::web;
+use billing_core::ids::{AccountId, PackId};
+use billing_core::ports::{ApiKeyStore, KeyScope, PackStore, PaymentGateway, Store};
+use billing_core::service::{Billing, Gateways, ManagePackError, SettleOutcome};
+use billing_http::auth::{IssuedKey, issue_key, key_record};
+use billing_http::sandbox::SandboxGateway;
+use billing_http::{AppState, WalletUnit};
+use billing_store::{DieselStore, StoreOptions};
+
+pub use config::{Config, ConfigError};
+use system::{RandomIds, SystemClock};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("database: {0}")]
+    Database(#[from] billing_store::ConnectError),
+    #[error("storage: {0}")]
+    Store(#[from] billing_core::ports::StoreError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The service's pieces, built from the configuration (used by the server and by the admin
+/// commands, which need no HTTP).
+pub struct Parts {
+    pub billing: Billing,
+    pub store: Arc<DieselStore>,
+    pub sandbox: Arc<SandboxGateway>,
+    pub ids: Arc<RandomIds>,
+}
+
+/// Opens the database (running migrations), builds the gateways and the service, and seeds
+/// the configured packs that do not exist yet.
+pub async fn build(config: &Config, public_url: &str) -> Result<Parts, StartError> {
+    let url = config.database_url.clone();
+    let options = StoreOptions {
+        max_connections: config.max_connections,
+    };
+    let store = tokio::task::spawn_blocking(move || DieselStore::connect(&url, &options))
+        .await
+        .map_err(|e| StartError::Invalid(format!("database task failed: {e}")))??;
+    let store = Arc::new(store);
+    let secret = match &config.sandbox_secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            let mut random = [0u8; 32];
+            rand::fill(&mut random);
+            random.to_vec()
+        }
+    };
+    let sandbox = Arc::new(SandboxGateway::new(public_url, secret));
+    let gateways: Vec<Arc<dyn PaymentGateway>> = vec![sandbox.clone()];
+    let gateways = Gateways::new(gateways, &config.default_gateway).ok_or_else(|| {
+        StartError::Invalid(format!(
+            "BILLING_DEFAULT_GATEWAY={:?} is not an enabled gateway",
+            config.default_gateway
+        ))
+    })?;
+    let ids = Arc::new(RandomIds);
+    let billing = Billing::new(
+        store.clone() as Arc<dyn Store>,
+        gateways,
+        Arc::new(SystemClock),
+        ids.clone(),
+        config.policy.clone(),
+    );
+    for seed in &config.packs {
+        if store.pack(&PackId::new(seed.id.clone())).await?.is_some() {
+            continue;
+        }
+        match billing.create_pack(Some(&seed.id), &seed.input).await {
+            Ok(_) | Err(ManagePackError::Exists) => {}
+            Err(e) => {
+                return Err(StartError::Invalid(format!("pack {}: {e}", seed.id)));
+            }
+        }
+    }
+    Ok(Parts {
+        billing,
+        store,
+        sandbox,
+        ids,
+    })
+}
+
+/// Makes sure an admin key exists: `BILLING_ADMIN_KEY` if set, else on an empty database a
+/// new key, returned so that it is shown once.
+pub async fn ensure_admin_key(
+    parts: &Parts,
+    configured: Option<&str>,
+) -> Result<Option<String>, StartError> {
+    let now = parts.billing.now();
+    if let Some(secret) = configured {
+        let record = key_record(secret, KeyScope::Admin, None, parts.ids.as_ref(), now);
+        if parts.store.key_by_hash(&record.hash).await?.is_none() {
+            parts.store.insert_key(&record).await?;
+        }
+        return Ok(None);
+    }
+    if parts.store.has_admin_key().await? {
+        return Ok(None);
+    }
+    let issued = issue_key(KeyScope::Admin, None, parts.ids.as_ref(), now);
+    parts.store.insert_key(&issued.record).await?;
+    Ok(Some(issued.secret))
+}
+
+/// Issues a key from the command line.
+pub async fn issue_key_for(
+    parts: &Parts,
+    scope: KeyScope,
+    account: Option<&str>,
+) -> Result<IssuedKey, StartError> {
+    let account = match account {
+        Some(id) => Some(
+            parts
+                .billing
+                .account(&AccountId::new(id))
+                .await?
+                .ok_or_else(|| StartError::Invalid(format!("no account {id}")))?
+                .id,
+        ),
+        None if scope == KeyScope::Customer => {
+            return Err(StartError::Invalid("a customer key needs --account".into()));
+        }
+        None => None,
+    };
+    let issued = issue_key(scope, account, parts.ids.as_ref(), parts.billing.now());
+    parts.store.insert_key(&issued.record).await?;
+    Ok(issued)
+}
+
+/// A running service.
+pub struct Running {
+    pub server: Server,
+    /// `http://host:port` as bound.
+    pub base_url: String,
+    /// An admin key created at this start (empty database, no `BILLING_ADMIN_KEY`).
+    pub new_admin_key: Option<String>,
+    pub billing: Billing,
+    reconciler: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Runs until the server stops (SIGINT/SIGTERM: graceful, in-flight requests finish),
+    /// then stops the reconciliation worker.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.reconciler.abort();
+        result
+    }
+}
+
+/// Starts the service: binds, builds, seeds, starts the HTTP server and the reconciliation
+/// worker.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
+        address: config.listen.clone(),
+        source,
+    })?;
+    let address = listener.local_addr().map_err(|source| StartError::Listen {
+        address: config.listen.clone(),
+        source,
+    })?;
+    let base_url = format!("http://{address}");
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| base_url.clone());
+    let parts = build(&config, &public_url).await?;
+    parts.sandbox.set_webhook_target(&base_url);
+    let new_admin_key = ensure_admin_key(&parts, config.admin_key.as_deref()).await?;
+    let state = web::Data::new(AppState {
+        billing: parts.billing.clone(),
+        unit: WalletUnit {
+            code: config.wallet_unit.clone(),
+            display_scale: config.display_scale,
+        },
+        ids: parts.ids.clone(),
+        sandbox: Some(parts.sandbox.clone()),
+    });
+    let server = billing_http::serve(state, listener, config.workers).map_err(|source| {
+        StartError::Listen {
+            address: config.listen.clone(),
+            source,
+        }
+    })?;
+    let reconciler = tokio::spawn(reconcile_forever(
+        parts.billing.clone(),
+        config.reconcile_after_secs,
+        config.reconcile_interval_secs,
+    ));
+    tracing::info!(
+        listen = %address,
+        public_url,
+        database = parts.store.backend(),
+        gateway = config.default_gateway,
+        "billing service started"
+    );
+    Ok(Running {
+        server,
+        base_url,
+        new_admin_key,
+        billing: parts.billing,
+        reconciler,
+    })
+}
+
+/// Pending top-ups re-checked per round.
+const RECONCILE_BATCH_MAX: u32 = 100;
+
+/// Every `interval_secs`, re-checks pending top-ups older than `after_secs` with their
+/// gateway, so that a lost notification never leaves credits missing.
+async fn reconcile_forever(billing: Billing, after_secs: i64, interval_secs: u64) {
+    let mut interval = tokio::time::interval(Duration::from_secs(interval_secs));
+    loop {
+        interval.tick().await;
+        match billing.reconcile(after_secs, RECONCILE_BATCH_MAX).await {
+            Ok(outcomes) => {
+                for outcome in outcomes {
+                    match outcome {
+                        Ok(SettleOutcome::Completed(t)) => {
+                            tracing::info!(topup = %t.id, "reconciliation completed a top-up")
+                        }
+                        Ok(SettleOutcome::Failed(t)) => {
+                            tracing::info!(topup = %t.id, "reconciliation failed a top-up")
+                        }
+                        Ok(SettleOutcome::AmountMismatch(t)) => tracing::error!(
+                            topup = %t.id,
+                            "gateway reports a different paid amount; left pending"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "reconciliation check failed"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reconciliation round failed"),
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `billing-server`: runs the service, or performs an admin task without HTTP.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use billing_core::ports::KeyScope;
+use billing_server::{Config, build, issue_key_for, start};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Prepaid-credits billing service. Configured by environment variables (see README).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Create an account and print its id.
+    CreateAccount {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Issue an API key and print it (shown once).
+    IssueKey {
+        /// customer, platform or admin.
+        #[arg(long)]
+        scope: String,
+        /// The account (required for a customer key).
+        #[arg(long)]
+        account: Option<String>,
+    },
+}
+
+fn init_logs() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
+    let json = std::env::var("BILLING_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = Config::from_env(&env).map_err(|e| e.to_string())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let running = start(config).await.map_err(|e| e.to_string())?;
+            if let Some(key) = &running.new_admin_key {
+                println!(
+                    "\nNo admin key existed, so one was created. It is shown this once:\n\n    {key}\n\n\
+                     Keep it: only its hash is stored. Set BILLING_ADMIN_KEY to choose your own.\n"
+                );
+            }
+            println!("billing service listening on {}", running.base_url);
+            running.wait().await.map_err(|e| e.to_string())
+        }
+        Command::CreateAccount { name, email } => {
+            let public = config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            let parts = build(&config, &public).await.map_err(|e| e.to_string())?;
+            let account = parts
+                .billing
+                .create_account(&name, &email)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", account.id);
+            Ok(())
+        }
+        Command::IssueKey { scope, account } => {
+            let scope = KeyScope::parse(&scope).ok_or_else(|| {
+                format!("--scope must be customer, platform or admin, not {scope:?}")
+            })?;
+            let public = config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            let parts = build(&config, &public).await.map_err(|e| e.to_string())?;
+            let issued = issue_key_for(&parts, scope, account.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{}", issued.secret);
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_logs();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("billing-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
