@@ -161,6 +161,14 @@ pub trait LedgerStore: Send + Sync {
         query: &EntryQuery,
     ) -> Result<Vec<LedgerEntry>, StoreError>;
 
+    /// One entry of one account; `None` when it does not exist or belongs to another
+    /// account.
+    async fn entry(
+        &self,
+        account_id: &AccountId,
+        id: &EntryId,
+    ) -> Result<Option<LedgerEntry>, StoreError>;
+
     /// Every entry of one account, oldest first (audits; tests).
     async fn history(&self, account_id: &AccountId) -> Result<Vec<LedgerEntry>, StoreError>;
 }

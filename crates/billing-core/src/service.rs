@@ -170,6 +170,15 @@ pub enum SettleOutcome {
     Ignored,
 }
 
+/// A page of ledger entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPage {
+    /// Newest first.
+    pub entries: Vec<LedgerEntry>,
+    /// Older entries exist beyond this page.
+    pub has_more: bool,
+}
+
 /// A request to debit a wallet for usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRequest {
@@ -298,14 +307,19 @@ impl Billing {
         self.store.wallet(id).await
     }
 
-    /// Newest entries first; `limit` is clamped to 1..=[`ENTRY_PAGE_SIZE_MAX`].
+    /// One page of entries, newest first; `limit` is clamped to 1..=[`ENTRY_PAGE_SIZE_MAX`].
     pub async fn transactions(
         &self,
         account_id: &AccountId,
         mut query: EntryQuery,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
-        query.limit = query.limit.clamp(1, ENTRY_PAGE_SIZE_MAX);
-        self.store.entries(account_id, &query).await
+    ) -> Result<EntryPage, StoreError> {
+        let limit = query.limit.clamp(1, ENTRY_PAGE_SIZE_MAX);
+        // One more than asked tells whether another page exists.
+        query.limit = limit + 1;
+        let mut entries = self.store.entries(account_id, &query).await?;
+        let has_more = entries.len() > limit as usize;
+        entries.truncate(limit as usize);
+        Ok(EntryPage { entries, has_more })
     }
 
     /// Active packs, cheapest first.

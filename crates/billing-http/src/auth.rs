@@ -4,11 +4,13 @@
 //! SHA-256 is stored; a request's key is hashed, looked up by hash, and the stored hash is
 //! compared again in constant time.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Ready, ready};
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use billing_core::ids::{AccountId, ApiKeyId};
 use billing_core::ports::{ApiKeyRecord, IdGenerator, KeyScope};
 use billing_core::time::Timestamp;
@@ -83,83 +85,133 @@ pub fn key_record(
 #[derive(Debug, Clone)]
 pub struct Caller(pub ApiKeyRecord);
 
-impl Caller {
-    /// The account of a customer key; other keys have no wallet of their own.
-    pub fn customer_account(&self) -> Result<AccountId, ApiError> {
-        match (&self.0.scope, &self.0.account_id) {
-            (KeyScope::Customer, Some(account)) => Ok(account.clone()),
-            _ => Err(ApiError::forbidden(
-                "this endpoint needs a customer key (an account's own key)",
-            )),
-        }
-    }
+/// What [`authenticate`] found for a request that carried an `Authorization` header.
+#[derive(Clone)]
+struct Authenticated(Result<Caller, ApiError>);
 
-    /// Passes platform and admin keys.
-    pub fn require_platform(&self) -> Result<(), ApiError> {
-        match self.0.scope {
-            KeyScope::Platform | KeyScope::Admin => Ok(()),
-            KeyScope::Customer => Err(ApiError::forbidden("this endpoint needs a platform key")),
+fn bearer(req: &HttpRequest) -> Option<Result<String, ApiError>> {
+    let header = req.headers().get(AUTHORIZATION)?;
+    Some((|| {
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+        if value.len() > KEY_LENGTH_MAX {
+            return Err(ApiError::unauthorized("invalid API key"));
         }
-    }
-
-    /// Passes admin keys.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self.0.scope {
-            KeyScope::Admin => Ok(()),
-            _ => Err(ApiError::forbidden("this endpoint needs an admin key")),
+        let (scheme, token) = value
+            .split_once(' ')
+            .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <api key>"))?;
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::unauthorized(
+                "expected Authorization: Bearer <api key>",
+            ));
         }
-    }
+        Ok(token.trim().to_owned())
+    })())
 }
 
-fn bearer(req: &HttpRequest) -> Result<String, ApiError> {
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <api key>"))?;
-    let value = header
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
-    if value.len() > KEY_LENGTH_MAX {
+async fn lookup(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let hash = hash_key(token);
+    let record = state
+        .billing
+        .store()
+        .key_by_hash(&hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+    // The lookup was by hash; compare again in constant time so that no code path depends
+    // on how much of a guessed key matched.
+    if !bool::from(record.hash.as_bytes().ct_eq(hash.as_bytes())) {
         return Err(ApiError::unauthorized("invalid API key"));
     }
-    let (scheme, token) = value
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <api key>"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthorized(
-            "expected Authorization: Bearer <api key>",
-        ));
+    if record.revoked_at.is_some() {
+        return Err(ApiError::unauthorized("this API key was revoked"));
     }
-    Ok(token.trim().to_owned())
+    Ok(Caller(record))
+}
+
+/// Middleware: resolves the request's API key before any extractor runs, so that a caller
+/// without the right key gets 401/403 whatever its body holds. Handlers read the result
+/// through the [`Caller`], [`Customer`], [`Platform`] and [`Admin`] extractors.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(token) = bearer(req.request()) {
+        let result = match (token, req.app_data::<web::Data<AppState>>()) {
+            (Ok(token), Some(state)) => lookup(state, &token).await,
+            (Ok(_), None) => Err(ApiError::internal(&"application state missing")),
+            (Err(e), _) => Err(e),
+        };
+        req.extensions_mut().insert(Authenticated(result));
+    }
+    next.call(req).await
+}
+
+fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
+    match req.extensions().get::<Authenticated>() {
+        Some(Authenticated(result)) => result.clone(),
+        None => Err(ApiError::unauthorized(
+            "missing Authorization: Bearer <api key>",
+        )),
+    }
 }
 
 impl FromRequest for Caller {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Caller, ApiError>>>>;
+    type Future = Ready<Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req);
-        Box::pin(async move {
-            let token = token?;
-            let state = state.ok_or_else(|| ApiError::internal(&"application state missing"))?;
-            let hash = hash_key(&token);
-            let record = state
-                .billing
-                .store()
-                .key_by_hash(&hash)
-                .await?
-                .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
-            // The lookup was by hash; compare again in constant time so that no code path
-            // depends on how much of a guessed key matched.
-            if !bool::from(record.hash.as_bytes().ct_eq(hash.as_bytes())) {
-                return Err(ApiError::unauthorized("invalid API key"));
-            }
-            if record.revoked_at.is_some() {
-                return Err(ApiError::unauthorized("this API key was revoked"));
-            }
-            Ok(Caller(record))
-        })
+        ready(caller(req))
+    }
+}
+
+/// The account of a customer key (an account's own wallet). Other keys get 403.
+#[derive(Debug, Clone)]
+pub struct Customer(pub AccountId);
+
+impl FromRequest for Customer {
+    type Error = ApiError;
+    type Future = Ready<Result<Customer, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(caller(req).and_then(|c| match (c.0.scope, c.0.account_id) {
+            (KeyScope::Customer, Some(account)) => Ok(Customer(account)),
+            _ => Err(ApiError::forbidden(
+                "this endpoint needs a customer key (an account's own key)",
+            )),
+        }))
+    }
+}
+
+/// A platform or admin key (usage for any account). Customer keys get 403.
+#[derive(Debug, Clone)]
+pub struct Platform(pub Caller);
+
+impl FromRequest for Platform {
+    type Error = ApiError;
+    type Future = Ready<Result<Platform, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(caller(req).and_then(|c| match c.0.scope {
+            KeyScope::Platform | KeyScope::Admin => Ok(Platform(c)),
+            KeyScope::Customer => Err(ApiError::forbidden("this endpoint needs a platform key")),
+        }))
+    }
+}
+
+/// An admin key. Other keys get 403.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Caller);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Admin, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(caller(req).and_then(|c| match c.0.scope {
+            KeyScope::Admin => Ok(Admin(c)),
+            _ => Err(ApiError::forbidden("this endpoint needs an admin key")),
+        }))
     }
 }
 

@@ -148,6 +148,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(routes::wallet::top_up)
             .service(routes::wallet::top_up_status)
             .service(routes::wallet::transactions)
+            .service(routes::wallet::transaction)
             .service(routes::wallet::topup_packs)
             .service(routes::wallet::topup_history)
             .service(routes::platform::usage)
@@ -198,6 +199,7 @@ pub fn serve(
                     Ok(response)
                 }
             })
+            .wrap(actix_web::middleware::from_fn(auth::authenticate))
             .wrap(TracingLogger::default())
             .configure(configure(state.clone()))
     })

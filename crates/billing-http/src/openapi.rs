@@ -40,6 +40,7 @@ Every error is `{\"error\": {\"code\", \"message\"}}`. Amounts are JSON numbers 
         wallet::top_up,
         wallet::top_up_status,
         wallet::transactions,
+        wallet::transaction,
         wallet::topup_packs,
         wallet::topup_history,
         platform::usage,

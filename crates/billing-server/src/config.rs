@@ -129,6 +129,8 @@ pub struct Config {
     pub admin_key: Option<String>,
     pub default_gateway: String,
     pub sandbox_secret: Option<String>,
+    /// Where the sandbox delivers its notifications; this server's own address by default.
+    pub sandbox_webhook_url: Option<String>,
     pub wallet_unit: String,
     pub display_scale: u32,
     pub policy: TopUpPolicy,
@@ -253,6 +255,7 @@ impl Config {
             admin_key,
             default_gateway: get("BILLING_DEFAULT_GATEWAY").unwrap_or_else(|| "sandbox".into()),
             sandbox_secret: get("BILLING_SANDBOX_SECRET"),
+            sandbox_webhook_url: get("BILLING_SANDBOX_WEBHOOK_URL"),
             wallet_unit,
             display_scale,
             policy,

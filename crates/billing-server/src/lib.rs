@@ -191,7 +191,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .clone()
         .unwrap_or_else(|| base_url.clone());
     let parts = build(&config, &public_url).await?;
-    parts.sandbox.set_webhook_target(&base_url);
+    parts
+        .sandbox
+        .set_webhook_target(config.sandbox_webhook_url.as_deref().unwrap_or(&base_url));
     let new_admin_key = ensure_admin_key(&parts, config.admin_key.as_deref()).await?;
     let state = web::Data::new(AppState {
         billing: parts.billing.clone(),

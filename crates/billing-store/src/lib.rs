@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use billing_core::ids::{AccountId, ApiKeyId, PackId, TopUpId};
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry};
 use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
@@ -288,6 +288,15 @@ impl LedgerStore for DieselStore {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let (account_id, query) = (account_id.clone(), query.clone());
         on_conn!(self, |c| ops::entries(c, &account_id, &query))
+    }
+
+    async fn entry(
+        &self,
+        account_id: &AccountId,
+        id: &EntryId,
+    ) -> Result<Option<LedgerEntry>, StoreError> {
+        let (account_id, id) = (account_id.clone(), id.clone());
+        on_conn!(self, |c| ops::entry(c, &account_id, &id))
     }
 
     async fn history(&self, account_id: &AccountId) -> Result<Vec<LedgerEntry>, StoreError> {

@@ -298,6 +298,21 @@ pub(crate) fn entries(
     rows.into_iter().map(LedgerEntry::try_from).collect()
 }
 
+pub(crate) fn entry(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    id: &EntryId,
+) -> Result<Option<LedgerEntry>, StoreError> {
+    let row: Option<EntryRow> = ledger_entries::table
+        .filter(ledger_entries::id.eq(id.as_str()))
+        .filter(ledger_entries::account_id.eq(account_id.as_str()))
+        .select(EntryRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    row.map(LedgerEntry::try_from).transpose()
+}
+
 pub(crate) fn history(
     conn: &mut Conn,
     account_id: &AccountId,

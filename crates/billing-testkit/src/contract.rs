@@ -662,7 +662,17 @@ pub async fn entries_page_and_filter(store: Handle, _other: Handle) {
         .await
         .expect("entries");
     assert_eq!(usage.len(), 12);
-    // Another account's entry is no cursor here.
+    let one = &all[3];
+    assert_eq!(
+        store.entry(&account, &one.id).await.expect("entry"),
+        Some(one.clone())
+    );
+    // Another account's entry is neither visible nor a cursor here.
+    let theirs_entry = store.history(&stranger).await.expect("history")[0].clone();
+    assert_eq!(
+        store.entry(&account, &theirs_entry.id).await.expect("entry"),
+        None
+    );
     let theirs = store.history(&stranger).await.expect("history")[0]
         .id
         .clone();

@@ -215,6 +215,19 @@ impl LedgerStore for InMemoryStore {
             .collect())
     }
 
+    async fn entry(
+        &self,
+        account_id: &AccountId,
+        id: &EntryId,
+    ) -> Result<Option<LedgerEntry>, StoreError> {
+        Ok(self
+            .lock()?
+            .entries
+            .iter()
+            .find(|e| &e.id == id && &e.account_id == account_id)
+            .cloned())
+    }
+
     async fn history(&self, account_id: &AccountId) -> Result<Vec<LedgerEntry>, StoreError> {
         Ok(self
             .lock()?

@@ -199,7 +199,9 @@ async fn custom_amount_gets_its_bonus_as_a_separate_entry() {
         )
         .await
         .expect("entries");
-    let kinds: Vec<(EntryKind, Credits)> = entries.iter().map(|e| (e.kind, e.amount)).collect();
+    assert!(!entries.has_more);
+    let kinds: Vec<(EntryKind, Credits)> =
+        entries.entries.iter().map(|e| (e.kind, e.amount)).collect();
     assert_eq!(
         kinds,
         vec![

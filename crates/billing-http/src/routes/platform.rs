@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::amount::Amount;
-use crate::auth::{Caller, issue_key};
+use crate::auth::{Admin, Platform, issue_key};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::wallet::{PackResponse, Transaction};
 use crate::{AppState, idempotency_key};
@@ -76,11 +76,10 @@ fn posted_response(
 #[post("/v1/usage")]
 pub async fn usage(
     state: web::Data<AppState>,
-    caller: Caller,
+    _platform: Platform,
     req: HttpRequest,
     body: web::Json<UsageBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_platform()?;
     let key = idempotency_key(&req)?.ok_or_else(|| {
         ApiError::bad_request(
             "idempotency_key_required",
@@ -149,10 +148,9 @@ async fn account_response(
 #[post("/v1/admin/accounts")]
 pub async fn create_account(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     body: web::Json<CreateAccountBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let account = state
         .billing
         .create_account(&body.name, &body.email)
@@ -169,10 +167,9 @@ pub async fn create_account(
 #[get("/v1/admin/accounts/{id}")]
 pub async fn get_account(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     path: web::Path<String>,
 ) -> Result<web::Json<AccountResponse>, ApiError> {
-    caller.require_admin()?;
     let account = state
         .billing
         .account(&AccountId::new(path.into_inner()))
@@ -209,11 +206,10 @@ pub struct KeyResponse {
 #[post("/v1/admin/accounts/{id}/api-keys")]
 pub async fn create_key(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     path: web::Path<String>,
     body: web::Json<CreateKeyBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let scope = match body.scope.as_str() {
         "customer" => KeyScope::Customer,
         "platform" => KeyScope::Platform,
@@ -262,10 +258,9 @@ pub struct RevokedResponse {
 #[delete("/v1/admin/api-keys/{id}")]
 pub async fn revoke_key(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     path: web::Path<String>,
 ) -> Result<web::Json<RevokedResponse>, ApiError> {
-    caller.require_admin()?;
     let id = ApiKeyId::new(path.into_inner());
     if !state
         .billing
@@ -300,12 +295,11 @@ pub struct GrantBody {
 #[post("/v1/admin/accounts/{id}/grants")]
 pub async fn grant(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<GrantBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let account = AccountId::new(path.into_inner());
     let key = idempotency_key(&req)?;
     let posted = state
@@ -341,12 +335,11 @@ pub struct RefundBody {
 #[post("/v1/admin/accounts/{id}/refunds")]
 pub async fn refund(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<RefundBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let account = AccountId::new(path.into_inner());
     let key = idempotency_key(&req)?;
     let body = body.into_inner();
@@ -427,9 +420,8 @@ pub struct AdminPacksResponse {
 #[get("/v1/admin/packs")]
 pub async fn list_packs(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
 ) -> Result<web::Json<AdminPacksResponse>, ApiError> {
-    caller.require_admin()?;
     let packs = state.billing.all_packs().await?;
     Ok(web::Json(AdminPacksResponse {
         packs: packs.iter().map(|p| admin_pack(p, &state)).collect(),
@@ -446,10 +438,9 @@ pub async fn list_packs(
 #[post("/v1/admin/packs")]
 pub async fn create_pack(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     body: web::Json<PackBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let pack = state
         .billing
         .create_pack(body.id.as_deref(), &pack_input(&body))
@@ -467,11 +458,10 @@ pub async fn create_pack(
 #[put("/v1/admin/packs/{id}")]
 pub async fn update_pack(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     path: web::Path<String>,
     body: web::Json<PackBody>,
 ) -> Result<web::Json<AdminPackResponse>, ApiError> {
-    caller.require_admin()?;
     let id = path.into_inner();
     if body.id.as_deref().is_some_and(|b| b != id) {
         return Err(ApiError::bad_request(
@@ -492,10 +482,9 @@ pub async fn update_pack(
 #[delete("/v1/admin/packs/{id}")]
 pub async fn deactivate_pack(
     state: web::Data<AppState>,
-    caller: Caller,
+    _admin: Admin,
     path: web::Path<String>,
 ) -> Result<web::Json<AdminPackResponse>, ApiError> {
-    caller.require_admin()?;
     let pack = state.billing.deactivate_pack(&path.into_inner()).await?;
     Ok(web::Json(admin_pack(&pack, &state)))
 }

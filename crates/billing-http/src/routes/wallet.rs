@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::amount::Amount;
-use crate::auth::Caller;
+use crate::auth::{Caller, Customer};
 use crate::error::{ApiError, ErrorBody};
 use crate::{AppState, idempotency_key};
 
@@ -35,9 +35,8 @@ pub struct BalanceResponse {
 #[get("/v1/wallet/balance")]
 pub async fn balance(
     state: web::Data<AppState>,
-    caller: Caller,
+    Customer(account): Customer,
 ) -> Result<web::Json<BalanceResponse>, ApiError> {
-    let account = caller.customer_account()?;
     let wallet = state
         .billing
         .wallet(&account)
@@ -119,11 +118,10 @@ impl TopUpResponse {
 #[post("/v1/wallet/top-up")]
 pub async fn top_up(
     state: web::Data<AppState>,
-    caller: Caller,
+    Customer(account): Customer,
     req: HttpRequest,
     body: web::Json<TopUpBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = caller.customer_account()?;
     let body = body.into_inner();
     let request = match (body.amount, body.pack_id) {
         (Some(amount), None) => TopUpRequest::Amount(amount.0),
@@ -158,10 +156,9 @@ pub async fn top_up(
 #[get("/v1/wallet/top-ups/{id}")]
 pub async fn top_up_status(
     state: web::Data<AppState>,
-    caller: Caller,
+    Customer(account): Customer,
     path: web::Path<String>,
 ) -> Result<web::Json<TopUpResponse>, ApiError> {
-    let account = caller.customer_account()?;
     let topup = state
         .billing
         .store()
@@ -229,10 +226,9 @@ pub struct TransactionsQuery {
 #[get("/v1/wallet/transactions")]
 pub async fn transactions(
     state: web::Data<AppState>,
-    caller: Caller,
+    Customer(account): Customer,
     query: web::Query<TransactionsQuery>,
 ) -> Result<web::Json<TransactionsResponse>, ApiError> {
-    let account = caller.customer_account()?;
     let query = query.into_inner();
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
@@ -241,31 +237,61 @@ pub async fn transactions(
             "limit must be between 1 and 100",
         ));
     }
+    if let Some(cursor) = &query.starting_after
+        && state
+            .billing
+            .store()
+            .entry(&account, &EntryId::new(cursor.clone()))
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::not_found("transaction"));
+    }
     let kind = query
         .kind
         .map(|k| k.parse::<EntryKind>())
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-    let mut entries = state
+    let page = state
         .billing
         .transactions(
             &account,
             EntryQuery {
                 kind,
                 before: query.starting_after.map(EntryId::new),
-                limit: limit + 1,
+                limit,
             },
         )
         .await?;
-    let has_more = entries.len() > limit as usize;
-    entries.truncate(limit as usize);
     Ok(web::Json(TransactionsResponse {
-        transactions: entries
+        transactions: page
+            .entries
             .iter()
             .map(|e| Transaction::new(e, &state))
             .collect(),
-        has_more,
+        has_more: page.has_more,
     }))
+}
+
+/// One transaction of the caller's wallet.
+#[utoipa::path(
+    tag = "wallet",
+    security(("bearer" = [])),
+    responses((status = 200, body = Transaction), (status = 404, body = ErrorBody))
+)]
+#[get("/v1/wallet/transactions/{id}")]
+pub async fn transaction(
+    state: web::Data<AppState>,
+    Customer(account): Customer,
+    path: web::Path<String>,
+) -> Result<web::Json<Transaction>, ApiError> {
+    let entry = state
+        .billing
+        .store()
+        .entry(&account, &EntryId::new(path.into_inner()))
+        .await?
+        .ok_or_else(|| ApiError::not_found("transaction"))?;
+    Ok(web::Json(Transaction::new(&entry, &state)))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -358,10 +384,9 @@ pub struct HistoryQuery {
 #[get("/api/billing/topup-history")]
 pub async fn topup_history(
     state: web::Data<AppState>,
-    caller: Caller,
+    Customer(account): Customer,
     query: web::Query<HistoryQuery>,
 ) -> Result<web::Json<HistoryResponse>, ApiError> {
-    let account = caller.customer_account()?;
     let page = match query.into_inner().page {
         None => 1,
         Some(p) => p

@@ -1,0 +1,38 @@
+//! End-to-end tests: the real server on port 0, real HTTP, a fresh SQLite file or
+//! PostgreSQL database per test. The PostgreSQL variants run when
+//! `BILLING_TEST_POSTGRES_URL` is set and say SKIPPED otherwise.
+
+mod helpers;
+mod scenarios;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    crate::scenarios::$name(crate::helpers::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    crate::scenarios::$name(crate::helpers::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    top_up_through_the_sandbox,
+    webhooks_credit_once_and_only_when_verified,
+    reconciliation_completes_lost_webhooks,
+    racing_usage_debits,
+    usage_is_idempotent,
+    accounts_are_isolated,
+    bad_inputs_are_refused_and_write_nothing,
+    admin_operations,
+);
