@@ -14,6 +14,7 @@ mod schema;
 mod sqlite;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -38,7 +39,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 macro_rules! on_conn {
     ($self:ident, |$conn:ident| $body:expr) => {{
         match &$self.pools {
-            Pools::Sqlite(pool) => {
+            Pools::Sqlite(pool, _) => {
                 let pool = pool.clone();
                 run_blocking(move || {
                     let mut guard = get(&pool)?;
@@ -60,6 +61,30 @@ macro_rules! on_conn {
                 })
                 .await
             }
+        }
+    }};
+}
+
+/// [`on_conn!`] for operations that write: on SQLite, holds the process's writer lock for
+/// the whole transaction.
+macro_rules! on_write_conn {
+    ($self:ident, |$conn:ident| $body:expr) => {{
+        match &$self.pools {
+            Pools::Sqlite(pool, writer) => {
+                let (pool, writer) = (pool.clone(), writer.clone());
+                run_blocking(move || {
+                    let _writing = writer
+                        .lock()
+                        .map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+                    let mut guard = get(&pool)?;
+                    let $conn = &mut *guard;
+                    #[allow(unused_imports)]
+                    use crate::sqlite as ops;
+                    $body
+                })
+                .await
+            }
+            Pools::Postgres(_) => on_conn!($self, |$conn| $body),
         }
     }};
 }
@@ -102,7 +127,13 @@ impl Default for StoreOptions {
 
 #[derive(Clone)]
 enum Pools {
-    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    /// SQLite, with this process's writer lock: writers queue on it instead of polling
+    /// SQLite's busy handler, whose sleeps make the tail latency of contended writes long.
+    /// Other processes on the same file still wait through `busy_timeout`.
+    Sqlite(
+        Pool<ConnectionManager<SqliteConnection>>,
+        Arc<std::sync::Mutex<()>>,
+    ),
     Postgres(Pool<ConnectionManager<PgConnection>>),
 }
 
@@ -176,14 +207,14 @@ impl DieselStore {
             .build(ConnectionManager::<SqliteConnection>::new(path))
             .map_err(|e| ConnectError::Pool(e.to_string()))?;
         Ok(DieselStore {
-            pools: Pools::Sqlite(pool),
+            pools: Pools::Sqlite(pool, Arc::new(std::sync::Mutex::new(()))),
         })
     }
 
     /// `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self.pools {
-            Pools::Sqlite(_) => "sqlite",
+            Pools::Sqlite(..) => "sqlite",
             Pools::Postgres(_) => "postgres",
         }
     }
@@ -252,7 +283,7 @@ where
 impl AccountStore for DieselStore {
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError> {
         let account = account.clone();
-        on_conn!(self, |c| ops::insert_account(c, &account))
+        on_write_conn!(self, |c| ops::insert_account(c, &account))
     }
 
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
@@ -278,7 +309,7 @@ impl AccountStore for DieselStore {
 #[async_trait]
 impl LedgerStore for DieselStore {
     async fn post(&self, posting: Posting) -> Result<Posted, PostError> {
-        on_conn!(self, |c| ops::post(c, &posting))
+        on_write_conn!(self, |c| ops::post(c, &posting))
     }
 
     async fn entries(
@@ -313,7 +344,7 @@ impl TopUpStore for DieselStore {
         idempotency: Option<&IdempotencyClaim>,
     ) -> Result<Inserted<TopUp>, InsertTopUpError> {
         let (topup, claim) = (topup.clone(), idempotency.cloned());
-        on_conn!(self, |c| ops::insert_topup(c, &topup, claim.as_ref()))
+        on_write_conn!(self, |c| ops::insert_topup(c, &topup, claim.as_ref()))
     }
 
     async fn set_checkout(
@@ -324,7 +355,7 @@ impl TopUpStore for DieselStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let (id, payment_ref, url) = (id.clone(), payment_ref.to_owned(), checkout_url.to_owned());
-        on_conn!(self, |c| ops::set_checkout(c, &id, &payment_ref, &url, now))
+        on_write_conn!(self, |c| ops::set_checkout(c, &id, &payment_ref, &url, now))
     }
 
     async fn topup(&self, id: &TopUpId) -> Result<Option<TopUp>, StoreError> {
@@ -354,7 +385,7 @@ impl TopUpStore for DieselStore {
         now: Timestamp,
     ) -> Result<Option<TransitionOutcome>, StoreError> {
         let id = id.clone();
-        on_conn!(self, |c| ops::transition_topup(
+        on_write_conn!(self, |c| ops::transition_topup(
             c,
             &id,
             target,
@@ -387,7 +418,7 @@ impl TopUpStore for DieselStore {
 impl PackStore for DieselStore {
     async fn upsert_pack(&self, pack: &Pack) -> Result<(), StoreError> {
         let pack = pack.clone();
-        on_conn!(self, |c| ops::upsert_pack(c, &pack))
+        on_write_conn!(self, |c| ops::upsert_pack(c, &pack))
     }
 
     async fn pack(&self, id: &PackId) -> Result<Option<Pack>, StoreError> {
@@ -404,7 +435,7 @@ impl PackStore for DieselStore {
 impl ApiKeyStore for DieselStore {
     async fn insert_key(&self, key: &ApiKeyRecord) -> Result<(), StoreError> {
         let key = key.clone();
-        on_conn!(self, |c| ops::insert_key(c, &key))
+        on_write_conn!(self, |c| ops::insert_key(c, &key))
     }
 
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
@@ -419,7 +450,7 @@ impl ApiKeyStore for DieselStore {
 
     async fn revoke_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
         let id = id.clone();
-        on_conn!(self, |c| ops::revoke_key(c, &id, now))
+        on_write_conn!(self, |c| ops::revoke_key(c, &id, now))
     }
 
     async fn has_admin_key(&self) -> Result<bool, StoreError> {
@@ -436,7 +467,7 @@ impl EventStore for DieselStore {
         now: Timestamp,
     ) -> Result<bool, StoreError> {
         let (gateway, event_id) = (gateway.to_owned(), event_id.to_owned());
-        on_conn!(self, |c| ops::record_event(c, &gateway, &event_id, now))
+        on_write_conn!(self, |c| ops::record_event(c, &gateway, &event_id, now))
     }
 
     async fn event_seen(&self, gateway: &str, event_id: &str) -> Result<bool, StoreError> {

@@ -670,7 +670,10 @@ pub async fn entries_page_and_filter(store: Handle, _other: Handle) {
     // Another account's entry is neither visible nor a cursor here.
     let theirs_entry = store.history(&stranger).await.expect("history")[0].clone();
     assert_eq!(
-        store.entry(&account, &theirs_entry.id).await.expect("entry"),
+        store
+            .entry(&account, &theirs_entry.id)
+            .await
+            .expect("entry"),
         None
     );
     let theirs = store.history(&stranger).await.expect("history")[0]
