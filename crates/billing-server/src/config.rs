@@ -118,6 +118,41 @@ pub struct SeedPack {
     pub input: PackInput,
 }
 
+/// Stripe, when `BILLING_STRIPE_SECRET_KEY` is set.
+#[derive(Clone)]
+pub struct StripeSettings {
+    pub secret_key: String,
+    /// Several during a secret roll (`BILLING_STRIPE_WEBHOOK_SECRET`, comma-separated).
+    pub webhook_secrets: Vec<String>,
+    pub api_base: Option<String>,
+}
+
+impl std::fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field("api_base", &self.api_base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// MyFatoorah, when `BILLING_MYFATOORAH_TOKEN` is set.
+#[derive(Clone)]
+pub struct MyFatoorahSettings {
+    pub token: String,
+    pub webhook_secret: String,
+    pub api_base: Option<String>,
+    pub currency: Currency,
+}
+
+impl std::fmt::Debug for MyFatoorahSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MyFatoorahSettings")
+            .field("api_base", &self.api_base)
+            .field("currency", &self.currency)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything the server needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -128,7 +163,12 @@ pub struct Config {
     pub public_url: Option<String>,
     pub admin_key: Option<String>,
     pub default_gateway: String,
+    /// The sandbox "pays" without money: it is enabled only when it is the default gateway
+    /// or `BILLING_SANDBOX_ENABLED=true`.
+    pub sandbox_enabled: bool,
     pub sandbox_secret: Option<String>,
+    pub stripe: Option<StripeSettings>,
+    pub myfatoorah: Option<MyFatoorahSettings>,
     /// Where the sandbox delivers its notifications; this server's own address by default.
     pub sandbox_webhook_url: Option<String>,
     pub wallet_unit: String,
@@ -248,12 +288,57 @@ impl Config {
                 "reconciliation age must be ≥ 0 and its interval > 0 seconds".into(),
             ));
         }
+        let default_gateway = get("BILLING_DEFAULT_GATEWAY").unwrap_or_else(|| "sandbox".into());
+        let sandbox_enabled = default_gateway == "sandbox"
+            || env_parse::<bool>(env, "BILLING_SANDBOX_ENABLED")?.unwrap_or(false);
+        let stripe = match get("BILLING_STRIPE_SECRET_KEY") {
+            None => None,
+            Some(secret_key) => Some(StripeSettings {
+                secret_key,
+                webhook_secrets: get("BILLING_STRIPE_WEBHOOK_SECRET")
+                    .map(|s| {
+                        s.split(',')
+                            .map(|p| p.trim().to_owned())
+                            .filter(|p| !p.is_empty())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                api_base: get("BILLING_STRIPE_API_BASE"),
+            }),
+        };
+        let myfatoorah = match get("BILLING_MYFATOORAH_TOKEN") {
+            None => None,
+            Some(token) => {
+                let currency = match get("BILLING_MYFATOORAH_CURRENCY") {
+                    Some(code) => Currency::from_code(&code).map_err(|e| {
+                        ConfigError::Invalid(format!("BILLING_MYFATOORAH_CURRENCY: {e}"))
+                    })?,
+                    None => policy.currency,
+                };
+                if currency != policy.currency {
+                    return Err(ConfigError::Invalid(format!(
+                        "BILLING_MYFATOORAH_CURRENCY is {currency} but top-ups are priced in {}: \
+                         set [topup] currency = \"{currency}\" in the configuration file",
+                        policy.currency
+                    )));
+                }
+                Some(MyFatoorahSettings {
+                    token,
+                    webhook_secret: get("BILLING_MYFATOORAH_WEBHOOK_SECRET").unwrap_or_default(),
+                    api_base: get("BILLING_MYFATOORAH_API_BASE"),
+                    currency,
+                })
+            }
+        };
         Ok(Config {
             listen,
             database_url,
             public_url,
             admin_key,
-            default_gateway: get("BILLING_DEFAULT_GATEWAY").unwrap_or_else(|| "sandbox".into()),
+            default_gateway,
+            sandbox_enabled,
+            stripe,
+            myfatoorah,
             sandbox_secret: get("BILLING_SANDBOX_SECRET"),
             sandbox_webhook_url: get("BILLING_SANDBOX_WEBHOOK_URL"),
             wallet_unit,

@@ -16,7 +16,9 @@ use billing_core::service::{Billing, Gateways, ManagePackError, SettleOutcome};
 use billing_http::auth::{IssuedKey, issue_key, key_record};
 use billing_http::sandbox::SandboxGateway;
 use billing_http::{AppState, WalletUnit};
+use billing_myfatoorah::{MyFatoorahConfig, MyFatoorahGateway};
 use billing_store::{DieselStore, StoreOptions};
+use billing_stripe::{StripeConfig, StripeGateway};
 
 pub use config::{Config, ConfigError};
 use system::{RandomIds, SystemClock};
@@ -68,10 +70,44 @@ pub async fn build(config: &Config, public_url: &str) -> Result<Parts, StartErro
         }
     };
     let sandbox = Arc::new(SandboxGateway::new(public_url, secret));
-    let gateways: Vec<Arc<dyn PaymentGateway>> = vec![sandbox.clone()];
+    let mut gateways: Vec<Arc<dyn PaymentGateway>> = Vec::new();
+    if config.sandbox_enabled {
+        tracing::warn!(
+            "the sandbox gateway is enabled: anyone can pay with it without money; \
+             set BILLING_DEFAULT_GATEWAY to a real gateway in production"
+        );
+        gateways.push(sandbox.clone());
+    }
+    if let Some(stripe) = &config.stripe {
+        let mut settings = StripeConfig::new(
+            stripe.secret_key.clone(),
+            stripe.webhook_secrets.clone(),
+            public_url,
+        );
+        if let Some(base) = &stripe.api_base {
+            settings.api_base = base.clone();
+        }
+        let gateway = StripeGateway::new(settings)
+            .map_err(|e| StartError::Invalid(format!("Stripe: {e}")))?;
+        gateways.push(Arc::new(gateway));
+    }
+    if let Some(mf) = &config.myfatoorah {
+        let mut settings = MyFatoorahConfig::new(
+            mf.token.clone(),
+            mf.webhook_secret.clone(),
+            mf.currency,
+            public_url,
+        );
+        if let Some(base) = &mf.api_base {
+            settings.api_base = base.clone();
+        }
+        let gateway = MyFatoorahGateway::new(settings)
+            .map_err(|e| StartError::Invalid(format!("MyFatoorah: {e}")))?;
+        gateways.push(Arc::new(gateway));
+    }
     let gateways = Gateways::new(gateways, &config.default_gateway).ok_or_else(|| {
         StartError::Invalid(format!(
-            "BILLING_DEFAULT_GATEWAY={:?} is not an enabled gateway",
+            "BILLING_DEFAULT_GATEWAY={:?} is not an enabled gateway (sandbox, or stripe/myfatoorah with their keys set)",
             config.default_gateway
         ))
     })?;
@@ -202,7 +238,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             display_scale: config.display_scale,
         },
         ids: parts.ids.clone(),
-        sandbox: Some(parts.sandbox.clone()),
+        sandbox: config.sandbox_enabled.then(|| parts.sandbox.clone()),
     });
     let server = billing_http::serve(state, listener, config.workers).map_err(|source| {
         StartError::Listen {
@@ -220,6 +256,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         public_url,
         database = parts.store.backend(),
         gateway = config.default_gateway,
+        gateways = ?parts.billing.gateways().names().collect::<Vec<_>>(),
         "billing service started"
     );
     Ok(Running {

@@ -2,6 +2,7 @@
 //! PostgreSQL database per test. The PostgreSQL variants run when
 //! `BILLING_TEST_POSTGRES_URL` is set and say SKIPPED otherwise.
 
+mod gateways;
 mod helpers;
 mod scenarios;
 
@@ -35,4 +36,8 @@ on_both_backends!(
     accounts_are_isolated,
     bad_inputs_are_refused_and_write_nothing,
     admin_operations,
+    stripe_checkout_end_to_end,
+    stripe_reconciliation,
+    myfatoorah_end_to_end,
+    myfatoorah_reconciliation,
 );

@@ -5,6 +5,10 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+pub use crate::gateways::{
+    myfatoorah_end_to_end, myfatoorah_reconciliation, stripe_checkout_end_to_end,
+    stripe_reconciliation,
+};
 use crate::helpers::{ADMIN_KEY, Backend, SANDBOX_SECRET, dec, ledger_sum, now_secs, spawn};
 
 fn keys(value: &Value) -> BTreeSet<String> {
