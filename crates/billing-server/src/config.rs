@@ -291,21 +291,18 @@ impl Config {
         let default_gateway = get("BILLING_DEFAULT_GATEWAY").unwrap_or_else(|| "sandbox".into());
         let sandbox_enabled = default_gateway == "sandbox"
             || env_parse::<bool>(env, "BILLING_SANDBOX_ENABLED")?.unwrap_or(false);
-        let stripe = match get("BILLING_STRIPE_SECRET_KEY") {
-            None => None,
-            Some(secret_key) => Some(StripeSettings {
-                secret_key,
-                webhook_secrets: get("BILLING_STRIPE_WEBHOOK_SECRET")
-                    .map(|s| {
-                        s.split(',')
-                            .map(|p| p.trim().to_owned())
-                            .filter(|p| !p.is_empty())
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                api_base: get("BILLING_STRIPE_API_BASE"),
-            }),
-        };
+        let stripe = get("BILLING_STRIPE_SECRET_KEY").map(|secret_key| StripeSettings {
+            secret_key,
+            webhook_secrets: get("BILLING_STRIPE_WEBHOOK_SECRET")
+                .map(|s| {
+                    s.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            api_base: get("BILLING_STRIPE_API_BASE"),
+        });
         let myfatoorah = match get("BILLING_MYFATOORAH_TOKEN") {
             None => None,
             Some(token) => {
