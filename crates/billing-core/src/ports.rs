@@ -388,6 +388,31 @@ pub struct CheckoutRequest {
     pub save_payment_method: bool,
 }
 
+/// Where a gateway sends the customer back after a checkout:
+/// `{public_url}/checkout/return/{gateway}?topup={topup_id}`, the page the HTTP shell serves.
+/// That page trusts nothing in its query but the top-up id, whose status it then asks the
+/// gateway for.
+pub fn checkout_return_url(public_url: &str, gateway: &str, topup_id: &TopUpId) -> String {
+    format!(
+        "{}/checkout/return/{gateway}?topup={}",
+        public_url.trim_end_matches('/'),
+        encode_query_value(topup_id.as_str())
+    )
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn encode_query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// A checkout the customer completes at `checkout_url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkout {
@@ -476,4 +501,25 @@ pub trait PaymentGateway: Send + Sync {
     /// Asks the gateway for the payment's status, server to server. MUST return `Pending`
     /// (or an error) whenever the outcome is not certain: never guess `Paid` or `Failed`.
     async fn payment_status(&self, topup: &TopUp) -> Result<PaymentStatus, GatewayError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_urls_encode_the_top_up_id() {
+        assert_eq!(
+            checkout_return_url(
+                "https://b.example/",
+                "stripe",
+                &TopUpId::new("topup_AZ09-._~")
+            ),
+            "https://b.example/checkout/return/stripe?topup=topup_AZ09-._~"
+        );
+        assert_eq!(
+            checkout_return_url("http://h", "sandbox", &TopUpId::new("a b&c=d/é")),
+            "http://h/checkout/return/sandbox?topup=a%20b%26c%3Dd%2F%C3%A9"
+        );
+    }
 }

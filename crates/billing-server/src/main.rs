@@ -42,9 +42,11 @@ fn init_logs() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,actix_server=warn"));
     let json = std::env::var("BILLING_LOG_FORMAT").is_ok_and(|f| f == "json");
+    // Logs go to stderr: stdout carries what the commands print (ids, keys).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

@@ -102,19 +102,6 @@ fn checked_object_id<'a>(id: &'a str, prefix: &str) -> Result<&'a str, GatewayEr
     }
 }
 
-/// Percent-encodes a query-string value (everything but RFC 3986's unreserved characters).
-fn encode_query_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// What Stripe says was collected, as money of ours. Stripe saying "paid" with an amount or a
 /// currency we cannot represent is an error, never a guess.
 fn collected(
@@ -176,11 +163,8 @@ impl StripeGateway {
     }
 
     fn return_url(&self, topup_id: &TopUpId, cancelled: bool) -> String {
-        let mut url = format!(
-            "{}/checkout/return/stripe?topup={}",
-            self.public_url,
-            encode_query_value(topup_id.as_str())
-        );
+        let mut url =
+            billing_core::ports::checkout_return_url(&self.public_url, GATEWAY_NAME, topup_id);
         if cancelled {
             url.push_str("&cancelled=1");
         }
@@ -465,12 +449,6 @@ impl PaymentGateway for StripeGateway {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(encode_query_value("topup_AZ09-._~"), "topup_AZ09-._~");
-        assert_eq!(encode_query_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-    }
 
     #[test]
     fn object_ids_must_be_path_safe() {

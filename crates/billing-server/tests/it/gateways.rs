@@ -8,7 +8,7 @@ use billing_testkit::fake_stripe::{FakeStripe, deliver};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Customer, TestApp, now_secs, spawn};
+use crate::helpers::{Backend, Customer, TestApp, eventually, now_secs, spawn};
 
 const STRIPE_KEY: &str = "sk_test_e2e";
 const STRIPE_WEBHOOK_SECRET: &str = "whsec_e2e";
@@ -257,14 +257,8 @@ pub async fn stripe_reconciliation(backend: Backend) {
     let expired = app.top_up(&ada, json!({"amount": 30})).await;
     fake.complete_paid(&session_of(&fake, &paid));
     fake.expire(&session_of(&fake, &expired));
-    let mut statuses = Vec::new();
-    for _ in 0..100 {
-        statuses = history_statuses(&app, &ada).await;
-        if statuses == ["failed", "completed"] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let want: Vec<String> = vec!["failed".into(), "completed".into()];
+    let statuses = eventually(&want, || history_statuses(&app, &ada)).await;
     assert_eq!(statuses, ["failed", "completed"]);
     assert_eq!(app.balance(&ada).await, "20.00");
 }
@@ -479,14 +473,7 @@ pub async fn myfatoorah_reconciliation(backend: Backend) {
     let ada = app.customer("ada").await;
     let paid = app.top_up(&ada, json!({"amount": "2.250"})).await;
     fake.mark_paid(invoice_of(&fake, &paid));
-    let mut balance = String::new();
-    for _ in 0..100 {
-        balance = app.balance(&ada).await;
-        if balance == "2.250" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let balance = eventually(&"2.250".to_owned(), || app.balance(&ada)).await;
     assert_eq!(balance, "2.250");
     assert_eq!(history_statuses(&app, &ada).await, ["completed"]);
 }

@@ -308,3 +308,21 @@ pub fn ledger_sum(transactions: &[Value]) -> billing_core::Decimal {
 pub fn dec(s: &str) -> billing_core::Decimal {
     billing_core::Decimal::from_str_exact(s).expect("decimal")
 }
+
+/// Asks `probe` every 100 ms, for up to 10 s, until it answers `want`; returns the last
+/// answer (for the caller's assertion). For what a background worker settles.
+pub async fn eventually<T, F>(want: &T, mut probe: impl FnMut() -> F) -> T
+where
+    T: PartialEq,
+    F: std::future::Future<Output = T>,
+{
+    let mut last = probe().await;
+    for _ in 0..100 {
+        if &last == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = probe().await;
+    }
+    last
+}

@@ -9,7 +9,9 @@ pub use crate::gateways::{
     myfatoorah_end_to_end, myfatoorah_reconciliation, stripe_checkout_end_to_end,
     stripe_reconciliation,
 };
-use crate::helpers::{ADMIN_KEY, Backend, SANDBOX_SECRET, dec, ledger_sum, now_secs, spawn};
+use crate::helpers::{
+    ADMIN_KEY, Backend, SANDBOX_SECRET, dec, eventually, ledger_sum, now_secs, spawn,
+};
 
 fn keys(value: &Value) -> BTreeSet<String> {
     value.as_object().expect("object").keys().cloned().collect()
@@ -230,30 +232,20 @@ pub async fn reconciliation_completes_lost_webhooks(backend: Backend) {
         .await;
     app.press(declined["checkout_url"].as_str().expect("url"), "failed")
         .await;
-    let mut balance = String::new();
-    for _ in 0..100 {
-        balance = app.balance(&ada).await;
-        if balance == "10.00" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let balance = eventually(&"10.00".to_owned(), || app.balance(&ada)).await;
     assert_eq!(balance, "10.00");
-    let mut statuses = Vec::new();
-    for _ in 0..50 {
+    let want: Vec<String> = vec!["failed".into(), "completed".into()];
+    let statuses = eventually(&want, || async {
         let (_, history) = app.get("/api/billing/topup-history", &ada.key).await;
-        statuses = history["data"]
+        history["data"]
             .as_array()
             .expect("data")
             .iter()
             .map(|t| t["status"].as_str().expect("status").to_owned())
-            .collect();
-        if statuses == ["failed", "completed"] {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(statuses, ["failed", "completed"]);
+            .collect::<Vec<String>>()
+    })
+    .await;
+    assert_eq!(statuses, want);
 }
 
 /// 200 concurrent debits of 7 against 1,050: exactly 150 succeed, 50 get 402, balance 0.
