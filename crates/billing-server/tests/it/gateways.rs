@@ -1,8 +1,6 @@
 //! End-to-end with the real gateways' adapters against the local gateway servers of
 //! billing-testkit (real HTTP both ways, real signatures). Nothing here calls the internet.
 
-use std::time::Duration;
-
 use billing_testkit::fake_myfatoorah::{FakeMyFatoorah, WebhookVersion};
 use billing_testkit::fake_stripe::{FakeStripe, deliver};
 use reqwest::StatusCode;
