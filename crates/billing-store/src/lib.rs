@@ -71,11 +71,12 @@ macro_rules! on_write_conn {
     ($self:ident, |$conn:ident| $body:expr) => {{
         match &$self.pools {
             Pools::Sqlite(pool, writer) => {
-                let (pool, writer) = (pool.clone(), writer.clone());
+                let pool = pool.clone();
+                // FIFO-fair, and owned by the blocking task: held until the write ends,
+                // even if the caller stops waiting.
+                let writing = writer.clone().lock_owned().await;
                 run_blocking(move || {
-                    let _writing = writer
-                        .lock()
-                        .map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+                    let _writing = writing;
                     let mut guard = get(&pool)?;
                     let $conn = &mut *guard;
                     #[allow(unused_imports)]
@@ -132,7 +133,7 @@ enum Pools {
     /// Other processes on the same file still wait through `busy_timeout`.
     Sqlite(
         Pool<ConnectionManager<SqliteConnection>>,
-        Arc<std::sync::Mutex<()>>,
+        Arc<tokio::sync::Mutex<()>>,
     ),
     Postgres(Pool<ConnectionManager<PgConnection>>),
 }
@@ -207,7 +208,7 @@ impl DieselStore {
             .build(ConnectionManager::<SqliteConnection>::new(path))
             .map_err(|e| ConnectError::Pool(e.to_string()))?;
         Ok(DieselStore {
-            pools: Pools::Sqlite(pool, Arc::new(std::sync::Mutex::new(()))),
+            pools: Pools::Sqlite(pool, Arc::new(tokio::sync::Mutex::new(()))),
         })
     }
 
