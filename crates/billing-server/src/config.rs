@@ -53,6 +53,10 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    default_gateway: Option<String>,
+    sandbox_enabled: Option<bool>,
+    stripe: Option<StripeFile>,
+    myfatoorah: Option<MyFatoorahFile>,
     #[serde(default)]
     wallet: WalletFile,
     #[serde(default)]
@@ -60,6 +64,25 @@ struct FileConfig {
     packs: Option<Vec<PackFile>>,
     #[serde(default)]
     reconcile: ReconcileFile,
+}
+
+/// `[stripe]`: the same settings as the `BILLING_STRIPE_*` variables, which win.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StripeFile {
+    secret_key: Option<String>,
+    webhook_secrets: Option<Vec<String>>,
+    api_base: Option<String>,
+}
+
+/// `[myfatoorah]`: the same settings as the `BILLING_MYFATOORAH_*` variables, which win.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct MyFatoorahFile {
+    token: Option<String>,
+    webhook_secret: Option<String>,
+    api_base: Option<String>,
+    currency: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -288,25 +311,41 @@ impl Config {
                 "reconciliation age must be ≥ 0 and its interval > 0 seconds".into(),
             ));
         }
-        let default_gateway = get("BILLING_DEFAULT_GATEWAY").unwrap_or_else(|| "sandbox".into());
+        let default_gateway = get("BILLING_DEFAULT_GATEWAY")
+            .or(file.default_gateway.clone())
+            .unwrap_or_else(|| "sandbox".into());
         let sandbox_enabled = default_gateway == "sandbox"
-            || env_parse::<bool>(env, "BILLING_SANDBOX_ENABLED")?.unwrap_or(false);
-        let stripe = get("BILLING_STRIPE_SECRET_KEY").map(|secret_key| StripeSettings {
-            secret_key,
-            webhook_secrets: get("BILLING_STRIPE_WEBHOOK_SECRET")
-                .map(|s| {
-                    s.split(',')
-                        .map(|p| p.trim().to_owned())
-                        .filter(|p| !p.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            api_base: get("BILLING_STRIPE_API_BASE"),
-        });
-        let myfatoorah = match get("BILLING_MYFATOORAH_TOKEN") {
+            || env_parse::<bool>(env, "BILLING_SANDBOX_ENABLED")?
+                .or(file.sandbox_enabled)
+                .unwrap_or(false);
+        let stripe_file = file.stripe.as_ref();
+        let stripe = get("BILLING_STRIPE_SECRET_KEY")
+            .or_else(|| stripe_file.and_then(|f| f.secret_key.clone()))
+            .map(|secret_key| StripeSettings {
+                secret_key,
+                webhook_secrets: get("BILLING_STRIPE_WEBHOOK_SECRET")
+                    .map(|s| {
+                        s.split(',')
+                            .map(|p| p.trim().to_owned())
+                            .collect::<Vec<_>>()
+                    })
+                    .or_else(|| stripe_file.and_then(|f| f.webhook_secrets.clone()))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .collect(),
+                api_base: get("BILLING_STRIPE_API_BASE")
+                    .or_else(|| stripe_file.and_then(|f| f.api_base.clone())),
+            });
+        let mf_file = file.myfatoorah.as_ref();
+        let myfatoorah = match get("BILLING_MYFATOORAH_TOKEN")
+            .or_else(|| mf_file.and_then(|f| f.token.clone()))
+        {
             None => None,
             Some(token) => {
-                let currency = match get("BILLING_MYFATOORAH_CURRENCY") {
+                let code = get("BILLING_MYFATOORAH_CURRENCY")
+                    .or_else(|| mf_file.and_then(|f| f.currency.clone()));
+                let currency = match code {
                     Some(code) => Currency::from_code(&code).map_err(|e| {
                         ConfigError::Invalid(format!("BILLING_MYFATOORAH_CURRENCY: {e}"))
                     })?,
@@ -321,8 +360,11 @@ impl Config {
                 }
                 Some(MyFatoorahSettings {
                     token,
-                    webhook_secret: get("BILLING_MYFATOORAH_WEBHOOK_SECRET").unwrap_or_default(),
-                    api_base: get("BILLING_MYFATOORAH_API_BASE"),
+                    webhook_secret: get("BILLING_MYFATOORAH_WEBHOOK_SECRET")
+                        .or_else(|| mf_file.and_then(|f| f.webhook_secret.clone()))
+                        .unwrap_or_default(),
+                    api_base: get("BILLING_MYFATOORAH_API_BASE")
+                        .or_else(|| mf_file.and_then(|f| f.api_base.clone())),
                     currency,
                 })
             }
@@ -470,6 +512,66 @@ credits = 1500
         assert!(
             Config::from_env(&env(&[("BILLING_CONFIG", path.to_str().expect("utf-8"))])).is_err()
         );
+    }
+
+    #[test]
+    fn gateways_from_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("billing-config-gw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("billing.toml");
+        std::fs::write(
+            &path,
+            r#"
+default_gateway = "myfatoorah"
+
+[stripe]
+secret_key = "sk_file"
+webhook_secrets = ["whsec_a", "whsec_b"]
+
+[myfatoorah]
+token = "mf_file"
+webhook_secret = "mf_secret"
+currency = "KWD"
+
+[topup]
+currency = "KWD"
+minimum = "1"
+contact_sales_from = "150"
+"#,
+        )
+        .expect("write");
+        let file = path.to_str().expect("utf-8");
+        let config = Config::from_env(&env(&[("BILLING_CONFIG", file)])).expect("config");
+        assert_eq!(config.default_gateway, "myfatoorah");
+        assert!(
+            !config.sandbox_enabled,
+            "a real default gateway turns the sandbox off"
+        );
+        let stripe = config.stripe.expect("stripe");
+        assert_eq!(stripe.secret_key, "sk_file");
+        assert_eq!(stripe.webhook_secrets, ["whsec_a", "whsec_b"]);
+        let mf = config.myfatoorah.expect("myfatoorah");
+        assert_eq!((mf.token.as_str(), mf.currency.code()), ("mf_file", "KWD"));
+        // The environment wins over the file.
+        let config = Config::from_env(&env(&[
+            ("BILLING_CONFIG", file),
+            ("BILLING_STRIPE_WEBHOOK_SECRET", "whsec_env"),
+            ("BILLING_DEFAULT_GATEWAY", "stripe"),
+            ("BILLING_SANDBOX_ENABLED", "true"),
+        ]))
+        .expect("config");
+        assert_eq!(config.default_gateway, "stripe");
+        assert!(config.sandbox_enabled);
+        assert_eq!(
+            config.stripe.expect("stripe").webhook_secrets,
+            ["whsec_env"]
+        );
+        // MyFatoorah's currency must be the top-up currency.
+        let mismatch = Config::from_env(&env(&[
+            ("BILLING_CONFIG", file),
+            ("BILLING_MYFATOORAH_CURRENCY", "BHD"),
+        ]));
+        assert!(mismatch.is_err());
     }
 
     #[test]
