@@ -27,6 +27,7 @@ use billing_core::ports::{
 };
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
+use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::result::DatabaseErrorKind;
@@ -149,12 +150,12 @@ struct SqlitePragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        diesel::sql_query(format!(
+        // `batch_execute`, not `sql_query`: a prepared statement runs only the first of
+        // several statements.
+        conn.batch_execute(&format!(
             "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
              PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
         ))
-        .execute(conn)
-        .map(|_| ())
         .map_err(diesel::r2d2::Error::QueryError)
     }
 }
@@ -499,4 +500,66 @@ pub fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, C
         .rsplit_once('/')
         .ok_or_else(|| ConnectError::Pool(format!("no database in URL {admin_url}")))?;
     Ok(format!("{base}/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::{BigInt, Text};
+    use diesel::{QueryableByName, RunQueryDsl};
+
+    use super::*;
+
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = Text)]
+        journal_mode: String,
+    }
+
+    #[derive(QueryableByName)]
+    struct Flag {
+        #[diesel(sql_type = BigInt)]
+        foreign_keys: i64,
+    }
+
+    #[derive(QueryableByName)]
+    struct Sync {
+        #[diesel(sql_type = BigInt)]
+        synchronous: i64,
+    }
+
+    #[derive(QueryableByName)]
+    struct Timeout {
+        #[diesel(sql_type = BigInt)]
+        timeout: i64,
+    }
+
+    /// Every PRAGMA of `SqlitePragmas` is in force on pooled connections.
+    #[test]
+    fn sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout() {
+        let dir = std::env::temp_dir().join(format!("billing-pragmas-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("billing.db");
+        let store = DieselStore::connect(path.to_str().expect("utf-8"), &StoreOptions::default())
+            .expect("open");
+        let Pools::Sqlite(pool, _) = &store.pools else {
+            panic!("a file path opens SQLite");
+        };
+        let mut conn = pool.get().expect("connection");
+        let mode: Mode = diesel::sql_query("PRAGMA journal_mode")
+            .get_result(&mut *conn)
+            .expect("journal_mode");
+        assert_eq!(mode.journal_mode, "wal");
+        let fk: Flag = diesel::sql_query("PRAGMA foreign_keys")
+            .get_result(&mut *conn)
+            .expect("foreign_keys");
+        assert_eq!(fk.foreign_keys, 1);
+        let sync: Sync = diesel::sql_query("PRAGMA synchronous")
+            .get_result(&mut *conn)
+            .expect("synchronous");
+        assert_eq!(sync.synchronous, 1, "NORMAL");
+        let timeout: Timeout = diesel::sql_query("PRAGMA busy_timeout")
+            .get_result(&mut *conn)
+            .expect("busy_timeout");
+        assert_eq!(timeout.timeout, i64::from(SQLITE_BUSY_TIMEOUT_MS));
+    }
 }
