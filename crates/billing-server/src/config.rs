@@ -176,8 +176,8 @@ impl std::fmt::Debug for MyFatoorahSettings {
     }
 }
 
-/// Everything the server needs to start.
-#[derive(Debug, Clone)]
+/// Everything the server needs to start. Its `Debug` leaves out the secrets.
+#[derive(Clone)]
 pub struct Config {
     pub listen: String,
     pub database_url: String,
@@ -224,6 +224,34 @@ fn default_packs(currency: &str, credits_per_dollar: Decimal) -> Vec<SeedPack> {
         pack("pack_pro", "Pro Pack", 20, 25, true),
         pack("pack_business", "Business Pack", 50, 70, false),
     ]
+}
+
+/// `scheme://user:password@host/db` without its credentials.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("public_url", &self.public_url)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
+            .field("default_gateway", &self.default_gateway)
+            .field("sandbox_enabled", &self.sandbox_enabled)
+            .field("stripe", &self.stripe)
+            .field("myfatoorah", &self.myfatoorah)
+            .field("wallet_unit", &self.wallet_unit)
+            .field("policy", &self.policy)
+            .field("reconcile_after_secs", &self.reconcile_after_secs)
+            .finish_non_exhaustive()
+    }
 }
 
 fn env_parse<T: std::str::FromStr>(
@@ -311,13 +339,6 @@ impl Config {
                 "reconciliation age must be ≥ 0 and its interval > 0 seconds".into(),
             ));
         }
-        let default_gateway = get("BILLING_DEFAULT_GATEWAY")
-            .or(file.default_gateway.clone())
-            .unwrap_or_else(|| "sandbox".into());
-        let sandbox_enabled = default_gateway == "sandbox"
-            || env_parse::<bool>(env, "BILLING_SANDBOX_ENABLED")?
-                .or(file.sandbox_enabled)
-                .unwrap_or(false);
         let stripe_file = file.stripe.as_ref();
         let stripe = get("BILLING_STRIPE_SECRET_KEY")
             .or_else(|| stripe_file.and_then(|f| f.secret_key.clone()))
@@ -369,6 +390,15 @@ impl Config {
                 })
             }
         };
+        let default_gateway = default_gateway(
+            get("BILLING_DEFAULT_GATEWAY").or(file.default_gateway.clone()),
+            stripe.is_some(),
+            myfatoorah.is_some(),
+        )?;
+        let sandbox_enabled = default_gateway == "sandbox"
+            || env_parse::<bool>(env, "BILLING_SANDBOX_ENABLED")?
+                .or(file.sandbox_enabled)
+                .unwrap_or(false);
         Ok(Config {
             listen,
             database_url,
@@ -389,6 +419,27 @@ impl Config {
             workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
             max_connections: env_parse(env, "BILLING_DB_MAX_CONNECTIONS")?.unwrap_or(16),
         })
+    }
+}
+
+/// The default gateway: the configured one, else the only real gateway configured, else the
+/// sandbox. Never the sandbox by omission when real money can be taken: with both Stripe and
+/// MyFatoorah configured and no default named, the configuration is refused.
+fn default_gateway(
+    configured: Option<String>,
+    stripe: bool,
+    myfatoorah: bool,
+) -> Result<String, ConfigError> {
+    if let Some(name) = configured {
+        return Ok(name);
+    }
+    match (stripe, myfatoorah) {
+        (false, false) => Ok("sandbox".into()),
+        (true, false) => Ok("stripe".into()),
+        (false, true) => Ok("myfatoorah".into()),
+        (true, true) => Err(ConfigError::Invalid(
+            "Stripe and MyFatoorah are both configured: set BILLING_DEFAULT_GATEWAY".into(),
+        )),
     }
 }
 
@@ -572,6 +623,61 @@ contact_sales_from = "150"
             ("BILLING_MYFATOORAH_CURRENCY", "BHD"),
         ]));
         assert!(mismatch.is_err());
+    }
+
+    /// Configuring a real gateway without naming a default never leaves the sandbox (which
+    /// pays without money) as the default.
+    #[test]
+    fn a_real_gateway_is_the_default_when_none_is_named() {
+        let stripe = [
+            ("BILLING_STRIPE_SECRET_KEY", "sk_x"),
+            ("BILLING_STRIPE_WEBHOOK_SECRET", "whsec_x"),
+        ];
+        let config = Config::from_env(&env(&stripe)).expect("config");
+        assert_eq!(config.default_gateway, "stripe");
+        assert!(!config.sandbox_enabled);
+        let config = Config::from_env(&env(&[("BILLING_MYFATOORAH_TOKEN", "t")])).expect("config");
+        assert_eq!(config.default_gateway, "myfatoorah");
+        assert!(!config.sandbox_enabled);
+        let both = [stripe[0], stripe[1], ("BILLING_MYFATOORAH_TOKEN", "t")];
+        assert!(Config::from_env(&env(&both)).is_err());
+        let mut chosen = both.to_vec();
+        chosen.push(("BILLING_DEFAULT_GATEWAY", "myfatoorah"));
+        let config = Config::from_env(&env(&chosen)).expect("config");
+        assert_eq!(config.default_gateway, "myfatoorah");
+        assert!(!config.sandbox_enabled);
+    }
+
+    #[test]
+    fn debug_output_leaves_out_secrets() {
+        let config = Config::from_env(&env(&[
+            (
+                "BILLING_DATABASE_URL",
+                "postgres://billing:hunter2@db.internal/billing",
+            ),
+            (
+                "BILLING_ADMIN_KEY",
+                "bk_admin_secret_0123456789abcdef0123456789",
+            ),
+            ("BILLING_SANDBOX_SECRET", "sandbox-secret-value"),
+            ("BILLING_STRIPE_SECRET_KEY", "sk_live_secret"),
+            ("BILLING_STRIPE_WEBHOOK_SECRET", "whsec_secret"),
+        ]))
+        .expect("config");
+        let shown = format!("{config:?}");
+        for secret in [
+            "hunter2",
+            "bk_admin_secret",
+            "sandbox-secret",
+            "sk_live",
+            "whsec_",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("postgres://***@db.internal/billing"),
+            "{shown}"
+        );
     }
 
     #[test]
