@@ -262,12 +262,19 @@ pub trait TopUpStore: Send + Sync {
         per_page: u32,
     ) -> Result<TopUpPage, StoreError>;
 
-    /// Pending top-ups created before `created_before`, oldest first (reconciliation).
+    /// Pending top-ups created before `created_before`, least recently checked first
+    /// (by `updated_at`), for reconciliation.
     async fn pending_topups(
         &self,
         created_before: Timestamp,
         limit: u32,
     ) -> Result<Vec<TopUp>, StoreError>;
+
+    /// Records that a pending top-up was just checked (sets `updated_at`), so that
+    /// [`TopUpStore::pending_topups`] answers the others first next time: top-ups that stay
+    /// pending (an amount mismatch, a gateway that cannot tell) MUST NOT starve the rest.
+    /// No effect on a settled top-up.
+    async fn touch_pending_topup(&self, id: &TopUpId, now: Timestamp) -> Result<(), StoreError>;
 }
 
 /// Top-up packs.

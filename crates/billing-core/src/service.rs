@@ -571,12 +571,21 @@ impl Billing {
         let pending = self.store.pending_topups(cutoff, limit).await?;
         let mut outcomes = Vec::with_capacity(pending.len());
         for topup in pending {
+            let id = topup.id.clone();
             let outcome = match self.gateways.get(&topup.gateway) {
                 Some(gateway) => self.settle(gateway.as_ref(), topup).await,
                 None => Err(HandleNotificationError::UnknownGateway(
                     topup.gateway.clone(),
                 )),
             };
+            if matches!(
+                outcome,
+                Ok(SettleOutcome::StillPending(_) | SettleOutcome::AmountMismatch(_)) | Err(_)
+            ) {
+                self.store
+                    .touch_pending_topup(&id, self.clock.now())
+                    .await?;
+            }
             outcomes.push(outcome);
         }
         Ok(outcomes)

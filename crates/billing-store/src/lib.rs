@@ -414,6 +414,11 @@ impl TopUpStore for DieselStore {
     ) -> Result<Vec<TopUp>, StoreError> {
         on_conn!(self, |c| ops::pending_topups(c, created_before, limit))
     }
+
+    async fn touch_pending_topup(&self, id: &TopUpId, now: Timestamp) -> Result<(), StoreError> {
+        let id = id.clone();
+        on_write_conn!(self, |c| ops::touch_pending_topup(c, &id, now))
+    }
 }
 
 #[async_trait]

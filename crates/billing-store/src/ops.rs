@@ -518,7 +518,7 @@ pub(crate) fn pending_topups(
     let rows: Vec<TopUpRow> = topups::table
         .filter(topups::status.eq(TopUpStatus::Pending.as_str()))
         .filter(topups::created_at.lt(created_before.as_micros()))
-        .order(topups::created_at.asc())
+        .order((topups::updated_at.asc(), topups::seq.asc()))
         .limit(i64::from(limit))
         .select(TopUpRow::as_select())
         .load(conn)
@@ -643,4 +643,20 @@ pub(crate) fn event_seen(
         .get_result(conn)
         .map_err(db_err)?;
     Ok(count > 0)
+}
+
+pub(crate) fn touch_pending_topup(
+    conn: &mut Conn,
+    id: &TopUpId,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    diesel::update(
+        topups::table
+            .filter(topups::id.eq(id.as_str()))
+            .filter(topups::status.eq(TopUpStatus::Pending.as_str())),
+    )
+    .set(topups::updated_at.eq(now.as_micros()))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(())
 }

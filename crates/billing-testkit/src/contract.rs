@@ -402,6 +402,48 @@ pub async fn topup_pages_and_pending(store: Handle, _other: Handle) {
     assert_eq!(pending_ids.len(), 3, "{pending_ids:?}");
     assert!(pending_ids.contains(&&ids[1]) && pending_ids.contains(&&ids[2]));
     assert!(!pending_ids.contains(&&ids[0]));
+    // Least recently checked first: a checked top-up goes to the back of the queue, so top-ups
+    // that stay pending cannot starve the others.
+    let first_two = store
+        .pending_topups(now().plus_secs(100), 2)
+        .await
+        .expect("pending");
+    for t in &first_two {
+        store
+            .touch_pending_topup(&t.id, now().plus_secs(1000))
+            .await
+            .expect("touch");
+    }
+    let next = store
+        .pending_topups(now().plus_secs(100), 2)
+        .await
+        .expect("pending");
+    assert!(
+        next.iter().all(|t| !first_two.iter().any(|f| f.id == t.id)),
+        "touched top-ups came first again: {next:?}"
+    );
+    let all = store
+        .pending_topups(now().plus_secs(100), 100)
+        .await
+        .expect("pending");
+    assert_eq!(
+        all.len(),
+        45,
+        "44 of this account and the other account's one"
+    );
+    assert!(
+        first_two
+            .iter()
+            .all(|f| all[43..].iter().any(|t| t.id == f.id))
+    );
+    // A settled top-up is not touched back into the queue.
+    store
+        .touch_pending_topup(&ids[0], now().plus_secs(2000))
+        .await
+        .expect("touch");
+    let failed = store.topup(&ids[0]).await.expect("get").expect("found");
+    assert_eq!(failed.status, TopUpStatus::Failed);
+    assert_ne!(failed.updated_at, now().plus_secs(2000));
 }
 
 /// The same key with the same request replays the first result; with another, conflicts.

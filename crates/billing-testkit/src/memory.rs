@@ -402,9 +402,21 @@ impl TopUpStore for InMemoryStore {
             .filter(|t| t.status == TopUpStatus::Pending && t.created_at < created_before)
             .cloned()
             .collect();
-        pending.sort_by_key(|t| t.created_at);
+        pending.sort_by_key(|t| (t.updated_at, t.created_at));
         pending.truncate(limit as usize);
         Ok(pending)
+    }
+
+    async fn touch_pending_topup(&self, id: &TopUpId, now: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if let Some(t) = state
+            .topups
+            .iter_mut()
+            .find(|t| &t.id == id && t.status == TopUpStatus::Pending)
+        {
+            t.updated_at = now;
+        }
+        Ok(())
     }
 }
 

@@ -520,3 +520,36 @@ async fn refunds_credit_back_usage_within_bounds() {
     assert_eq!(balance(&w).await, Credits::new(d("9")).expect("c"));
     let _ = &w.store;
 }
+
+/// Top-ups that stay pending (the gateway cannot tell) do not starve a paid one behind them,
+/// however small the reconciliation batch.
+#[tokio::test]
+async fn reconciliation_is_not_starved_by_stuck_top_ups() {
+    let mut gw = gateway();
+    expect_checkout(&mut gw, 3);
+    gw.expect_payment_status().returning(|t| {
+        Ok(if t.price.amount().to_string() == "30.00" {
+            PaymentStatus::Paid { amount: t.price }
+        } else {
+            PaymentStatus::Pending
+        })
+    });
+    let w = world(gw).await;
+    for amount in ["10", "20", "30"] {
+        w.billing
+            .create_topup(&w.account, &TopUpRequest::Amount(d(amount)), None, None)
+            .await
+            .expect("top-up");
+        w.clock.advance_secs(1);
+    }
+    w.clock.advance_secs(300);
+    let mut rounds = 0;
+    while balance(&w).await == Credits::ZERO && rounds < 3 {
+        let outcomes = w.billing.reconcile(300, 2).await.expect("reconcile");
+        assert_eq!(outcomes.len(), 2);
+        w.clock.advance_secs(60);
+        rounds += 1;
+    }
+    assert_eq!(balance(&w).await, Credits::new(d("30")).expect("c"));
+    assert_eq!(rounds, 2, "the paid top-up is reached on the second round");
+}
