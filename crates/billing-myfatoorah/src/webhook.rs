@@ -335,12 +335,10 @@ fn read_v1(body: &Map<String, Value>, code: &str) -> Result<VerifiedNotification
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(TopUpId::new);
-    let date = body
-        .get("DateTime")
-        .and_then(scalar_text)
-        .unwrap_or_default();
+    // Only signed fields (V1 signs every `Data` property; the envelope's `DateTime` is not
+    // signed): a replayed body with an edited envelope cannot mark another event as seen.
     let event_id = format!(
-        "v1:{invoice}:{}:{}:{date}",
+        "v1:{invoice}:{}:{}",
         text_at(data, "PaymentId"),
         text_at(data, "TransactionStatus"),
     );
@@ -351,8 +349,10 @@ fn read_v1(body: &Map<String, Value>, code: &str) -> Result<VerifiedNotification
     })
 }
 
-/// V2 `PAYMENT_STATUS_CHANGED`: `Data.Invoice.Id` is the payment reference and
-/// `Event.Reference` (`WH-626519`) the event id. V2 does not echo `CustomerReference`, so
+/// V2 `PAYMENT_STATUS_CHANGED`: `Data.Invoice.Id` is the payment reference. The event id is
+/// built from the signed fields only (`Event.Reference`, e.g. `WH-626519`, is not signed: a
+/// replayed body with an edited reference could otherwise mark a future event as already
+/// seen). V2 does not echo `CustomerReference`, so
 /// `topup_id` is `None` and the core finds the top-up by its payment reference
 /// (`Invoice.ExternalIdentifier` echoes `CustomerIdentifier`, which this adapter does not
 /// send).
@@ -364,24 +364,12 @@ fn read_v2(body: &Map<String, Value>, code: &str) -> Result<VerifiedNotification
     }
     let data = data(body)?;
     let invoice = invoice_id(text_at(data, "Invoice.Id"))?;
-    let event = body.get("Event").and_then(Value::as_object);
-    let reference = event
-        .and_then(|e| e.get("Reference"))
-        .and_then(scalar_text)
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    let event_id = match reference {
-        Some(reference) => reference,
-        None => format!(
-            "v2:{invoice}:{}:{}:{}",
-            text_at(data, "Transaction.PaymentId"),
-            text_at(data, "Transaction.Status"),
-            event
-                .and_then(|e| e.get("CreationDate"))
-                .and_then(scalar_text)
-                .unwrap_or_default(),
-        ),
-    };
+    let event_id = format!(
+        "v2:{invoice}:{}:{}:{}",
+        text_at(data, "Transaction.PaymentId"),
+        text_at(data, "Transaction.Status"),
+        text_at(data, "Invoice.Status"),
+    );
     Ok(VerifiedNotification {
         event_id: checked_event_id(event_id)?,
         topup_id: None,
