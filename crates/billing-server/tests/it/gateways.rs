@@ -74,6 +74,29 @@ pub async fn stripe_checkout_end_to_end(backend: Backend) {
 
     let pack = app.top_up(&ada, json!({"pack_id": "pack_pro"})).await;
     assert_eq!(pack["gateway"], "stripe");
+    // Saving the card for off-session charges only when the customer agrees.
+    let saved = app
+        .top_up(&ada, json!({"amount": 5, "save_payment_method": true}))
+        .await;
+    let created = fake.requests_to("POST", "/v1/checkout/sessions");
+    let form_of = |topup: &Value| {
+        created
+            .iter()
+            .find(|r| r.param("client_reference_id") == topup["id"].as_str())
+            .expect("a session request for the top-up")
+            .clone()
+    };
+    let agreed = form_of(&saved);
+    assert_eq!(
+        agreed.param("payment_intent_data[setup_future_usage]"),
+        Some("off_session")
+    );
+    assert_eq!(agreed.param("customer_creation"), Some("always"));
+    assert_eq!(
+        form_of(&pack).param("payment_intent_data[setup_future_usage]"),
+        None
+    );
+
     let session = session_of(&fake, &pack);
     assert_eq!(
         pack["checkout_url"],
@@ -169,7 +192,14 @@ pub async fn stripe_checkout_end_to_end(backend: Backend) {
     assert_eq!(app.balance(&ada).await, "135.00");
     assert_eq!(
         history_statuses(&app, &ada).await,
-        ["pending", "failed", "failed", "completed", "completed"]
+        [
+            "pending",
+            "failed",
+            "failed",
+            "completed",
+            "pending",
+            "completed"
+        ]
     );
 
     // Paid, but the webhook is forged, stale, tampered, or Stripe's amount differs.
