@@ -25,6 +25,8 @@ pub const TOPUP_PAGE_SIZE: u32 = 20;
 pub const ENTRY_PAGE_SIZE_MAX: u32 = 100;
 /// Highest history page number accepted (bounds the OFFSET a store is asked for).
 pub const TOPUP_PAGE_MAX: u32 = 100_000;
+/// Most usage entries one refund may name.
+pub const REFUND_ENTRIES_MAX: usize = 100;
 /// Limits on account fields, in characters.
 pub const ACCOUNT_NAME_LENGTH_MAX: usize = 200;
 pub const ACCOUNT_EMAIL_LENGTH_MAX: usize = 254;
@@ -634,16 +636,13 @@ impl Billing {
         description: &str,
         idempotency_key: Option<&str>,
     ) -> Result<Posted, LedgerOpError> {
-        let amount = Credits::positive(amount)?;
-        check_text("description", description, DESCRIPTION_LENGTH_MAX)
-            .map_err(LedgerOpError::Invalid)?;
         if entry_ids.is_empty() {
             return Err(LedgerOpError::Refund(RefundRuleError::NoEntries));
         }
-        if entry_ids.len() > 100 {
-            return Err(LedgerOpError::Invalid(
-                "a refund may name at most 100 entries".into(),
-            ));
+        if entry_ids.len() > REFUND_ENTRIES_MAX {
+            return Err(LedgerOpError::Invalid(format!(
+                "a refund may name at most {REFUND_ENTRIES_MAX} entries"
+            )));
         }
         let mut sorted: Vec<&str> = entry_ids.iter().map(EntryId::as_str).collect();
         sorted.sort_unstable();
@@ -651,28 +650,15 @@ impl Billing {
         if sorted.len() != entry_ids.len() {
             return Err(LedgerOpError::Invalid("an entry is named twice".into()));
         }
-        let fingerprint = format!("refund|{}|{}|{}", sorted.join(","), amount, description);
-        let claim = claim(account_id, "refund", idempotency_key, fingerprint)
-            .map_err(LedgerOpError::Invalid)?;
-        let description = if description.is_empty() {
-            "Refund".to_owned()
-        } else {
-            description.to_owned()
-        };
-        let posting = Posting {
-            account_id: account_id.clone(),
-            entries: vec![NewEntry {
-                id: self.entry_id(),
-                kind: EntryKind::Refund,
-                amount,
-                description,
-                reference: Some(sorted.join(",")),
-            }],
-            idempotency: claim,
-            refund_of: entry_ids,
-            now: self.clock.now(),
-        };
-        Ok(self.store.post(posting).await?)
+        self.credit(
+            account_id,
+            EntryKind::Refund,
+            amount,
+            description,
+            idempotency_key,
+            entry_ids,
+        )
+        .await
     }
 
     /// Grants promotional credits as a `bonus` entry.
@@ -689,10 +675,13 @@ impl Billing {
             amount,
             description,
             idempotency_key,
+            Vec::new(),
         )
         .await
     }
 
+    /// One credit entry of `kind`; for a refund, `refund_of` names the usage entries it
+    /// answers (the store checks the bound under the wallet lock).
     async fn credit(
         &self,
         account_id: &AccountId,
@@ -700,17 +689,21 @@ impl Billing {
         amount: Decimal,
         description: &str,
         idempotency_key: Option<&str>,
+        refund_of: Vec<EntryId>,
     ) -> Result<Posted, LedgerOpError> {
         let amount = Credits::positive(amount)?;
         check_text("description", description, DESCRIPTION_LENGTH_MAX)
             .map_err(LedgerOpError::Invalid)?;
-        let fingerprint = format!("{kind}|{amount}|{description}");
+        let mut targets: Vec<&str> = refund_of.iter().map(EntryId::as_str).collect();
+        targets.sort_unstable();
+        let targets = targets.join(",");
+        let fingerprint = format!("{kind}|{targets}|{amount}|{description}");
         let claim = claim(account_id, kind.as_str(), idempotency_key, fingerprint)
             .map_err(LedgerOpError::Invalid)?;
-        let description = if description.is_empty() {
-            "Promotional credits".to_owned()
-        } else {
-            description.to_owned()
+        let description = match (description.is_empty(), kind) {
+            (false, _) => description.to_owned(),
+            (true, EntryKind::Refund) => "Refund".to_owned(),
+            (true, _) => "Promotional credits".to_owned(),
         };
         let posting = Posting {
             account_id: account_id.clone(),
@@ -719,10 +712,10 @@ impl Billing {
                 kind,
                 amount,
                 description,
-                reference: None,
+                reference: (!targets.is_empty()).then_some(targets),
             }],
             idempotency: claim,
-            refund_of: Vec::new(),
+            refund_of,
             now: self.clock.now(),
         };
         Ok(self.store.post(posting).await?)
