@@ -184,16 +184,25 @@ pub enum RefundRuleError {
     },
 }
 
-/// Checks a refund against the entries it answers: only usage entries of the account, and
-/// never more than their total less what earlier refunds already gave back for them.
+/// Checks a refund against the entries it answers: every `named` entry must be among
+/// `targets` (the ones the store found) and be a usage entry of the account, and the refund
+/// never gives back more than their total less what earlier refunds already gave back for
+/// them.
 pub fn check_refund(
     account_id: &AccountId,
+    named: &[EntryId],
     targets: &[LedgerEntry],
     already_refunded: Credits,
     requested: Credits,
 ) -> Result<(), RefundRuleError> {
-    if targets.is_empty() {
+    if named.is_empty() {
         return Err(RefundRuleError::NoEntries);
+    }
+    if let Some(missing) = named
+        .iter()
+        .find(|id| !targets.iter().any(|t| &t.id == *id))
+    {
+        return Err(RefundRuleError::NotRefundable(missing.clone()));
     }
     let mut total = Credits::ZERO;
     for target in targets {
@@ -324,31 +333,72 @@ mod tests {
             created_at: Timestamp::default(),
         };
         assert_eq!(
-            check_refund(&acct, std::slice::from_ref(&usage), c(0), c(7)),
+            check_refund(
+                &acct,
+                std::slice::from_ref(&usage.id),
+                std::slice::from_ref(&usage),
+                c(0),
+                c(7)
+            ),
             Ok(())
         );
         assert!(matches!(
-            check_refund(&acct, std::slice::from_ref(&usage), c(5), c(3)),
+            check_refund(
+                &acct,
+                std::slice::from_ref(&usage.id),
+                std::slice::from_ref(&usage),
+                c(5),
+                c(3)
+            ),
             Err(RefundRuleError::ExceedsRefundable { .. })
         ));
         assert_eq!(
-            check_refund(&acct, std::slice::from_ref(&usage), c(5), c(2)),
+            check_refund(
+                &acct,
+                std::slice::from_ref(&usage.id),
+                std::slice::from_ref(&usage),
+                c(5),
+                c(2)
+            ),
             Ok(())
         );
         let mut topup = usage.clone();
         topup.kind = EntryKind::TopUp;
         assert!(matches!(
-            check_refund(&acct, &[topup], c(0), c(1)),
+            check_refund(
+                &acct,
+                std::slice::from_ref(&topup.id),
+                std::slice::from_ref(&topup),
+                c(0),
+                c(1)
+            ),
             Err(RefundRuleError::NotRefundable(_))
         ));
         let other = AccountId::new("acct_2");
         assert!(matches!(
-            check_refund(&other, &[usage], c(0), c(1)),
+            check_refund(
+                &other,
+                std::slice::from_ref(&usage.id),
+                std::slice::from_ref(&usage),
+                c(0),
+                c(1)
+            ),
             Err(RefundRuleError::NotRefundable(_))
         ));
         assert_eq!(
-            check_refund(&acct, &[], c(0), c(1)),
+            check_refund(&acct, &[], &[], c(0), c(1)),
             Err(RefundRuleError::NoEntries)
+        );
+        let missing = EntryId::new("txn_missing");
+        assert_eq!(
+            check_refund(
+                &acct,
+                &[usage.id.clone(), missing.clone()],
+                &[usage],
+                c(0),
+                c(1)
+            ),
+            Err(RefundRuleError::NotRefundable(missing))
         );
     }
 }

@@ -137,6 +137,13 @@ impl Credits {
         Credits::new(difference)
     }
 
+    /// The exact sum of `amounts`, or an error when it leaves the ledger's range.
+    pub fn sum(amounts: impl IntoIterator<Item = Credits>) -> Result<Credits, AmountError> {
+        amounts
+            .into_iter()
+            .try_fold(Credits::ZERO, Credits::checked_add)
+    }
+
     /// Rounds `value` towards zero to the ledger scale. One of the two named rounding points
     /// (see the module documentation); callers say which rule they apply.
     pub fn round_toward_zero(value: Decimal) -> Result<Credits, AmountError> {

@@ -178,15 +178,6 @@ where
 fn refund_check(conn: &mut Conn, posting: &Posting) -> Result<(), TxError<PostError>> {
     let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
     let targets = entries_by_ids::<PostError>(conn, &ids)?;
-    if let Some(missing) = posting
-        .refund_of
-        .iter()
-        .find(|id| !targets.iter().any(|t| &t.id == *id))
-    {
-        return Err(TxError::Op(PostError::Refund(
-            billing_core::ledger::RefundRuleError::NotRefundable(missing.clone()),
-        )));
-    }
     let earlier: Vec<String> = refund_links::table
         .filter(refund_links::refunded_entry_id.eq_any(&ids))
         .select(refund_links::refund_entry_id)
@@ -196,20 +187,20 @@ fn refund_check(conn: &mut Conn, posting: &Posting) -> Result<(), TxError<PostEr
         .filter(ledger_entries::id.eq_any(&earlier))
         .select(ledger_entries::amount)
         .load(conn)?;
-    let mut already = Credits::ZERO;
-    for amount in earlier_amounts {
-        already = already
-            .checked_add(Credits::from_units(amount))
-            .map_err(|e| TxError::Op(PostError::Store(StoreError::Corrupt(e.to_string()))))?;
-    }
-    let mut requested = Credits::ZERO;
-    for entry in &posting.entries {
-        requested = requested
-            .checked_add(entry.amount)
-            .map_err(|e| TxError::Op(PostError::Store(StoreError::Corrupt(e.to_string()))))?;
-    }
-    check_refund(&posting.account_id, &targets, already, requested)
-        .map_err(|e| TxError::Op(PostError::Refund(e)))
+    let corrupt = |e: billing_core::money::AmountError| {
+        TxError::Op(PostError::Store(StoreError::Corrupt(e.to_string())))
+    };
+    let already =
+        Credits::sum(earlier_amounts.into_iter().map(Credits::from_units)).map_err(corrupt)?;
+    let requested = Credits::sum(posting.entries.iter().map(|e| e.amount)).map_err(corrupt)?;
+    check_refund(
+        &posting.account_id,
+        &posting.refund_of,
+        &targets,
+        already,
+        requested,
+    )
+    .map_err(|e| TxError::Op(PostError::Refund(e)))
 }
 
 fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<PostError>> {

@@ -86,34 +86,28 @@ impl State {
         if !posting.refund_of.is_empty() {
             let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
             let targets = self.entries_by_ids(&ids);
-            if let Some(missing) = posting
-                .refund_of
-                .iter()
-                .find(|id| !targets.iter().any(|t| &t.id == *id))
-            {
-                return Err(PostError::Refund(
-                    billing_core::ledger::RefundRuleError::NotRefundable(missing.clone()),
-                ));
-            }
             let earlier: HashSet<&EntryId> = self
                 .refund_links
                 .iter()
                 .filter(|(_, target)| posting.refund_of.contains(target))
                 .map(|(refund, _)| refund)
                 .collect();
-            let mut already = Credits::ZERO;
-            for e in self.entries.iter().filter(|e| earlier.contains(&e.id)) {
-                already = already
-                    .checked_add(e.amount)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            }
-            let mut requested = Credits::ZERO;
-            for e in &posting.entries {
-                requested = requested
-                    .checked_add(e.amount)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            }
-            check_refund(&posting.account_id, &targets, already, requested)?;
+            let corrupt = |e: billing_core::money::AmountError| StoreError::Corrupt(e.to_string());
+            let earlier_amounts = self
+                .entries
+                .iter()
+                .filter(|e| earlier.contains(&e.id))
+                .map(|e| e.amount);
+            let already = Credits::sum(earlier_amounts).map_err(corrupt)?;
+            let requested =
+                Credits::sum(posting.entries.iter().map(|e| e.amount)).map_err(corrupt)?;
+            check_refund(
+                &posting.account_id,
+                &posting.refund_of,
+                &targets,
+                already,
+                requested,
+            )?;
         }
         let planned = plan_posting(
             &posting.account_id,
