@@ -333,6 +333,63 @@ pub struct ApiKeyRecord {
     pub hash: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// After this instant the key is refused like a revoked one.
+    pub expires_at: Option<Timestamp>,
+    /// The start of the minute the key was last used in (kept to the minute).
+    pub last_used_at: Option<Timestamp>,
+    /// Most requests a minute this key may make; `None`: no limit of its own.
+    pub requests_per_minute_max: Option<u32>,
+}
+
+/// Why a stored key may not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRefusal {
+    #[error("this API key was revoked")]
+    Revoked,
+    #[error("this API key expired")]
+    Expired,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key may authenticate a request at `now`: neither revoked nor expired.
+    pub fn usable_at(&self, now: Timestamp) -> Result<(), KeyRefusal> {
+        if self.revoked_at.is_some() {
+            return Err(KeyRefusal::Revoked);
+        }
+        if self.expires_at.is_some_and(|at| now >= at) {
+            return Err(KeyRefusal::Expired);
+        }
+        Ok(())
+    }
+
+    /// The tenancy rule: whether this key may act on `account`'s wallet. An admin key and a
+    /// service key (a platform key with no account) act on every account; a customer key and
+    /// a platform key issued under an account act on that account only.
+    pub fn acts_on(&self, account: &AccountId) -> bool {
+        match (self.scope, &self.account_id) {
+            (KeyScope::Admin, _) | (KeyScope::Platform, None) => true,
+            (KeyScope::Platform | KeyScope::Customer, Some(own)) => own == account,
+            (KeyScope::Customer, None) => false,
+        }
+    }
+}
+
+/// Which keys to list: newest first, optionally one account's, after a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyQuery {
+    /// Only this account's keys; `None`: every key.
+    pub account_id: Option<AccountId>,
+    /// Keys older than this one (by `created_at`, then id).
+    pub after: Option<ApiKeyId>,
+    /// At most this many (the store fetches one more to tell `has_more`).
+    pub limit: u32,
+}
+
+/// A page of keys, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPage {
+    pub keys: Vec<ApiKeyRecord>,
+    pub has_more: bool,
 }
 
 /// API keys.
@@ -351,6 +408,16 @@ pub trait ApiKeyStore: Send + Sync {
 
     /// Whether any unrevoked admin key exists.
     async fn has_admin_key(&self) -> Result<bool, StoreError>;
+
+    /// Keys newest first (`created_at` descending, then id descending), filtered and paged by
+    /// `query`. MUST return `None` when `query.after` names no key (of that account, when
+    /// one is given).
+    async fn list_keys(&self, query: &KeyQuery) -> Result<Option<KeyPage>, StoreError>;
+
+    /// Records that the key was used in the minute starting at `minute`. MUST NOT move
+    /// `last_used_at` backwards (a late write of an older minute changes nothing); a key
+    /// that does not exist is not an error.
+    async fn touch_key(&self, id: &ApiKeyId, minute: Timestamp) -> Result<(), StoreError>;
 }
 
 /// Deduplication of gateway notifications.
@@ -528,5 +595,48 @@ mod tests {
             checkout_return_url("http://h", "sandbox", &TopUpId::new("a b&c=d/é")),
             "http://h/checkout/return/sandbox?topup=a%20b%26c%3Dd%2F%C3%A9"
         );
+    }
+
+    fn key(scope: KeyScope, account: Option<&str>) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: ApiKeyId::new("key_1"),
+            account_id: account.map(AccountId::new),
+            scope,
+            prefix: "bk_".into(),
+            hash: "0".repeat(64),
+            created_at: Timestamp::from_secs(100),
+            revoked_at: None,
+            expires_at: None,
+            last_used_at: None,
+            requests_per_minute_max: None,
+        }
+    }
+
+    #[test]
+    fn keys_act_on_their_own_account_only_unless_admin_or_service() {
+        let (a, b) = (AccountId::new("acct_a"), AccountId::new("acct_b"));
+        let table = [
+            (key(KeyScope::Admin, None), true, true),
+            (key(KeyScope::Platform, None), true, true),
+            (key(KeyScope::Platform, Some("acct_a")), true, false),
+            (key(KeyScope::Customer, Some("acct_a")), true, false),
+            (key(KeyScope::Customer, None), false, false),
+        ];
+        for (key, on_a, on_b) in table {
+            assert_eq!(key.acts_on(&a), on_a, "{key:?} on a");
+            assert_eq!(key.acts_on(&b), on_b, "{key:?} on b");
+        }
+    }
+
+    #[test]
+    fn revoked_and_expired_keys_are_unusable() {
+        let now = Timestamp::from_secs(1000);
+        let mut k = key(KeyScope::Customer, Some("acct_a"));
+        assert_eq!(k.usable_at(now), Ok(()));
+        k.expires_at = Some(now.plus_secs(1));
+        assert_eq!(k.usable_at(now), Ok(()));
+        assert_eq!(k.usable_at(now.plus_secs(1)), Err(KeyRefusal::Expired));
+        k.revoked_at = Some(now);
+        assert_eq!(k.usable_at(now), Err(KeyRefusal::Revoked));
     }
 }

@@ -47,6 +47,74 @@ impl Timestamp {
         )
     }
 
+    /// The first instant of this instant's minute.
+    pub const fn minute_start(self) -> Timestamp {
+        Timestamp(self.0 - self.0.rem_euclid(60_000_000))
+    }
+
+    /// Parses RFC 3339 (`2026-01-15T10:30:00Z`, `2026-01-15T12:30:00.25+02:00`): a full date
+    /// and time with seconds, an optional fraction (to microseconds; more digits are
+    /// refused, not rounded) and a `Z` or `±HH:MM` offset. Years 1970 to 9999.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let b = text.as_bytes();
+        let digits = |from: usize, len: usize| -> Option<i64> {
+            let part = b.get(from..from + len)?;
+            part.iter()
+                .all(u8::is_ascii_digit)
+                .then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+        };
+        let punct = |at: usize, want: &[u8]| b.get(at).is_some_and(|c| want.contains(c));
+        if !(punct(4, b"-")
+            && punct(7, b"-")
+            && punct(10, b"Tt")
+            && punct(13, b":")
+            && punct(16, b":"))
+        {
+            return None;
+        }
+        let year = digits(0, 4)?;
+        let month = u32::try_from(digits(5, 2)?).ok()?;
+        let day = u32::try_from(digits(8, 2)?).ok()?;
+        let (hour, minute, second) = (digits(11, 2)?, digits(14, 2)?, digits(17, 2)?);
+        let days = days_from_civil(year, month, day);
+        // A date that does not round-trip (month 13, 31 April, 29 February 2027) is refused.
+        if year < 1970
+            || civil_from_days(days) != (year, month, day)
+            || hour > 23
+            || minute > 59
+            || second > 59
+        {
+            return None;
+        }
+        let mut at = 19;
+        let mut micros = 0i64;
+        if punct(at, b".") {
+            let count = b[at + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            if count == 0 || count > 6 {
+                return None;
+            }
+            micros = digits(at + 1, count)? * 10i64.pow(6 - u32::try_from(count).ok()?);
+            at += 1 + count;
+        }
+        let offset_secs = match b.get(at..)? {
+            b"Z" | b"z" => 0,
+            [sign @ (b'+' | b'-'), ..] if b.len() == at + 6 && punct(at + 3, b":") => {
+                let (h, m) = (digits(at + 1, 2)?, digits(at + 4, 2)?);
+                if h > 23 || m > 59 {
+                    return None;
+                }
+                let secs = h * 3600 + m * 60;
+                if *sign == b'+' { secs } else { -secs }
+            }
+            _ => return None,
+        };
+        let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+        Some(Timestamp(secs * 1_000_000 + micros))
+    }
+
     /// The first instant of this instant's calendar month (UTC).
     pub fn month_start(self) -> Timestamp {
         let days = self.as_secs().div_euclid(86_400);
@@ -119,5 +187,63 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
+    }
+
+    #[test]
+    fn parses_rfc3339() {
+        let parse = Timestamp::parse_rfc3339;
+        assert_eq!(
+            parse("2026-01-15T10:30:00Z"),
+            Some(Timestamp::from_secs(1_768_473_000))
+        );
+        assert_eq!(
+            parse("2026-01-15t10:30:00z"),
+            Some(Timestamp::from_secs(1_768_473_000))
+        );
+        assert_eq!(
+            parse("2026-01-15T12:30:00+02:00"),
+            Some(Timestamp::from_secs(1_768_473_000))
+        );
+        assert_eq!(
+            parse("2026-01-15T05:00:00-05:30"),
+            Some(Timestamp::from_secs(1_768_473_000))
+        );
+        assert_eq!(
+            parse("2026-01-15T10:30:00.25Z"),
+            Some(Timestamp::from_micros(1_768_473_000_250_000))
+        );
+        assert_eq!(
+            parse("2000-02-29T00:00:00Z"),
+            Some(Timestamp::from_secs(951_782_400))
+        );
+        for bad in [
+            "",
+            "2026-01-15",
+            "2026-01-15T10:30Z",
+            "2026-01-15T10:30:00",
+            "2026-02-29T00:00:00Z",
+            "2026-04-31T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-01-15T24:00:00Z",
+            "2026-01-15T10:60:00Z",
+            "2026-01-15T10:30:60Z",
+            "2026-01-15T10:30:00.Z",
+            "2026-01-15T10:30:00.1234567Z",
+            "2026-01-15T10:30:00+2:00",
+            "1969-12-31T23:59:59Z",
+            "2026-01-15T10:30:00Zjunk",
+            "+026-01-15T10:30:00Z",
+            "2026-01-15 10:30:00Z",
+            "2026-01-15T10:30:00+24:00",
+        ] {
+            assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn minute_start_floors() {
+        let t = Timestamp::from_micros(1_768_473_059_999_999);
+        assert_eq!(t.minute_start(), Timestamp::from_secs(1_768_473_000));
+        assert_eq!(t.minute_start().minute_start(), t.minute_start());
     }
 }

@@ -4,10 +4,14 @@
 //! SHA-256 is stored; a request's key is hashed, looked up by hash, and the stored hash is
 //! compared again in constant time.
 
+use std::collections::HashMap;
 use std::future::{Ready, ready};
+use std::net::IpAddr;
+use std::sync::Mutex;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
@@ -19,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::ratelimit::{Limited, RateLimiter};
 
 /// Random bytes in a key.
 const KEY_RANDOM_BYTES: usize = 32;
@@ -78,6 +83,9 @@ pub fn key_record(
         hash: hash_key(secret),
         created_at: now,
         revoked_at: None,
+        expires_at: None,
+        last_used_at: None,
+        requests_per_minute_max: None,
     }
 }
 
@@ -110,6 +118,86 @@ fn bearer(req: &HttpRequest) -> Option<Result<String, ApiError>> {
     })())
 }
 
+/// How authentication is throttled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Failed authentications a client address may make a minute; then `429 rate_limited`.
+    pub failures_per_minute: u32,
+    /// Take the client address from the last `X-Forwarded-For` entry (the one the proxy in
+    /// front of this service added) instead of the TCP peer. Only behind a proxy you run.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for AuthSettings {
+    fn default() -> AuthSettings {
+        AuthSettings {
+            failures_per_minute: 20,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+/// Client addresses and keys tracked by the limiters, at most.
+const LIMITER_ENTRIES_MAX: usize = 100_000;
+/// Keys whose last minute of use this process remembers, at most.
+const LAST_USED_ENTRIES_MAX: usize = 100_000;
+
+/// What authentication keeps between requests, per process: the failure limiter per client
+/// address, the request limiter per key, and the minute each key was last recorded as used.
+pub struct AuthGuard {
+    settings: AuthSettings,
+    failures: RateLimiter<IpAddr>,
+    per_key: RateLimiter<ApiKeyId>,
+    last_used: Mutex<HashMap<ApiKeyId, Timestamp>>,
+}
+
+impl AuthGuard {
+    pub fn new(settings: AuthSettings) -> AuthGuard {
+        AuthGuard {
+            settings,
+            failures: RateLimiter::new(LIMITER_ENTRIES_MAX),
+            per_key: RateLimiter::new(LIMITER_ENTRIES_MAX),
+            last_used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client_address(&self, req: &ServiceRequest) -> Option<IpAddr> {
+        if self.settings.trust_forwarded_for
+            && let Some(last) = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .last()
+            && let Ok(ip) = last.trim().parse()
+        {
+            return Some(ip);
+        }
+        req.peer_addr().map(|a| a.ip())
+    }
+
+    /// Whether `key` was used in a minute not yet recorded by this process; if so, marks it
+    /// recorded. At most one write per key and minute per process.
+    fn first_use_this_minute(&self, key: &ApiKeyRecord, minute: Timestamp) -> bool {
+        if key.last_used_at.is_some_and(|at| at >= minute) {
+            return false;
+        }
+        let mut seen = self.last_used.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.get(&key.id).is_some_and(|at| *at >= minute) {
+            return false;
+        }
+        if seen.len() >= LAST_USED_ENTRIES_MAX {
+            seen.retain(|_, at| *at >= minute);
+        }
+        seen.insert(key.id.clone(), minute);
+        true
+    }
+}
+
+fn rate_limited(what: &str, limited: Limited) -> ApiError {
+    ApiError::rate_limited(what, limited.retry_after_secs())
+}
+
 async fn lookup(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let hash = hash_key(token);
     let record = state
@@ -123,24 +211,88 @@ async fn lookup(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     if !bool::from(record.hash.as_bytes().ct_eq(hash.as_bytes())) {
         return Err(ApiError::unauthorized("invalid API key"));
     }
-    if record.revoked_at.is_some() {
-        return Err(ApiError::unauthorized("this API key was revoked"));
-    }
+    record
+        .usable_at(state.billing.now())
+        .map_err(|refusal| ApiError::unauthorized(refusal.to_string()))?;
     Ok(Caller(record))
 }
 
+/// Resolves a request's key under the limits: a client address that has used up its failed
+/// authentications is refused before its key is looked at; a failure uses one; a key with
+/// a request limit of its own uses one of its requests.
+async fn authorize(
+    state: &AppState,
+    address: Option<IpAddr>,
+    token: Result<String, ApiError>,
+) -> Result<Caller, ApiError> {
+    let guard = &state.auth;
+    let per_minute = guard.settings.failures_per_minute;
+    if let Some(ip) = address {
+        guard.failures.check(&ip, per_minute).map_err(|l| {
+            rate_limited(
+                "too many failed authentications from this address; retry later",
+                l,
+            )
+        })?;
+    }
+    let result = match token {
+        Ok(token) => lookup(state, &token).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            if let Some(ip) = address {
+                // The refusal itself is the answer; a full limiter only means the next
+                // attempt is refused up front.
+                let _ = guard.failures.acquire(&ip, per_minute);
+            }
+            tracing::info!(client = ?address, reason = %e.message, "authentication failed");
+            Err(e)
+        }
+        Err(e) => Err(e),
+        Ok(caller) => {
+            if let Some(max) = caller.0.requests_per_minute_max {
+                guard
+                    .per_key
+                    .acquire(&caller.0.id, max)
+                    .map_err(|l| rate_limited("this API key's request limit is reached", l))?;
+            }
+            record_use(state, &caller.0);
+            Ok(caller)
+        }
+    }
+}
+
+/// Records the key's use, to the minute, off the request's path: at most one write per key
+/// and minute per process, and a failed write is only logged.
+fn record_use(state: &AppState, key: &ApiKeyRecord) {
+    let minute = state.billing.now().minute_start();
+    if !state.auth.first_use_this_minute(key, minute) {
+        return;
+    }
+    let store = state.billing.store().clone();
+    let id = key.id.clone();
+    actix_web::rt::spawn(async move {
+        if let Err(e) = store.touch_key(&id, minute).await {
+            tracing::warn!(key_id = %id, error = %e, "could not record the key's last use");
+        }
+    });
+}
+
 /// Middleware: resolves the request's API key before any extractor runs, so that a caller
-/// without the right key gets 401/403 whatever its body holds. Handlers read the result
+/// without the right key gets 401/403/429 whatever its body holds. Handlers read the result
 /// through the [`Caller`], [`Customer`], [`Platform`] and [`Admin`] extractors.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     if let Some(token) = bearer(req.request()) {
-        let result = match (token, req.app_data::<web::Data<AppState>>()) {
-            (Ok(token), Some(state)) => lookup(state, &token).await,
-            (Ok(_), None) => Err(ApiError::internal(&"application state missing")),
-            (Err(e), _) => Err(e),
+        let result = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => {
+                let address = state.auth.client_address(&req);
+                authorize(state, address, token).await
+            }
+            None => Err(ApiError::internal(&"application state missing")),
         };
         req.extensions_mut().insert(Authenticated(result));
     }
@@ -153,6 +305,19 @@ fn caller(req: &HttpRequest) -> Result<Caller, ApiError> {
         None => Err(ApiError::unauthorized(
             "missing Authorization: Bearer <api key>",
         )),
+    }
+}
+
+impl Caller {
+    /// The account a request names (in its path or body), if this key may act on it; any
+    /// other answers `404 account_not_found`, exactly as an account that does not exist.
+    pub fn account(&self, id: String) -> Result<AccountId, ApiError> {
+        let account = AccountId::new(id);
+        if self.0.acts_on(&account) {
+            Ok(account)
+        } else {
+            Err(ApiError::account_not_found())
+        }
     }
 }
 
@@ -183,7 +348,8 @@ impl FromRequest for Customer {
     }
 }
 
-/// A platform or admin key (usage for any account). Customer keys get 403.
+/// A platform key (a service key, or one issued under an account) or an admin key: usage.
+/// Customer keys get 403. Which accounts it may act on is [`Caller::account`]'s rule.
 #[derive(Debug, Clone)]
 pub struct Platform(pub Caller);
 

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds, sent as `Retry-After` (429 and 503 answers).
+    pub retry_after: Option<u64>,
 }
 
 /// The error body.
@@ -53,6 +55,25 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// `404 account_not_found`: the account does not exist, or the caller's key may not act
+    /// on it (the two look the same).
+    pub fn account_not_found() -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+            "no such account",
+        )
+    }
+
+    /// `429 rate_limited` with `Retry-After`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
 
@@ -102,7 +123,11 @@ impl ResponseError for ApiError {
         } else {
             tracing::info!(code = self.code, status = self.status.as_u16(), message = %self.message, "request refused");
         }
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            response.insert_header(("Retry-After", secs.to_string()));
+        }
+        response.json(ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message.clone(),
@@ -116,11 +141,14 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Unavailable(cause) => {
                 tracing::error!(error = %cause, "storage unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_unavailable",
-                    "storage is temporarily unavailable; retry later",
-                )
+                ApiError {
+                    retry_after: Some(1),
+                    ..ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "storage_unavailable",
+                        "storage is temporarily unavailable; retry later",
+                    )
+                }
             }
             StoreError::Duplicate(what) => ApiError::new(
                 StatusCode::CONFLICT,
@@ -180,7 +208,7 @@ impl From<CreateTopUpError> for ApiError {
     fn from(e: CreateTopUpError) -> ApiError {
         let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
         match e {
-            CreateTopUpError::AccountNotFound => ApiError::not_found("account"),
+            CreateTopUpError::AccountNotFound => ApiError::account_not_found(),
             CreateTopUpError::PackNotFound => ApiError::new(
                 StatusCode::NOT_FOUND,
                 "pack_not_found",
@@ -211,7 +239,7 @@ impl From<LedgerOpError> for ApiError {
     fn from(e: LedgerOpError) -> ApiError {
         match e {
             LedgerOpError::Invalid(m) => ApiError::bad_request("invalid_request", m),
-            LedgerOpError::AccountNotFound => ApiError::not_found("account"),
+            LedgerOpError::AccountNotFound => ApiError::account_not_found(),
             insufficient @ LedgerOpError::InsufficientFunds { .. } => ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient_funds",

@@ -10,15 +10,16 @@ pub mod auth;
 pub mod error;
 pub mod openapi;
 mod page;
+pub mod ratelimit;
 pub mod routes;
 pub mod sandbox;
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use actix_web::dev::{Server, Service};
+use actix_web::dev::{ResourceDef, Server, Service};
 use actix_web::error as actix_error;
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
 use billing_core::money::Credits;
 use billing_core::ports::{IDEMPOTENCY_KEY_LENGTH_MAX, IdGenerator};
@@ -59,6 +60,8 @@ pub struct AppState {
     pub ids: Arc<dyn IdGenerator>,
     /// The sandbox gateway, when enabled (it serves its own checkout page).
     pub sandbox: Option<Arc<SandboxGateway>>,
+    /// Authentication's limits and last-use records (per process).
+    pub auth: auth::AuthGuard,
 }
 
 /// The `Idempotency-Key` header, if any: 1 to 255 printable ASCII bytes.
@@ -123,9 +126,69 @@ fn payload_error_config() -> web::PayloadConfig {
     web::PayloadConfig::new(routes::gateway::WEBHOOK_BODY_SIZE_MAX)
 }
 
-async fn not_found() -> HttpResponse {
+/// Paths served outside the OpenAPI document (pages), with their methods.
+const PAGE_ROUTES: &[(&str, &str)] = &[
+    ("/sandbox/checkout/{payment_ref}", "GET, POST"),
+    ("/checkout/return/{gateway}", "GET"),
+    ("/openapi.json", "GET"),
+];
+
+/// Every known path and the methods it answers (its `Allow` header), from the OpenAPI
+/// document and [`PAGE_ROUTES`]: what the 405 answer needs.
+fn known_routes() -> &'static [(ResourceDef, String)] {
+    static ROUTES: OnceLock<Vec<(ResourceDef, String)>> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let doc = openapi::ApiDoc::openapi();
+        let mut routes: Vec<(ResourceDef, String)> = doc
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                    ("PATCH", item.patch.is_some()),
+                ];
+                let allow: Vec<&str> = methods
+                    .iter()
+                    .filter(|(_, served)| *served)
+                    .map(|(m, _)| *m)
+                    .collect();
+                (ResourceDef::new(path.as_str()), allow.join(", "))
+            })
+            .collect();
+        routes.extend(
+            PAGE_ROUTES
+                .iter()
+                .map(|(path, allow)| (ResourceDef::new(*path), (*allow).to_owned())),
+        );
+        routes
+    })
+}
+
+/// Unknown paths answer `404 not_found`; a known path with a method it does not serve
+/// answers `405 method_not_allowed` with `Allow`.
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let path = req.path();
+    if let Some((_, allow)) = known_routes().iter().find(|(def, _)| def.is_match(path)) {
+        let mut response = actix_web::ResponseError::error_response(&ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} is not served here; this path answers {allow}",
+                req.method()
+            ),
+        ));
+        if let Ok(value) = HeaderValue::from_str(allow) {
+            response.headers_mut().insert(header::ALLOW, value);
+        }
+        return response;
+    }
     actix_web::ResponseError::error_response(&ApiError::new(
-        actix_web::http::StatusCode::NOT_FOUND,
+        StatusCode::NOT_FOUND,
         "not_found",
         "no such endpoint",
     ))
@@ -155,6 +218,9 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(routes::platform::create_account)
             .service(routes::platform::get_account)
             .service(routes::platform::create_key)
+            .service(routes::platform::list_account_keys)
+            .service(routes::platform::create_service_key)
+            .service(routes::platform::list_keys)
             .service(routes::platform::revoke_key)
             .service(routes::platform::grant)
             .service(routes::platform::refund)

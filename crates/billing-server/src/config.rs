@@ -9,6 +9,7 @@ use billing_core::Decimal;
 use billing_core::money::{Currency, parse_decimal};
 use billing_core::service::PackInput;
 use billing_core::topup::{BonusTier, TopUpPolicy};
+use billing_http::auth::AuthSettings;
 use serde::Deserialize;
 
 /// Why the configuration was refused.
@@ -203,6 +204,9 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     pub workers: usize,
     pub max_connections: u32,
+    /// Failed authentications a client address may make a minute, and whether the client
+    /// address comes from `X-Forwarded-For`.
+    pub auth: AuthSettings,
 }
 
 /// The packs of the credit-packs seed document, priced in USD; credits are in the wallet's
@@ -250,6 +254,7 @@ impl std::fmt::Debug for Config {
             .field("wallet_unit", &self.wallet_unit)
             .field("policy", &self.policy)
             .field("reconcile_after_secs", &self.reconcile_after_secs)
+            .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
 }
@@ -418,6 +423,19 @@ impl Config {
             reconcile_interval_secs,
             workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
             max_connections: env_parse(env, "BILLING_DB_MAX_CONNECTIONS")?.unwrap_or(16),
+            auth: AuthSettings {
+                failures_per_minute: match env_parse(env, "BILLING_AUTH_FAILURES_PER_MINUTE")? {
+                    None => AuthSettings::default().failures_per_minute,
+                    Some(0) => {
+                        return Err(ConfigError::Invalid(
+                            "BILLING_AUTH_FAILURES_PER_MINUTE must be at least 1".into(),
+                        ));
+                    }
+                    Some(n) => n,
+                },
+                trust_forwarded_for: env_parse(env, "BILLING_TRUST_FORWARDED_FOR")?
+                    .unwrap_or(false),
+            },
         })
     }
 }

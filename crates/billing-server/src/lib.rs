@@ -13,7 +13,7 @@ use actix_web::web;
 use billing_core::ids::{AccountId, PackId};
 use billing_core::ports::{ApiKeyStore, KeyScope, PackStore, PaymentGateway, Store};
 use billing_core::service::{Billing, Gateways, ManagePackError, SettleOutcome};
-use billing_http::auth::{IssuedKey, issue_key, key_record};
+use billing_http::auth::{AuthGuard, IssuedKey, issue_key, key_record};
 use billing_http::sandbox::SandboxGateway;
 use billing_http::{AppState, WalletUnit};
 use billing_myfatoorah::{MyFatoorahConfig, MyFatoorahGateway};
@@ -239,6 +239,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         ids: parts.ids.clone(),
         sandbox: config.sandbox_enabled.then(|| parts.sandbox.clone()),
+        auth: AuthGuard::new(config.auth.clone()),
     });
     let server = billing_http::serve(state, listener, config.workers).map_err(|source| {
         StartError::Listen {

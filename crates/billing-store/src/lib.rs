@@ -22,8 +22,8 @@ use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry};
 use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
-    InsertTopUpError, Inserted, LedgerStore, PackStore, PostError, Posted, Posting, StoreError,
-    TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    InsertTopUpError, Inserted, KeyPage, KeyQuery, LedgerStore, PackStore, PostError, Posted,
+    Posting, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
@@ -462,6 +462,16 @@ impl ApiKeyStore for DieselStore {
 
     async fn has_admin_key(&self) -> Result<bool, StoreError> {
         on_conn!(self, |c| ops::has_admin_key(c))
+    }
+
+    async fn list_keys(&self, query: &KeyQuery) -> Result<Option<KeyPage>, StoreError> {
+        let query = query.clone();
+        on_conn!(self, |c| ops::list_keys(c, &query))
+    }
+
+    async fn touch_key(&self, id: &ApiKeyId, minute: Timestamp) -> Result<(), StoreError> {
+        let id = id.clone();
+        on_write_conn!(self, |c| ops::touch_key(c, &id, minute))
     }
 }
 

@@ -8,7 +8,7 @@ use billing_core::ids::{AccountId, ApiKeyId, EntryId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
 use billing_core::money::Credits;
 use billing_core::ports::{
-    Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, PostError,
+    Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage, KeyQuery, PostError,
     Posted, Posting, StoreError, TopUpPage, TransitionOutcome, Wallet,
 };
 use billing_core::time::Timestamp;
@@ -592,6 +592,54 @@ pub(crate) fn revoke_key(conn: &mut Conn, id: &ApiKeyId, now: Timestamp) -> Resu
     .execute(conn)
     .map_err(db_err)?;
     Ok(key(conn, id)?.is_some())
+}
+
+pub(crate) fn list_keys(conn: &mut Conn, query: &KeyQuery) -> Result<Option<KeyPage>, StoreError> {
+    let mut select = api_keys::table.into_boxed();
+    if let Some(account) = &query.account_id {
+        select = select.filter(api_keys::account_id.eq(account.as_str().to_owned()));
+    }
+    if let Some(after) = &query.after {
+        let Some(cursor) = key(conn, after)?.filter(|k| {
+            query.account_id.is_none() || k.account_id == query.account_id
+        }) else {
+            return Ok(None);
+        };
+        let (at, id) = (cursor.created_at.as_micros(), cursor.id.as_str().to_owned());
+        select = select.filter(
+            api_keys::created_at
+                .lt(at)
+                .or(api_keys::created_at.eq(at).and(api_keys::id.lt(id))),
+        );
+    }
+    let mut rows: Vec<ApiKeyRow> = select
+        .order((api_keys::created_at.desc(), api_keys::id.desc()))
+        .limit(i64::from(query.limit) + 1)
+        .select(ApiKeyRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    let has_more = rows.len() > query.limit as usize;
+    rows.truncate(query.limit as usize);
+    let keys = rows
+        .into_iter()
+        .map(ApiKeyRecord::try_from)
+        .collect::<Result<_, _>>()?;
+    Ok(Some(KeyPage { keys, has_more }))
+}
+
+pub(crate) fn touch_key(conn: &mut Conn, id: &ApiKeyId, minute: Timestamp) -> Result<(), StoreError> {
+    let minute = minute.as_micros();
+    diesel::update(
+        api_keys::table.find(id.as_str()).filter(
+            api_keys::last_used_at
+                .is_null()
+                .or(api_keys::last_used_at.lt(minute)),
+        ),
+    )
+    .set(api_keys::last_used_at.eq(minute))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(())
 }
 
 pub(crate) fn has_admin_key(conn: &mut Conn) -> Result<bool, StoreError> {

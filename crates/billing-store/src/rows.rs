@@ -223,6 +223,9 @@ pub(crate) struct ApiKeyRow {
     pub hash: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub requests_per_minute_max: Option<i32>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKeyRecord {
@@ -237,6 +240,17 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
             hash: row.hash,
             created_at: Timestamp::from_micros(row.created_at),
             revoked_at: row.revoked_at.map(Timestamp::from_micros),
+            expires_at: row.expires_at.map(Timestamp::from_micros),
+            last_used_at: row.last_used_at.map(Timestamp::from_micros),
+            requests_per_minute_max: row
+                .requests_per_minute_max
+                .map(|n| {
+                    u32::try_from(n)
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| corrupt(format!("key request limit {n}")))
+                })
+                .transpose()?,
         })
     }
 }
@@ -251,6 +265,12 @@ impl From<&ApiKeyRecord> for ApiKeyRow {
             hash: k.hash.clone(),
             created_at: k.created_at.as_micros(),
             revoked_at: k.revoked_at.map(Timestamp::as_micros),
+            expires_at: k.expires_at.map(Timestamp::as_micros),
+            last_used_at: k.last_used_at.map(Timestamp::as_micros),
+            // Limits above i32::MAX a minute are no limit in practice; stored saturated.
+            requests_per_minute_max: k
+                .requests_per_minute_max
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
         }
     }
 }

@@ -83,6 +83,9 @@ diesel::table! {
         hash -> Text,
         created_at -> BigInt,
         revoked_at -> Nullable<BigInt>,
+        expires_at -> Nullable<BigInt>,
+        last_used_at -> Nullable<BigInt>,
+        requests_per_minute_max -> Nullable<Integer>,
     }
 }
 

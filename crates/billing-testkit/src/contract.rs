@@ -17,8 +17,8 @@ use billing_core::ledger::{
 };
 use billing_core::money::{Credits, Currency, Money};
 use billing_core::ports::{
-    Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, KeyScope,
-    PostError, Posted, Posting, Store, StoreError, TransitionOutcome,
+    Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
+    KeyQuery, KeyScope, PostError, Posted, Posting, Store, StoreError, TransitionOutcome,
 };
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
@@ -800,6 +800,9 @@ pub async fn accounts_packs_keys_events(store: Handle, other: Handle) {
         hash: "a".repeat(64),
         created_at: now(),
         revoked_at: None,
+        expires_at: Some(now().plus_secs(3600)),
+        last_used_at: None,
+        requests_per_minute_max: Some(600),
     };
     store.insert_key(&key).await.expect("key");
     assert!(!store.has_admin_key().await.expect("admin?"));
@@ -880,6 +883,118 @@ pub async fn accounts_packs_keys_events(store: Handle, other: Handle) {
     );
 }
 
+fn key_at(id: &str, account: Option<&AccountId>, created_secs: i64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: ApiKeyId::new(id),
+        account_id: account.cloned(),
+        scope: if account.is_some() {
+            KeyScope::Customer
+        } else {
+            KeyScope::Platform
+        },
+        prefix: "bk_x".into(),
+        hash: format!("{id:0>64}"),
+        created_at: now().plus_secs(created_secs),
+        revoked_at: None,
+        expires_at: None,
+        last_used_at: None,
+        requests_per_minute_max: None,
+    }
+}
+
+/// Keys list newest first, per account or all, in pages with an exact `has_more`; a cursor
+/// that names no key (or another account's) is `None`; `last_used_at` only moves forward.
+pub async fn keys_list_page_and_touch(store: Handle, other: Handle) {
+    let ada = new_account(&store).await;
+    let bob = new_account(&store).await;
+    // Two keys share a creation time: the id breaks the tie.
+    let keys = [
+        key_at("key_a1", Some(&ada), 1),
+        key_at("key_a2", Some(&ada), 2),
+        key_at("key_a3", Some(&ada), 2),
+        key_at("key_b1", Some(&bob), 3),
+        key_at("key_s1", None, 4),
+    ];
+    for key in &keys {
+        other.insert_key(key).await.expect("insert");
+    }
+    let ids = |page: &KeyPage| {
+        page.keys
+            .iter()
+            .map(|k| k.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    let list = |account: Option<&AccountId>, after: Option<&str>, limit: u32| KeyQuery {
+        account_id: account.cloned(),
+        after: after.map(ApiKeyId::new),
+        limit,
+    };
+    let all = store
+        .list_keys(&list(None, None, 10))
+        .await
+        .expect("list")
+        .expect("page");
+    assert_eq!(
+        ids(&all),
+        ["key_s1", "key_b1", "key_a3", "key_a2", "key_a1"]
+    );
+    assert!(!all.has_more);
+    assert_eq!(all.keys[4], keys[0]);
+    let first = store
+        .list_keys(&list(Some(&ada), None, 2))
+        .await
+        .expect("list")
+        .expect("page");
+    assert_eq!(ids(&first), ["key_a3", "key_a2"]);
+    assert!(first.has_more);
+    let second = store
+        .list_keys(&list(Some(&ada), Some("key_a2"), 2))
+        .await
+        .expect("list")
+        .expect("page");
+    assert_eq!(ids(&second), ["key_a1"]);
+    assert!(!second.has_more);
+    let exact = store
+        .list_keys(&list(Some(&ada), Some("key_a3"), 2))
+        .await
+        .expect("list")
+        .expect("page");
+    assert_eq!(ids(&exact), ["key_a2", "key_a1"]);
+    assert!(!exact.has_more);
+    for (account, cursor) in [(Some(&ada), "key_b1"), (None, "key_none")] {
+        assert_eq!(
+            store
+                .list_keys(&list(account, Some(cursor), 2))
+                .await
+                .expect("list"),
+            None,
+            "{cursor}"
+        );
+    }
+
+    let minute = now().plus_secs(120).minute_start();
+    store.touch_key(&keys[0].id, minute).await.expect("touch");
+    other
+        .touch_key(&keys[0].id, minute.minus_secs(60))
+        .await
+        .expect("older touch");
+    store
+        .touch_key(&ApiKeyId::new("key_none"), minute)
+        .await
+        .expect("touch of no key");
+    let touched = other.key(&keys[0].id).await.expect("get").expect("key");
+    assert_eq!(touched.last_used_at, Some(minute));
+    assert_eq!(
+        other
+            .key(&keys[1].id)
+            .await
+            .expect("get")
+            .expect("key")
+            .last_used_at,
+        None
+    );
+}
+
 /// Generates one `#[tokio::test]` per contract check. `$factory` is an async function
 /// `fn(&'static str) -> Option<(Handle, Handle)>` that returns two handles on one fresh
 /// store, or `None` when the backend is unavailable and the suite is allowed to skip (it
@@ -898,7 +1013,8 @@ macro_rules! store_contract_tests {
             refunds_are_bounded,
             ledger_scale_limits_round_trip,
             entries_page_and_filter,
-            accounts_packs_keys_events
+            accounts_packs_keys_events,
+            keys_list_page_and_touch
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

@@ -11,8 +11,8 @@ use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
 use billing_core::money::Credits;
 use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
-    InsertTopUpError, Inserted, LedgerStore, PackStore, PostError, Posted, Posting, StoreError,
-    TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    InsertTopUpError, Inserted, KeyPage, KeyQuery, LedgerStore, PackStore, PostError, Posted,
+    Posting, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transition};
@@ -478,6 +478,39 @@ impl ApiKeyStore for InMemoryStore {
             .keys
             .iter()
             .any(|k| k.scope == billing_core::ports::KeyScope::Admin && k.revoked_at.is_none()))
+    }
+
+    async fn list_keys(&self, query: &KeyQuery) -> Result<Option<KeyPage>, StoreError> {
+        let state = self.lock()?;
+        let mut keys: Vec<&ApiKeyRecord> = state
+            .keys
+            .iter()
+            .filter(|k| query.account_id.is_none() || k.account_id == query.account_id)
+            .collect();
+        keys.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        let start = match &query.after {
+            None => 0,
+            Some(after) => match keys.iter().position(|k| &k.id == after) {
+                Some(i) => i + 1,
+                None => return Ok(None),
+            },
+        };
+        let rest = &keys[start..];
+        let limit = query.limit as usize;
+        Ok(Some(KeyPage {
+            keys: rest.iter().take(limit).map(|k| (*k).clone()).collect(),
+            has_more: rest.len() > limit,
+        }))
+    }
+
+    async fn touch_key(&self, id: &ApiKeyId, minute: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if let Some(key) = state.keys.iter_mut().find(|k| &k.id == id)
+            && key.last_used_at.is_none_or(|at| at < minute)
+        {
+            key.last_used_at = Some(minute);
+        }
+        Ok(())
     }
 }
 

@@ -3,13 +3,14 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId};
-use billing_core::ports::{Account, KeyScope, Posted};
+use billing_core::ports::{Account, ApiKeyRecord, KeyQuery, KeyScope, Posted};
 use billing_core::service::{ManagePackError, PackInput, UsageRequest};
+use billing_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::amount::Amount;
-use crate::auth::{Admin, Platform, issue_key};
+use crate::auth::{Admin, IssuedKey, Platform, issue_key};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::wallet::{PackResponse, Transaction};
 use crate::{AppState, idempotency_key};
@@ -76,7 +77,7 @@ fn posted_response(
 #[post("/v1/usage")]
 pub async fn usage(
     state: web::Data<AppState>,
-    _platform: Platform,
+    Platform(caller): Platform,
     req: HttpRequest,
     body: web::Json<UsageBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -87,7 +88,7 @@ pub async fn usage(
         )
     })?;
     let body = body.into_inner();
-    let account = AccountId::new(body.account_id);
+    let account = caller.account(body.account_id)?;
     let posted = state
         .billing
         .record_usage(
@@ -127,7 +128,7 @@ async fn account_response(
         .billing
         .wallet(&account.id)
         .await?
-        .ok_or_else(|| ApiError::not_found("account"))?;
+        .ok_or_else(ApiError::account_not_found)?;
     Ok(AccountResponse {
         id: account.id.to_string(),
         name: account.name.clone(),
@@ -167,23 +168,47 @@ pub async fn create_account(
 #[get("/v1/admin/accounts/{id}")]
 pub async fn get_account(
     state: web::Data<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     path: web::Path<String>,
 ) -> Result<web::Json<AccountResponse>, ApiError> {
     let account = state
         .billing
-        .account(&AccountId::new(path.into_inner()))
+        .account(&admin.account(path.into_inner())?)
         .await?
-        .ok_or_else(|| ApiError::not_found("account"))?;
+        .ok_or_else(ApiError::account_not_found)?;
     Ok(web::Json(account_response(&state, &account).await?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
-    /// `customer` (this account's own wallet) or `platform` (usage for any account).
+    /// `customer` (this account's own wallet) or `platform` (usage on this account only).
+    #[schema(pattern = "^(customer|platform)$")]
     pub scope: String,
+    /// RFC 3339; after it the key answers 401. In the future.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    /// Most requests a minute this key may make (429 beyond); no limit of its own when absent.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub requests_per_minute_max: Option<u32>,
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServiceKeyBody {
+    /// `platform`: a service key, which debits on every account.
+    #[schema(pattern = "^platform$")]
+    pub scope: String,
+    /// RFC 3339; after it the key answers 401. In the future.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    /// Most requests a minute this key may make (429 beyond); no limit of its own when absent.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub requests_per_minute_max: Option<u32>,
+}
+
+/// Largest per-key request limit, a minute.
+const KEY_REQUESTS_PER_MINUTE_MAX: u32 = 1_000_000;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyResponse {
@@ -192,21 +217,136 @@ pub struct KeyResponse {
     pub key: String,
     pub prefix: String,
     pub scope: String,
+    /// The account the key acts on; `null` for a service key (every account).
     pub account_id: Option<String>,
     pub created_at: String,
+    pub expires_at: Option<String>,
+    pub requests_per_minute_max: Option<u32>,
 }
 
-/// Issues an API key for the account. The answer is the only time the key is shown.
+/// A key as listed: never the secret or its hash.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyInfo {
+    pub id: String,
+    pub prefix: String,
+    /// `customer`, `platform` or `admin`.
+    pub scope: String,
+    /// The account the key acts on; `null` for service and admin keys (every account).
+    pub account_id: Option<String>,
+    pub created_at: String,
+    /// The start of the minute it was last used in (recorded at most once a minute).
+    pub last_used_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub requests_per_minute_max: Option<u32>,
+}
+
+impl From<&ApiKeyRecord> for KeyInfo {
+    fn from(k: &ApiKeyRecord) -> KeyInfo {
+        let time = |t: Option<Timestamp>| t.map(Timestamp::to_rfc3339);
+        KeyInfo {
+            id: k.id.to_string(),
+            prefix: k.prefix.clone(),
+            scope: k.scope.as_str().to_owned(),
+            account_id: k.account_id.as_ref().map(ToString::to_string),
+            created_at: k.created_at.to_rfc3339(),
+            last_used_at: time(k.last_used_at),
+            expires_at: time(k.expires_at),
+            revoked_at: time(k.revoked_at),
+            requests_per_minute_max: k.requests_per_minute_max,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeysResponse {
+    /// Newest first.
+    pub api_keys: Vec<KeyInfo>,
+    /// More keys exist: pass the last id as `starting_after`.
+    pub has_more: bool,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct KeysQuery {
+    /// 1 to 100; default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// A key id: list the ones older than it.
+    pub starting_after: Option<String>,
+}
+
+/// Validates the issue options and issues a key (the record is not stored yet).
+fn issue(
+    state: &AppState,
+    scope: KeyScope,
+    account: Option<AccountId>,
+    expires_at: Option<&str>,
+    requests_per_minute_max: Option<u32>,
+) -> Result<IssuedKey, ApiError> {
+    let now = state.billing.now();
+    let expires_at = expires_at
+        .map(|text| {
+            Timestamp::parse_rfc3339(text)
+                .filter(|at| *at > now)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_request",
+                        format!("expires_at must be a future RFC 3339 time, not {text:?}"),
+                    )
+                })
+        })
+        .transpose()?;
+    if requests_per_minute_max.is_some_and(|n| !(1..=KEY_REQUESTS_PER_MINUTE_MAX).contains(&n)) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("requests_per_minute_max must be 1 to {KEY_REQUESTS_PER_MINUTE_MAX}"),
+        ));
+    }
+    let mut issued = issue_key(scope, account, state.ids.as_ref(), now);
+    issued.record.expires_at = expires_at;
+    issued.record.requests_per_minute_max = requests_per_minute_max;
+    Ok(issued)
+}
+
+async fn store_issued(state: &AppState, issued: IssuedKey) -> Result<HttpResponse, ApiError> {
+    state.billing.store().insert_key(&issued.record).await?;
+    let record = &issued.record;
+    tracing::info!(
+        key_id = %record.id,
+        prefix = %record.prefix,
+        scope = record.scope.as_str(),
+        account = ?record.account_id,
+        "api key issued"
+    );
+    Ok(HttpResponse::Created().json(KeyResponse {
+        id: record.id.to_string(),
+        prefix: record.prefix.clone(),
+        scope: record.scope.as_str().to_owned(),
+        account_id: record.account_id.as_ref().map(ToString::to_string),
+        created_at: record.created_at.to_rfc3339(),
+        expires_at: record.expires_at.map(Timestamp::to_rfc3339),
+        requests_per_minute_max: record.requests_per_minute_max,
+        key: issued.secret,
+    }))
+}
+
+/// Issues an API key for the account: `customer` (its own wallet) or `platform` (usage on
+/// this account only). The answer is the only time the key is shown.
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = [])),
     request_body = CreateKeyBody,
-    responses((status = 201, body = KeyResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses(
+        (status = 201, body = KeyResponse),
+        (status = 404, description = "account_not_found", body = ErrorBody),
+    )
 )]
 #[post("/v1/admin/accounts/{id}/api-keys")]
 pub async fn create_key(
     state: web::Data<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     path: web::Path<String>,
     body: web::Json<CreateKeyBody>,
 ) -> Result<HttpResponse, ApiError> {
@@ -222,25 +362,122 @@ pub async fn create_key(
     };
     let account = state
         .billing
-        .account(&AccountId::new(path.into_inner()))
+        .account(&admin.account(path.into_inner())?)
         .await?
-        .ok_or_else(|| ApiError::not_found("account"))?;
-    let issued = issue_key(
+        .ok_or_else(ApiError::account_not_found)?;
+    let issued = issue(
+        &state,
         scope,
-        Some(account.id.clone()),
-        state.ids.as_ref(),
-        state.billing.now(),
-    );
-    state.billing.store().insert_key(&issued.record).await?;
-    tracing::info!(key_id = %issued.record.id, prefix = %issued.record.prefix, scope = scope.as_str(), account = %account.id, "api key issued");
-    Ok(HttpResponse::Created().json(KeyResponse {
-        id: issued.record.id.to_string(),
-        key: issued.secret,
-        prefix: issued.record.prefix,
-        scope: scope.as_str().to_owned(),
-        account_id: Some(account.id.to_string()),
-        created_at: issued.record.created_at.to_rfc3339(),
+        Some(account.id),
+        body.expires_at.as_deref(),
+        body.requests_per_minute_max,
+    )?;
+    store_issued(&state, issued).await
+}
+
+/// Issues a service key: a `platform` key of no account, for the platform that sells the
+/// API, which may debit every account. The answer is the only time the key is shown.
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    request_body = CreateServiceKeyBody,
+    responses((status = 201, body = KeyResponse))
+)]
+#[post("/v1/admin/api-keys")]
+pub async fn create_service_key(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    body: web::Json<CreateServiceKeyBody>,
+) -> Result<HttpResponse, ApiError> {
+    if body.scope != "platform" {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "scope must be `platform` (customer keys are issued under an account), not {:?}",
+                body.scope
+            ),
+        ));
+    }
+    let issued = issue(
+        &state,
+        KeyScope::Platform,
+        None,
+        body.expires_at.as_deref(),
+        body.requests_per_minute_max,
+    )?;
+    store_issued(&state, issued).await
+}
+
+async fn list(
+    state: &AppState,
+    account_id: Option<AccountId>,
+    query: KeysQuery,
+) -> Result<web::Json<KeysResponse>, ApiError> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "limit must be between 1 and 100",
+        ));
+    }
+    let page = state
+        .billing
+        .store()
+        .list_keys(&KeyQuery {
+            account_id,
+            after: query.starting_after.map(ApiKeyId::new),
+            limit,
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("API key"))?;
+    Ok(web::Json(KeysResponse {
+        api_keys: page.keys.iter().map(KeyInfo::from).collect(),
+        has_more: page.has_more,
     }))
+}
+
+/// The account's keys, newest first (never the secrets).
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(KeysQuery),
+    responses(
+        (status = 200, body = KeysResponse),
+        (status = 404, description = "account_not_found, or `starting_after` names no key of the account", body = ErrorBody),
+    )
+)]
+#[get("/v1/admin/accounts/{id}/api-keys")]
+pub async fn list_account_keys(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    path: web::Path<String>,
+    query: web::Query<KeysQuery>,
+) -> Result<web::Json<KeysResponse>, ApiError> {
+    let account = state
+        .billing
+        .account(&admin.account(path.into_inner())?)
+        .await?
+        .ok_or_else(ApiError::account_not_found)?;
+    list(&state, Some(account.id), query.into_inner()).await
+}
+
+/// Every key (admin, service, and every account's), newest first (never the secrets).
+#[utoipa::path(
+    tag = "admin",
+    security(("bearer" = [])),
+    params(KeysQuery),
+    responses(
+        (status = 200, body = KeysResponse),
+        (status = 404, description = "`starting_after` names no key", body = ErrorBody),
+    )
+)]
+#[get("/v1/admin/api-keys")]
+pub async fn list_keys(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    query: web::Query<KeysQuery>,
+) -> Result<web::Json<KeysResponse>, ApiError> {
+    list(&state, None, query.into_inner()).await
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -295,12 +532,12 @@ pub struct GrantBody {
 #[post("/v1/admin/accounts/{id}/grants")]
 pub async fn grant(
     state: web::Data<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<GrantBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = AccountId::new(path.into_inner());
+    let account = admin.account(path.into_inner())?;
     let key = idempotency_key(&req)?;
     let posted = state
         .billing
@@ -335,12 +572,12 @@ pub struct RefundBody {
 #[post("/v1/admin/accounts/{id}/refunds")]
 pub async fn refund(
     state: web::Data<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Json<RefundBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let account = AccountId::new(path.into_inner());
+    let account = admin.account(path.into_inner())?;
     let key = idempotency_key(&req)?;
     let body = body.into_inner();
     let posted = state

@@ -22,13 +22,16 @@ pub enum Backend {
 pub struct TestApp {
     pub base: String,
     pub client: Client,
-    pub handle: actix_web::dev::ServerHandle,
+    /// The in-process server; `None` for a server in another process.
+    pub handle: Option<actix_web::dev::ServerHandle>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Stops the server's workers; the test runtime ends right after.
-        drop(self.handle.stop(false));
+        if let Some(handle) = &self.handle {
+            drop(handle.stop(false));
+        }
     }
 }
 
@@ -89,15 +92,7 @@ pub async fn spawn(backend: Backend, name: &str, extra: &[(&str, &str)]) -> Opti
     let base = running.base_url.clone();
     let handle = running.handle();
     tokio::spawn(running.wait());
-    Some(TestApp {
-        base,
-        client: Client::builder()
-            .timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("client"),
-        handle,
-    })
+    Some(TestApp::at(base, Some(handle)))
 }
 
 /// A customer of a [`TestApp`].
@@ -108,6 +103,18 @@ pub struct Customer {
 }
 
 impl TestApp {
+    pub fn at(base: String, handle: Option<actix_web::dev::ServerHandle>) -> TestApp {
+        TestApp {
+            base,
+            client: Client::builder()
+                .timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client"),
+            handle,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -4,7 +4,12 @@
 
 mod gateways;
 mod helpers;
+mod logs;
 mod scenarios;
+mod tenancy;
+
+use scenarios::*;
+use tenancy::*;
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -12,7 +17,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    crate::scenarios::$name(crate::helpers::Backend::Sqlite).await;
+                    crate::$name(crate::helpers::Backend::Sqlite).await;
                 }
             )*
         }
@@ -20,7 +25,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    crate::scenarios::$name(crate::helpers::Backend::Postgres).await;
+                    crate::$name(crate::helpers::Backend::Postgres).await;
                 }
             )*
         }
@@ -40,4 +45,14 @@ on_both_backends!(
     stripe_reconciliation,
     myfatoorah_end_to_end,
     myfatoorah_reconciliation,
+    tenancy_matrix,
+    platform_keys_act_on_their_own_account,
+    key_management,
+    failed_authentications_are_throttled,
+    unsupported_methods_answer_405,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_never_reach_the_logs() {
+    logs::secrets_never_reach_the_logs().await;
+}

@@ -574,7 +574,7 @@ pub async fn bad_inputs_are_refused_and_write_nothing(backend: Backend) {
         (
             r#"{"account_id": "acct_nobody", "amount": 1, "description": "x"}"#.into(),
             404,
-            "not_found",
+            "account_not_found",
         ),
         (
             format!(r#"{{"account_id": "{}", "amount": 1}}"#, ada.account_id),
