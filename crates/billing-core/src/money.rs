@@ -185,9 +185,68 @@ pub fn parse_decimal(s: &str) -> Result<Decimal, AmountError> {
     if !valid {
         return Err(AmountError::NotANumber);
     }
-    // More than 28 significant digits does not fit a Decimal: that is out of range, not a
-    // rounding opportunity.
-    Decimal::from_str_exact(s).map_err(|_| AmountError::OutOfRange)
+    // Leading zeros say nothing; trailing zeros of the fraction are dropped only where the
+    // text would not fit a Decimal's 28 digits otherwise. More than 28 significant digits
+    // does not fit: that is out of range, not a rounding opportunity.
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s), |d| ("-", d));
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let int = match int.trim_start_matches('0') {
+        "" => "0",
+        significant => significant,
+    };
+    let frac = if int.len() + frac.len() > 28 {
+        frac.trim_end_matches('0')
+    } else {
+        frac
+    };
+    let text = if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    };
+    Decimal::from_str_exact(&text).map_err(|_| AmountError::OutOfRange)
+}
+
+/// Largest exponent magnitude [`parse_json_number`] reads (beyond it no amount fits).
+const JSON_EXPONENT_MAX: u32 = 30;
+
+/// Parses a JSON number's text exactly: a plain decimal as [`parse_decimal`], or with an
+/// exponent (`1e-9`, `2.5E+3`), as JSON allows and as JavaScript writes small numbers. The
+/// value is exact (never through `f64`); trailing zeros an exponent leaves are dropped.
+pub fn parse_json_number(s: &str) -> Result<Decimal, AmountError> {
+    let Some(at) = s.find(['e', 'E']) else {
+        return parse_decimal(s);
+    };
+    let (mantissa, exponent) = (&s[..at], &s[at + 1..]);
+    let mantissa = parse_decimal(mantissa)?;
+    let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(AmountError::NotANumber);
+    }
+    let magnitude: u32 = match digits.trim_start_matches('0') {
+        "" => 0,
+        significant if significant.len() <= 2 => {
+            significant.parse().map_err(|_| AmountError::NotANumber)?
+        }
+        _ => return Err(AmountError::OutOfRange),
+    };
+    if magnitude > JSON_EXPONENT_MAX {
+        return Err(AmountError::OutOfRange);
+    }
+    let mantissa = mantissa.normalize();
+    let value = if exponent.starts_with('-') {
+        // Exact: the same digits with a larger scale, when the scale fits.
+        let scale = mantissa.scale() + magnitude;
+        if scale > 28 {
+            return Err(AmountError::OutOfRange);
+        }
+        Decimal::from_i128_with_scale(mantissa.mantissa(), scale)
+    } else {
+        (0..magnitude)
+            .try_fold(mantissa, |v, _| v.checked_mul(Decimal::TEN))
+            .ok_or(AmountError::OutOfRange)?
+    };
+    Ok(value.normalize())
 }
 
 /// An ISO 4217 currency with its exponent (number of minor-unit decimals).
@@ -416,10 +475,47 @@ mod tests {
             assert_eq!(parse_decimal(bad), Err(AmountError::NotANumber), "{bad}");
         }
         assert_eq!(parse_decimal("-0.15"), Ok(d("-0.15")));
+        assert_eq!(parse_decimal("007.50"), Ok(d("7.50")));
+        assert_eq!(
+            parse_decimal("000.015610000000000000000000000000").map(|v| v.to_string()),
+            Ok("0.01561".to_owned())
+        );
         assert_eq!(
             parse_decimal("123456789012345678901234567890"),
             Err(AmountError::OutOfRange)
         );
+    }
+
+    #[test]
+    fn json_numbers_with_exponents_are_read_exactly() {
+        for (text, want) in [
+            ("25.50", "25.50"),
+            ("1e-9", "0.000000001"),
+            ("1E-09", "0.000000001"),
+            ("1.5e-05", "0.000015"),
+            ("1.0e-9", "0.000000001"),
+            ("2.5E+3", "2500"),
+            ("1e3", "1000"),
+            ("-4e0", "-4"),
+            ("7e00", "7"),
+            ("0e5", "0"),
+        ] {
+            let got = parse_json_number(text).expect(text);
+            assert_eq!(got.to_string(), want, "{text}");
+        }
+        for (bad, why) in [
+            ("1e", AmountError::NotANumber),
+            ("e5", AmountError::NotANumber),
+            ("1e+", AmountError::NotANumber),
+            ("1e5.5", AmountError::NotANumber),
+            ("1e-1e", AmountError::NotANumber),
+            ("1e-31", AmountError::OutOfRange),
+            ("1e999999999999", AmountError::OutOfRange),
+            ("1e30", AmountError::OutOfRange),
+            ("1.2345678901234567890e-20", AmountError::OutOfRange),
+        ] {
+            assert_eq!(parse_json_number(bad), Err(why), "{bad}");
+        }
     }
 
     proptest! {

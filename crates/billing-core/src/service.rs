@@ -10,7 +10,7 @@ use crate::ids::{AccountId, EntryId, PackId, TopUpId};
 use crate::ledger::{
     DESCRIPTION_LENGTH_MAX, EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError,
 };
-use crate::money::{AmountError, Credits};
+use crate::money::{AmountError, Credits, Currency};
 use crate::ports::{
     Account, CheckoutRequest, Clock, EntryQuery, GatewayError, IDEMPOTENCY_KEY_LENGTH_MAX,
     IdGenerator, IdempotencyClaim, InsertTopUpError, Inserted, Notification, PaymentGateway,
@@ -199,6 +199,18 @@ pub struct Billing {
     policy: TopUpPolicy,
 }
 
+/// A name: not empty, and no white space at either end (refused, not trimmed, so that what
+/// is stored is what was sent).
+fn check_name(field: &str, value: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    if value.trim() != value {
+        return Err(format!("{field} must not start or end with white space"));
+    }
+    Ok(())
+}
+
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.chars().count() > max {
         return Err(format!("{field} is longer than {max} characters"));
@@ -274,11 +286,7 @@ impl Billing {
         name: &str,
         email: &str,
     ) -> Result<Account, CreateAccountError> {
-        let name = name.trim();
-        let email = email.trim();
-        if name.is_empty() {
-            return Err(CreateAccountError::Invalid("name must not be empty".into()));
-        }
+        check_name("name", name).map_err(CreateAccountError::Invalid)?;
         check_text("name", name, ACCOUNT_NAME_LENGTH_MAX).map_err(CreateAccountError::Invalid)?;
         check_text("email", email, ACCOUNT_EMAIL_LENGTH_MAX)
             .map_err(CreateAccountError::Invalid)?;
@@ -764,15 +772,20 @@ fn validate_pack_id(id: &str) -> Result<PackId, ManagePackError> {
     Ok(PackId::new(id))
 }
 
-fn build_pack(id: PackId, input: &PackInput) -> Result<Pack, ManagePackError> {
+/// A pack from its fields. Packs are priced in the top-up currency (`currency`): the one
+/// the gateways charge in.
+fn build_pack(id: PackId, input: &PackInput, currency: Currency) -> Result<Pack, ManagePackError> {
     let invalid = |m: String| ManagePackError::Invalid(m);
-    let name = input.name.trim();
-    if name.is_empty() {
-        return Err(invalid("name must not be empty".into()));
-    }
+    let name = input.name.as_str();
+    check_name("name", name).map_err(invalid)?;
     check_text("name", name, crate::topup::PACK_NAME_LENGTH_MAX).map_err(invalid)?;
-    let currency =
-        crate::money::Currency::from_code(&input.currency).map_err(|e| invalid(e.to_string()))?;
+    if input.currency != currency.code() {
+        return Err(invalid(format!(
+            "currency must be {}, the top-up currency, not {:?}",
+            currency.code(),
+            input.currency
+        )));
+    }
     let price = crate::money::Money::new(input.price, currency)
         .map_err(|e| invalid(format!("price: {e}")))?;
     if price.is_zero() {
@@ -805,7 +818,7 @@ impl Billing {
             Some(id) => validate_pack_id(id)?,
             None => PackId::new(self.ids.new_id(PackId::PREFIX)),
         };
-        let pack = build_pack(id, input)?;
+        let pack = build_pack(id, input, self.policy.currency)?;
         if self.store.pack(&pack.id).await?.is_some() {
             return Err(ManagePackError::Exists);
         }
@@ -820,7 +833,7 @@ impl Billing {
         if self.store.pack(&id).await?.is_none() {
             return Err(ManagePackError::NotFound);
         }
-        let pack = build_pack(id, input)?;
+        let pack = build_pack(id, input, self.policy.currency)?;
         self.store.upsert_pack(&pack).await?;
         Ok(pack)
     }

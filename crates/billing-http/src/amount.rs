@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use billing_core::Decimal;
-use billing_core::money::{Credits, Money, parse_decimal};
+use billing_core::money::{Credits, Money, parse_decimal, parse_json_number};
 use serde::de::{self, Deserializer};
 use serde::ser::{self, Serializer};
 use serde::{Deserialize, Serialize};
@@ -46,18 +46,129 @@ impl Serialize for Amount {
     }
 }
 
+/// Request amounts are below this many units (of the wallet or the currency).
+pub const REQUEST_AMOUNT_LIMIT: u32 = 1_000_000_000;
+
 impl<'de> Deserialize<'de> for Amount {
+    /// A JSON number (its exact text; exponents allowed, as JSON and JavaScript write them)
+    /// or a string holding a plain decimal with no surrounding space; below
+    /// [`REQUEST_AMOUNT_LIMIT`] in magnitude.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Amount, D::Error> {
-        let text = match serde_json::Value::deserialize(deserializer)? {
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::String(s) => s,
+        let (text, parsed) = match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Number(n) => {
+                let text = n.to_string();
+                let parsed = parse_json_number(&text);
+                (text, parsed)
+            }
+            serde_json::Value::String(s) if s.trim() != s => {
+                return Err(de::Error::custom(format!(
+                    "amount {s:?}: no spaces around the digits"
+                )));
+            }
+            serde_json::Value::String(s) => {
+                let parsed = parse_decimal(&s);
+                (s, parsed)
+            }
             _ => return Err(de::Error::custom("amount must be a decimal number")),
         };
-        parse_decimal(&text)
-            .map(Amount)
-            .map_err(|e| de::Error::custom(format!("amount {text:?}: {e}")))
+        let value = parsed.map_err(|e| de::Error::custom(format!("amount {text:?}: {e}")))?;
+        if value.abs() >= Decimal::from(REQUEST_AMOUNT_LIMIT) {
+            return Err(de::Error::custom(format!(
+                "amount {text:?}: must be less than {REQUEST_AMOUNT_LIMIT}"
+            )));
+        }
+        Ok(Amount(value))
     }
 }
+
+/// A whole number in a JSON body, where `3.0` is `3` (as JSON Schema reads it).
+pub fn whole_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(n) => {
+            let text = n.to_string();
+            parse_json_number(&text)
+                .ok()
+                .filter(|v| v.fract().is_zero())
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    de::Error::custom(format!(
+                        "{text} is not a whole number from 0 to {}",
+                        u32::MAX
+                    ))
+                })
+        }
+    }
+}
+
+/// The documented schema of a request amount of credits: positive, at most 9 decimals,
+/// below [`REQUEST_AMOUNT_LIMIT`]; a JSON number or a decimal string.
+pub struct CreditAmount;
+
+/// The documented schema of a request amount of money: positive, at most the currency's
+/// decimals (2 here; the served document says the deployment's), below
+/// [`REQUEST_AMOUNT_LIMIT`]; a JSON number or a decimal string.
+pub struct MoneyAmount;
+
+/// The schema of a positive request amount with at most `decimals` decimals.
+pub fn request_amount_schema(decimals: u32) -> serde_json::Value {
+    let step = if decimals == 0 {
+        serde_json::json!(1)
+    } else {
+        let text = format!("0.{}1", "0".repeat(decimals as usize - 1));
+        serde_json::Value::Number(serde_json::Number::from_str(&text).unwrap_or_else(|_| 1.into()))
+    };
+    let mut any_of = vec![
+        serde_json::json!({
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": REQUEST_AMOUNT_LIMIT,
+            "multipleOf": step,
+        }),
+        serde_json::json!({
+            "type": "string",
+            "pattern": if decimals == 0 {
+                "^0*[1-9][0-9]{0,8}(\\.0+)?$".to_owned()
+            } else {
+                format!("^0*[1-9][0-9]{{0,8}}(\\.[0-9]{{1,{decimals}}}0*)?$")
+            },
+        }),
+    ];
+    if decimals > 0 {
+        any_of.push(serde_json::json!({
+            "type": "string",
+            "pattern": format!("^0+\\.[0-9]{{0,{}}}[1-9]0*$", decimals - 1),
+        }));
+    }
+    serde_json::json!({
+        "description": format!(
+            "An exact decimal greater than zero with at most {decimals} decimals, below {REQUEST_AMOUNT_LIMIT}: \
+             a JSON number (its digits are read exactly) or a string"
+        ),
+        "anyOf": any_of,
+    })
+}
+
+fn schema_from_json(value: serde_json::Value) -> RefOr<Schema> {
+    serde_json::from_value(value).unwrap_or_else(|_| RefOr::T(Schema::default()))
+}
+
+impl PartialSchema for CreditAmount {
+    fn schema() -> RefOr<Schema> {
+        schema_from_json(request_amount_schema(billing_core::money::LEDGER_SCALE))
+    }
+}
+
+impl ToSchema for CreditAmount {}
+
+impl PartialSchema for MoneyAmount {
+    fn schema() -> RefOr<Schema> {
+        schema_from_json(request_amount_schema(2))
+    }
+}
+
+impl ToSchema for MoneyAmount {}
 
 impl PartialSchema for Amount {
     fn schema() -> RefOr<Schema> {
@@ -88,13 +199,28 @@ mod tests {
             ("25.00", "25.00"),
             ("\"25.00\"", "25.00"),
             ("0.000000001", "0.000000001"),
-            ("12345678901234.123456789", "12345678901234.123456789"),
+            ("123456789.123456789", "123456789.123456789"),
         ] {
             let got: Amount = serde_json::from_str(json).expect(json);
             assert_eq!(got.0, d(want), "{json}");
             assert_eq!(got.0.to_string(), want);
         }
-        for bad in ["\"abc\"", "true", "null", "[1]", "1e3", "\"1e3\"", "\"\""] {
+        let exponent: Amount = serde_json::from_str("1.5e-5").expect("exponent");
+        assert_eq!(exponent.0.to_string(), "0.000015");
+        for bad in [
+            "\"abc\"",
+            "true",
+            "null",
+            "[1]",
+            "\"1e3\"",
+            "\"\"",
+            "\" 5\"",
+            "\"5 \"",
+            "1e9",
+            "-1000000000",
+            "\"1000000000\"",
+            "1e-40",
+        ] {
             assert!(serde_json::from_str::<Amount>(bad).is_err(), "{bad}");
         }
     }

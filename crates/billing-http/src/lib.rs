@@ -196,6 +196,17 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
 
 /// Registers every route, the extractor limits and error handlers.
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
+    let policy = state.billing.policy();
+    let doc_settings = openapi::DocSettings {
+        currency: policy.currency.code().to_owned(),
+        currency_exponent: policy.currency.exponent(),
+        gateways: state
+            .billing
+            .gateways()
+            .names()
+            .map(str::to_owned)
+            .collect(),
+    };
     move |cfg: &mut web::ServiceConfig| {
         cfg.app_data(state)
             .app_data(
@@ -234,7 +245,8 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(sandbox::checkout_page)
             .service(sandbox::checkout_decide)
             .service(
-                SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi::ApiDoc::openapi()),
+                SwaggerUi::new("/docs/{_:.*}")
+                    .external_url_unchecked("/openapi.json", openapi::document(&doc_settings)),
             )
             .default_service(web::to(not_found));
     }

@@ -9,7 +9,7 @@ use billing_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::amount::Amount;
+use crate::amount::{Amount, whole_u32};
 use crate::auth::{Admin, IssuedKey, Platform, issue_key};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::wallet::{PackResponse, Transaction};
@@ -183,13 +183,12 @@ pub async fn get_account(
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     /// `customer` (this account's own wallet) or `platform` (usage on this account only).
-    #[schema(pattern = "^(customer|platform)$")]
     pub scope: String,
     /// RFC 3339; after it the key answers 401. In the future.
-    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// Most requests a minute this key may make (429 beyond); no limit of its own when absent.
-    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "whole_u32")]
+    #[schema(value_type = Option<u32>)]
     pub requests_per_minute_max: Option<u32>,
 }
 
@@ -197,13 +196,12 @@ pub struct CreateKeyBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateServiceKeyBody {
     /// `platform`: a service key, which debits on every account.
-    #[schema(pattern = "^platform$")]
     pub scope: String,
     /// RFC 3339; after it the key answers 401. In the future.
-    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
     /// Most requests a minute this key may make (429 beyond); no limit of its own when absent.
-    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "whole_u32")]
+    #[schema(value_type = Option<u32>)]
     pub requests_per_minute_max: Option<u32>,
 }
 
@@ -271,7 +269,6 @@ pub struct KeysResponse {
 #[into_params(parameter_in = Query)]
 pub struct KeysQuery {
     /// 1 to 100; default 20.
-    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// A key id: list the ones older than it.
     pub starting_after: Option<String>,
@@ -288,14 +285,20 @@ fn issue(
     let now = state.billing.now();
     let expires_at = expires_at
         .map(|text| {
-            Timestamp::parse_rfc3339(text)
-                .filter(|at| *at > now)
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_request",
-                        format!("expires_at must be a future RFC 3339 time, not {text:?}"),
-                    )
-                })
+            let at = Timestamp::parse_rfc3339(text).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    format!("expires_at must be an RFC 3339 time, not {text:?}"),
+                )
+            })?;
+            if at <= now {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "expires_at_in_past",
+                    format!("expires_at {text} is not in the future"),
+                ));
+            }
+            Ok(at)
         })
         .transpose()?;
     if requests_per_minute_max.is_some_and(|n| !(1..=KEY_REQUESTS_PER_MINUTE_MAX).contains(&n)) {
@@ -341,6 +344,7 @@ async fn store_issued(state: &AppState, issued: IssuedKey) -> Result<HttpRespons
     responses(
         (status = 201, body = KeyResponse),
         (status = 404, description = "account_not_found", body = ErrorBody),
+        (status = 422, description = "expires_at_in_past", body = ErrorBody),
     )
 )]
 #[post("/v1/admin/accounts/{id}/api-keys")]
@@ -381,7 +385,10 @@ pub async fn create_key(
     tag = "admin",
     security(("bearer" = [])),
     request_body = CreateServiceKeyBody,
-    responses((status = 201, body = KeyResponse))
+    responses(
+        (status = 201, body = KeyResponse),
+        (status = 422, description = "expires_at_in_past", body = ErrorBody),
+    )
 )]
 #[post("/v1/admin/api-keys")]
 pub async fn create_service_key(
@@ -527,7 +534,12 @@ pub struct GrantBody {
     security(("bearer" = [])),
     request_body = GrantBody,
     params(("Idempotency-Key" = Option<String>, Header,)),
-    responses((status = 201, body = PostedTransaction), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses(
+        (status = 201, body = PostedTransaction),
+        (status = 200, description = "Replay of an earlier request with this key", body = PostedTransaction),
+        (status = 404, description = "account_not_found", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
+    )
 )]
 #[post("/v1/admin/accounts/{id}/grants")]
 pub async fn grant(
@@ -567,7 +579,13 @@ pub struct RefundBody {
     security(("bearer" = [])),
     request_body = RefundBody,
     params(("Idempotency-Key" = Option<String>, Header,)),
-    responses((status = 201, body = PostedTransaction), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody))
+    responses(
+        (status = 201, body = PostedTransaction),
+        (status = 200, description = "Replay of an earlier request with this key", body = PostedTransaction),
+        (status = 404, description = "account_not_found", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
+        (status = 422, description = "refund_exceeds_refundable or refund_not_allowed", body = ErrorBody),
+    )
 )]
 #[post("/v1/admin/accounts/{id}/refunds")]
 pub async fn refund(
@@ -593,18 +611,53 @@ pub async fn refund(
     posted_response(&posted, &account, &state)
 }
 
+/// A new pack.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackBody {
-    /// `pack_…`; generated when absent (create only).
+    /// `pack_…`; generated when absent.
     pub id: Option<String>,
     pub name: String,
+    /// In the top-up currency, at its decimals.
     pub price: Amount,
+    /// The top-up currency.
     pub currency: String,
+    /// Credits it buys, in the wallet's unit.
     pub credits: Amount,
     #[serde(default)]
     pub popular: bool,
+    /// On sale; `true` when absent.
     pub active: Option<bool>,
+}
+
+/// A pack's new fields (its id is the path's).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PackUpdateBody {
+    pub name: String,
+    /// In the top-up currency, at its decimals.
+    pub price: Amount,
+    /// The top-up currency.
+    pub currency: String,
+    /// Credits it buys, in the wallet's unit.
+    pub credits: Amount,
+    #[serde(default)]
+    pub popular: bool,
+    /// On sale; `true` when absent.
+    pub active: Option<bool>,
+}
+
+impl From<PackUpdateBody> for PackInput {
+    fn from(body: PackUpdateBody) -> PackInput {
+        PackInput {
+            name: body.name,
+            price: body.price.0,
+            currency: body.currency,
+            credits: body.credits.0,
+            popular: body.popular,
+            active: body.active.unwrap_or(true),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -689,7 +742,7 @@ pub async fn create_pack(
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = [])),
-    request_body = PackBody,
+    request_body = PackUpdateBody,
     responses((status = 200, body = AdminPackResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 #[put("/v1/admin/packs/{id}")]
@@ -697,16 +750,12 @@ pub async fn update_pack(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<String>,
-    body: web::Json<PackBody>,
+    body: web::Json<PackUpdateBody>,
 ) -> Result<web::Json<AdminPackResponse>, ApiError> {
-    let id = path.into_inner();
-    if body.id.as_deref().is_some_and(|b| b != id) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "the body's id differs from the path's",
-        ));
-    }
-    let pack = state.billing.update_pack(&id, &pack_input(&body)).await?;
+    let pack = state
+        .billing
+        .update_pack(&path.into_inner(), &body.into_inner().into())
+        .await?;
     Ok(web::Json(admin_pack(&pack, &state)))
 }
 

@@ -221,7 +221,10 @@ pub struct TransactionsQuery {
     tag = "wallet",
     security(("bearer" = [])),
     params(TransactionsQuery),
-    responses((status = 200, body = TransactionsResponse), (status = 400, body = ErrorBody))
+    responses(
+        (status = 200, body = TransactionsResponse),
+        (status = 404, description = "`starting_after` names no transaction of this wallet", body = ErrorBody),
+    )
 )]
 #[get("/v1/wallet/transactions")]
 pub async fn transactions(

@@ -447,7 +447,21 @@ pub async fn bad_inputs_are_refused_and_write_nothing(backend: Backend) {
         (
             "POST",
             "/v1/wallet/top-up",
+            r#"{"amount": 1e-3}"#.into(),
+            400,
+            "invalid_amount",
+        ),
+        (
+            "POST",
+            "/v1/wallet/top-up",
             r#"{"amount": 1e3}"#.into(),
+            422,
+            "contact_sales",
+        ),
+        (
+            "POST",
+            "/v1/wallet/top-up",
+            r#"{"amount": " 10"}"#.into(),
             400,
             "invalid_request",
         ),
