@@ -3,6 +3,11 @@
 
 use std::fmt;
 
+/// 0000-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the first and last instants RFC 3339 can
+/// write.
+const EARLIEST_RFC3339_SECS: i64 = -62_167_219_200;
+const LATEST_RFC3339_SECS: i64 = 253_402_300_799;
+
 /// A UTC instant, microseconds since the Unix epoch.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Timestamp(i64);
@@ -107,6 +112,11 @@ impl Timestamp {
             _ => return None,
         };
         let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+        // Outside years 0000 to 9999 in UTC (an offset can carry a date there) the instant
+        // has no RFC 3339 form to be written back in.
+        if !(EARLIEST_RFC3339_SECS..=LATEST_RFC3339_SECS).contains(&secs) {
+            return None;
+        }
         Some(Timestamp(secs * 1_000_000 + micros))
     }
 

@@ -161,19 +161,26 @@ impl AuthGuard {
         }
     }
 
+    /// The address whose failed authentications are counted: the TCP peer, or with
+    /// `trust_forwarded_for` the last `X-Forwarded-For` entry (the one the proxy added).
+    /// An entry that is not an address counts under one shared "unknown" bucket, never
+    /// under the proxy's own address (which every client shares).
     fn client_address(&self, req: &ServiceRequest) -> Option<IpAddr> {
         if self.settings.trust_forwarded_for
-            && let Some(last) = req
-                .headers()
-                .get_all("x-forwarded-for")
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .last()
-            && let Ok(ip) = last.trim().parse()
+            && let Some(last) = req.headers().get_all("x-forwarded-for").last()
         {
-            return Some(ip);
+            let entry = last
+                .as_bytes()
+                .rsplit(|b| *b == b',')
+                .next()
+                .unwrap_or_default();
+            let ip = std::str::from_utf8(entry)
+                .ok()
+                .and_then(|e| parse_forwarded_address(e.trim()))
+                .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+            return Some(failure_bucket(ip));
         }
-        req.peer_addr().map(|a| a.ip())
+        req.peer_addr().map(|a| failure_bucket(a.ip()))
     }
 
     /// Whether `key` was used in a minute not yet recorded by this process; if so, marks it
@@ -191,6 +198,34 @@ impl AuthGuard {
         }
         seen.insert(key.id.clone(), minute);
         true
+    }
+}
+
+/// `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]:443`.
+fn parse_forwarded_address(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(socket) = entry.parse::<std::net::SocketAddr>() {
+        return Some(socket.ip());
+    }
+    entry
+        .strip_prefix('[')
+        .and_then(|e| e.strip_suffix(']'))
+        .and_then(|e| e.parse().ok())
+}
+
+/// One bucket per IPv4 address (IPv4-mapped IPv6 included) and per IPv6 /64, the block one
+/// subscriber usually holds: otherwise one host could spread its guesses over 2^64
+/// addresses.
+fn failure_bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(segments.into())
+        }
+        v4 => v4,
     }
 }
 
@@ -217,9 +252,15 @@ async fn lookup(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     Ok(Caller(record))
 }
 
-/// Resolves a request's key under the limits: a client address that has used up its failed
-/// authentications is refused before its key is looked at; a failure uses one; a key with
-/// a request limit of its own uses one of its requests.
+/// Resolves a request's key under the limits of failed authentications per client address:
+/// - an address that has used up its allowance is refused before its key is looked at;
+/// - an address that failed within the last minute reserves one failure up front, given
+///   back if the key is good, so that guesses sent together cannot pass the limit;
+/// - any other address is looked up first and charged only for a failure (so that a busy,
+///   well-behaved client's concurrent requests never touch its allowance), and a failure
+///   past the allowance answers 429, not 401.
+///
+/// A key with a request limit of its own then uses one of its requests.
 async fn authorize(
     state: &AppState,
     address: Option<IpAddr>,
@@ -227,25 +268,34 @@ async fn authorize(
 ) -> Result<Caller, ApiError> {
     let guard = &state.auth;
     let per_minute = guard.settings.failures_per_minute;
-    if let Some(ip) = address {
-        guard.failures.check(&ip, per_minute).map_err(|l| {
-            rate_limited(
-                "too many failed authentications from this address; retry later",
-                l,
-            )
-        })?;
-    }
+    let too_many = |l| {
+        rate_limited(
+            "too many failed authentications from this address; retry later",
+            l,
+        )
+    };
+    let reserved = match address {
+        Some(ip) => guard
+            .failures
+            .reserve_if_in_use(&ip, per_minute)
+            .map_err(too_many)?,
+        None => false,
+    };
     let result = match token {
         Ok(token) => lookup(state, &token).await,
         Err(e) => Err(e),
     };
+    let failed = matches!(&result, Err(e) if e.status == StatusCode::UNAUTHORIZED);
+    if let Some(ip) = address {
+        if reserved && !failed {
+            guard.failures.release(&ip, per_minute);
+        }
+        if failed && !reserved {
+            guard.failures.acquire(&ip, per_minute).map_err(too_many)?;
+        }
+    }
     match result {
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            if let Some(ip) = address {
-                // The refusal itself is the answer; a full limiter only means the next
-                // attempt is refused up front.
-                let _ = guard.failures.acquire(&ip, per_minute);
-            }
+        Err(e) if failed => {
             tracing::info!(client = ?address, reason = %e.message, "authentication failed");
             Err(e)
         }
@@ -384,6 +434,32 @@ impl FromRequest for Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failures_are_counted_per_ipv4_address_and_ipv6_block() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(failure_bucket(ip("10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(failure_bucket(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(
+            failure_bucket(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            failure_bucket(ip("2001:db8:1:2::1"))
+        );
+        assert_ne!(
+            failure_bucket(ip("2001:db8:1:2::1")),
+            failure_bucket(ip("2001:db8:1:3::1"))
+        );
+        for (entry, want) in [
+            ("1.2.3.4", Some("1.2.3.4")),
+            ("1.2.3.4:5678", Some("1.2.3.4")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("unknown", None),
+            ("", None),
+        ] {
+            assert_eq!(parse_forwarded_address(entry), want.map(ip), "{entry}");
+        }
+    }
     use billing_testkit::SequentialIds;
 
     #[test]

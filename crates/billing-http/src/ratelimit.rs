@@ -18,8 +18,17 @@ type Nanos = u128;
 pub struct RateLimiter<K> {
     epoch: Instant,
     entries_max: usize,
-    tats: Mutex<HashMap<K, Nanos>>,
+    tats: Mutex<Table<K>>,
 }
+
+struct Table<K> {
+    tats: HashMap<K, Nanos>,
+    /// When the table, full, was last cleared of refilled entries: at most once a second,
+    /// so that a full table costs no scan per request.
+    pruned_at: Option<Nanos>,
+}
+
+const SECOND: Nanos = 1_000_000_000;
 
 /// A refusal: retry after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,22 +50,31 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         RateLimiter {
             epoch: Instant::now(),
             entries_max,
-            tats: Mutex::new(HashMap::new()),
+            tats: Mutex::new(Table {
+                tats: HashMap::new(),
+                pruned_at: None,
+            }),
         }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table<K>> {
+        self.tats.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn now(&self) -> Nanos {
         self.epoch.elapsed().as_nanos()
     }
 
-    /// Whether `key` has used up `per_minute`, without using any of it.
-    pub fn check(&self, key: &K, per_minute: u32) -> Result<(), Limited> {
+    /// For a key that has used some of its allowance within the last minute: uses one more
+    /// now (`Ok(true)`, to be given back with [`RateLimiter::release`] if it was not needed)
+    /// or answers how long to wait. For any other key: nothing (`Ok(false)`).
+    pub fn reserve_if_in_use(&self, key: &K, per_minute: u32) -> Result<bool, Limited> {
         let now = self.now();
-        let tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        match tats.get(key) {
-            Some(&tat) => decide(tat, now, per_minute).map(|_| ()),
-            None => Ok(()),
+        let in_use = self.table().tats.get(key).is_some_and(|tat| *tat > now);
+        if !in_use {
+            return Ok(false);
         }
+        self.acquire_at(key, per_minute, now).map(|()| true)
     }
 
     /// Uses one request of `key`'s allowance of `per_minute`, or answers how long to wait
@@ -66,26 +84,45 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 
     fn acquire_at(&self, key: &K, per_minute: u32, now: Nanos) -> Result<(), Limited> {
-        let mut tats = self.tats.lock().unwrap_or_else(|p| p.into_inner());
-        let tat = tats.get(key).copied().unwrap_or(now);
+        let mut table = self.table();
+        let tat = table.tats.get(key).copied().unwrap_or(now);
         let next = decide(tat, now, per_minute)?;
-        if !tats.contains_key(key) && tats.len() >= self.entries_max {
-            tats.retain(|_, tat| *tat > now);
-            if tats.len() >= self.entries_max {
+        if !table.tats.contains_key(key) && table.tats.len() >= self.entries_max {
+            if table.pruned_at.is_none_or(|at| now >= at + SECOND) {
+                table.tats.retain(|_, tat| *tat > now);
+                table.pruned_at = Some(now);
+            }
+            if table.tats.len() >= self.entries_max {
                 tracing::warn!(
-                    entries = tats.len(),
+                    entries = table.tats.len(),
                     "rate limiter full: a new client is not tracked"
                 );
                 return Ok(());
             }
         }
-        tats.insert(key.clone(), next);
+        table.tats.insert(key.clone(), next);
         Ok(())
+    }
+
+    /// Gives back one request of `key`'s allowance taken by [`RateLimiter::acquire`].
+    pub fn release(&self, key: &K, per_minute: u32) {
+        self.release_at(key, per_minute, self.now());
+    }
+
+    fn release_at(&self, key: &K, per_minute: u32, now: Nanos) {
+        let interval = MINUTE / Nanos::from(per_minute.max(1));
+        let mut table = self.table();
+        if let Some(tat) = table.tats.get_mut(key) {
+            *tat = tat.saturating_sub(interval).max(now);
+            if *tat <= now {
+                table.tats.remove(key);
+            }
+        }
     }
 
     /// Keys tracked now.
     pub fn len(&self) -> usize {
-        self.tats.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.table().tats.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -148,6 +185,33 @@ mod tests {
             assert!(limiter.acquire_at(&1, 1, SEC).is_err());
         }
         assert_eq!(limiter.acquire_at(&1, 1, 60 * SEC), Ok(()));
+    }
+
+    #[test]
+    fn a_release_gives_back_what_an_acquire_took() {
+        let limiter = RateLimiter::new(100);
+        for _ in 0..1000 {
+            assert_eq!(limiter.acquire_at(&"ok", 2, SEC), Ok(()));
+            limiter.release_at(&"ok", 2, SEC);
+        }
+        assert!(limiter.is_empty());
+        assert_eq!(limiter.acquire_at(&"ok", 2, SEC), Ok(()));
+        assert_eq!(limiter.acquire_at(&"ok", 2, SEC), Ok(()));
+        assert!(limiter.acquire_at(&"ok", 2, SEC).is_err());
+        limiter.release_at(&"ok", 2, SEC);
+        assert_eq!(limiter.acquire_at(&"ok", 2, SEC), Ok(()));
+    }
+
+    #[test]
+    fn only_keys_in_use_reserve() {
+        let limiter = RateLimiter::new(100);
+        assert_eq!(limiter.reserve_if_in_use(&"fresh", 2), Ok(false));
+        assert!(limiter.is_empty());
+        assert_eq!(limiter.acquire(&"used", 2), Ok(()));
+        assert_eq!(limiter.reserve_if_in_use(&"used", 2), Ok(true));
+        assert!(limiter.reserve_if_in_use(&"used", 2).is_err());
+        limiter.release(&"used", 2);
+        assert_eq!(limiter.reserve_if_in_use(&"used", 2), Ok(true));
     }
 
     #[test]

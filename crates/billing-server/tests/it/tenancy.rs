@@ -770,6 +770,38 @@ pub async fn failed_authentications_are_throttled(backend: Backend) {
     // A wrong key from another address is a plain 401 (its own allowance).
     assert_eq!(status_of(&neighbour, &app, "bk_customer_typo").await.0, 401);
 
+    // Guesses sent together cannot pass the limit: of 40 in flight at once from one
+    // address, at most 5 are looked at (401), the rest answer 429.
+    let swarm = client_from(Ipv4Addr::new(127, 0, 0, 4));
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let (client, url) = (swarm.clone(), app.url("/v1/wallet/balance"));
+        tasks.push(tokio::spawn(async move {
+            client
+                .get(url)
+                .bearer_auth(format!("bk_customer_swarm{i}"))
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("task"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        35,
+        "{statuses:?}"
+    );
+
     // A key's own limit.
     let limited = issue(
         &app,
