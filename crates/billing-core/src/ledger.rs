@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use crate::ids::{AccountId, EntryId};
 use crate::money::{AmountError, Credits};
+use crate::pricing::UsageDetail;
 use crate::time::Timestamp;
 
 /// What a ledger entry is. The sign of its amount follows from the kind.
@@ -86,6 +87,8 @@ pub struct NewEntry {
     pub description: String,
     /// What this entry answers: a top-up id, a usage request id, refunded entry ids.
     pub reference: Option<String>,
+    /// For priced usage: the model, tokens and prices it was charged at.
+    pub usage: Option<UsageDetail>,
 }
 
 /// An entry as recorded in the ledger.
@@ -98,6 +101,8 @@ pub struct LedgerEntry {
     pub balance_after: Credits,
     pub description: String,
     pub reference: Option<String>,
+    /// For priced usage: the model, tokens and prices it was charged at.
+    pub usage: Option<UsageDetail>,
     pub created_at: Timestamp,
 }
 
@@ -164,6 +169,7 @@ pub fn plan_posting(
             balance_after: running,
             description: entry.description.clone(),
             reference: entry.reference.clone(),
+            usage: entry.usage.clone(),
             created_at: now,
         });
     }
@@ -258,6 +264,7 @@ mod tests {
             amount,
             description: String::new(),
             reference: None,
+            usage: None,
         }
     }
 
@@ -330,6 +337,7 @@ mod tests {
             balance_after: c(3),
             description: String::new(),
             reference: None,
+            usage: None,
             created_at: Timestamp::default(),
         };
         assert_eq!(

@@ -8,6 +8,7 @@
 //!   [`money::Money`] (what a customer pays, exact at its currency's exponent).
 //! - [`ledger`]: the append-only ledger and the pure decisions that guard it.
 //! - [`topup`]: packs, custom amounts, bonus tiers and the top-up lifecycle.
+//! - [`pricing`]: the rate card and the rounding rule of priced usage.
 //! - [`ports`]: the contracts adapters implement.
 //! - [`service`]: the use cases ([`service::Billing`]).
 
@@ -15,6 +16,7 @@ pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod ports;
+pub mod pricing;
 pub mod service;
 pub mod time;
 pub mod topup;

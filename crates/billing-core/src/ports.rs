@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use crate::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
 use crate::ledger::{EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError};
 use crate::money::{Credits, Money};
+use crate::pricing::Rate;
 use crate::time::Timestamp;
 use crate::topup::{Pack, TopUp, TopUpStatus};
 
@@ -420,6 +421,21 @@ pub trait ApiKeyStore: Send + Sync {
     async fn touch_key(&self, id: &ApiKeyId, minute: Timestamp) -> Result<(), StoreError>;
 }
 
+/// The rate card.
+#[async_trait]
+pub trait RateStore: Send + Sync {
+    /// Creates or replaces the rate of `rate.model`.
+    async fn upsert_rate(&self, rate: &Rate, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Removes a model's rate. Returns `false` if there was none.
+    async fn delete_rate(&self, model: &str) -> Result<bool, StoreError>;
+
+    async fn rate(&self, model: &str) -> Result<Option<Rate>, StoreError>;
+
+    /// Every rate, by model name.
+    async fn rates(&self) -> Result<Vec<Rate>, StoreError>;
+}
+
 /// Deduplication of gateway notifications.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -438,12 +454,12 @@ pub trait EventStore: Send + Sync {
 
 /// Everything the core stores.
 pub trait Store:
-    AccountStore + LedgerStore + TopUpStore + PackStore + ApiKeyStore + EventStore
+    AccountStore + LedgerStore + TopUpStore + PackStore + ApiKeyStore + EventStore + RateStore
 {
 }
 
 impl<T> Store for T where
-    T: AccountStore + LedgerStore + TopUpStore + PackStore + ApiKeyStore + EventStore
+    T: AccountStore + LedgerStore + TopUpStore + PackStore + ApiKeyStore + EventStore + RateStore
 {
 }
 

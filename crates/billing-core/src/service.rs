@@ -1,5 +1,10 @@
 //! The use cases, over the ports. Every rule about money is applied here or in the pure
-//! functions this module calls; adapters only store and transport.
+//! functions this module calls; adapters only store and transport. The rate card's use
+//! cases are in `rates`.
+
+mod rates;
+
+pub use rates::ManageRateError;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -106,6 +111,10 @@ pub enum LedgerOpError {
     Invalid(String),
     #[error("account not found")]
     AccountNotFound,
+    #[error("no rate for model {0:?}")]
+    UnknownModel(String),
+    #[error("the request costs nothing at the rate card's prices; nothing was recorded")]
+    NothingToCharge,
     #[error("insufficient balance: {available} available, {requested} requested")]
     InsufficientFunds {
         available: Credits,
@@ -184,9 +193,24 @@ pub struct EntryPage {
 /// A request to debit a wallet for usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRequest {
-    pub amount: Decimal,
-    pub description: String,
+    pub charge: UsageCharge,
+    /// Shown in the customer's transactions; `API usage` (`API usage - <model>` when priced)
+    /// when absent.
+    pub description: Option<String>,
     pub idempotency_key: String,
+}
+
+/// What a usage debit charges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageCharge {
+    /// A finished amount, positive, in the wallet's unit.
+    Amount(Decimal),
+    /// Tokens priced by the rate card.
+    Tokens {
+        model: String,
+        input_tokens: u64,
+        output_tokens: u64,
+    },
 }
 
 /// The billing service: every use case of the wallet.
@@ -601,16 +625,45 @@ impl Billing {
         Ok(outcomes)
     }
 
-    /// Debits the wallet for usage, exactly once per idempotency key.
+    /// Debits the wallet for usage, exactly once per idempotency key: a finished amount, or
+    /// tokens priced at the rate card's current prices (recorded on the entry).
     pub async fn record_usage(
         &self,
         account_id: &AccountId,
         request: &UsageRequest,
     ) -> Result<Posted, LedgerOpError> {
-        let amount = Credits::positive(request.amount)?;
-        check_text("description", &request.description, DESCRIPTION_LENGTH_MAX)
+        let (amount, usage, fingerprint) = match &request.charge {
+            UsageCharge::Amount(amount) => {
+                let amount = Credits::positive(*amount)?;
+                (amount, None, format!("usage|{amount}"))
+            }
+            UsageCharge::Tokens {
+                model,
+                input_tokens,
+                output_tokens,
+            } => {
+                let rate = self.rate_of(model).await?;
+                let (cost, detail) = rate
+                    .price(*input_tokens, *output_tokens)
+                    .map_err(|e| LedgerOpError::Invalid(e.to_string()))?;
+                if !cost.is_positive() {
+                    return Err(LedgerOpError::NothingToCharge);
+                }
+                (
+                    cost,
+                    Some(detail),
+                    format!("usage|{model}|{input_tokens}|{output_tokens}"),
+                )
+            }
+        };
+        let description = match (&request.description, &usage) {
+            (Some(d), _) => d.clone(),
+            (None, Some(detail)) => format!("API usage - {}", detail.model),
+            (None, None) => "API usage".to_owned(),
+        };
+        check_text("description", &description, DESCRIPTION_LENGTH_MAX)
             .map_err(LedgerOpError::Invalid)?;
-        let fingerprint = format!("usage|{}|{}", amount, request.description);
+        let fingerprint = format!("{fingerprint}|{description}");
         let claim = claim(
             account_id,
             "usage",
@@ -624,8 +677,9 @@ impl Billing {
                 id: self.entry_id(),
                 kind: EntryKind::Usage,
                 amount: amount.negated(),
-                description: request.description.clone(),
+                description,
                 reference: Some(request.idempotency_key.clone()),
+                usage,
             }],
             idempotency: claim,
             refund_of: Vec::new(),
@@ -721,6 +775,7 @@ impl Billing {
                 amount,
                 description,
                 reference: (!targets.is_empty()).then_some(targets),
+                usage: None,
             }],
             idempotency: claim,
             refund_of,

@@ -268,6 +268,7 @@ impl TopUp {
             amount: self.credits,
             description,
             reference: Some(self.id.as_str().to_owned()),
+            usage: None,
         }];
         if self.bonus.is_positive() {
             entries.push(NewEntry {
@@ -276,6 +277,7 @@ impl TopUp {
                 amount: self.bonus,
                 description: "Top-up bonus".to_owned(),
                 reference: Some(self.id.as_str().to_owned()),
+                usage: None,
             });
         }
         entries

@@ -81,8 +81,9 @@ impl<'de> Deserialize<'de> for Amount {
     }
 }
 
-/// A whole number in a JSON body, where `3.0` is `3` (as JSON Schema reads it).
-pub fn whole_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+/// A whole number from 0 to `max` in a JSON body, where `3.0` is `3` (as JSON Schema reads
+/// it).
+fn whole<'de, D: Deserializer<'de>>(deserializer: D, max: u64) -> Result<Option<u64>, D::Error> {
     match Option::<serde_json::Number>::deserialize(deserializer)? {
         None => Ok(None),
         Some(n) => {
@@ -90,16 +91,25 @@ pub fn whole_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u3
             parse_json_number(&text)
                 .ok()
                 .filter(|v| v.fract().is_zero())
-                .and_then(|v| u32::try_from(v).ok())
+                .and_then(|v| u64::try_from(v).ok())
+                .filter(|v| *v <= max)
                 .map(Some)
                 .ok_or_else(|| {
-                    de::Error::custom(format!(
-                        "{text} is not a whole number from 0 to {}",
-                        u32::MAX
-                    ))
+                    de::Error::custom(format!("{text} is not a whole number from 0 to {max}"))
                 })
         }
     }
+}
+
+/// [`whole`] for a `u32` field.
+pub fn whole_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    whole(deserializer, u64::from(u32::MAX))
+        .map(|v| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
+}
+
+/// [`whole`] for a `u64` field.
+pub fn whole_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    whole(deserializer, u64::MAX)
 }
 
 /// The documented schema of a request amount of credits: positive, at most 9 decimals,

@@ -7,7 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use billing_core::ledger::RefundRuleError;
 use billing_core::ports::{GatewayError, StoreError};
 use billing_core::service::{
-    CreateAccountError, CreateTopUpError, HandleNotificationError, LedgerOpError,
+    CreateAccountError, CreateTopUpError, HandleNotificationError, LedgerOpError, ManageRateError,
 };
 use billing_core::topup::TopUpRuleError;
 use serde::Serialize;
@@ -240,6 +240,16 @@ impl From<LedgerOpError> for ApiError {
         match e {
             LedgerOpError::Invalid(m) => ApiError::bad_request("invalid_request", m),
             LedgerOpError::AccountNotFound => ApiError::account_not_found(),
+            free @ LedgerOpError::NothingToCharge => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "nothing_to_charge",
+                free.to_string(),
+            ),
+            unknown @ LedgerOpError::UnknownModel(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_model",
+                unknown.to_string(),
+            ),
             insufficient @ LedgerOpError::InsufficientFunds { .. } => ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient_funds",
@@ -282,6 +292,20 @@ impl From<HandleNotificationError> for ApiError {
             ),
             HandleNotificationError::Gateway(e) => e.into(),
             HandleNotificationError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ManageRateError> for ApiError {
+    fn from(e: ManageRateError) -> ApiError {
+        match e {
+            ManageRateError::Invalid(m) => ApiError::bad_request("invalid_request", m.to_string()),
+            ManageRateError::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_model",
+                "no rate for this model",
+            ),
+            ManageRateError::Store(e) => e.into(),
         }
     }
 }

@@ -4,6 +4,7 @@
 use billing_core::ledger::{DESCRIPTION_LENGTH_MAX, EntryKind};
 use billing_core::money::LEDGER_SCALE;
 use billing_core::ports::IDEMPOTENCY_KEY_LENGTH_MAX;
+use billing_core::pricing::{MODEL_LENGTH_MAX, PRICE_PER_MILLION_LIMIT, TOKENS_MAX};
 use billing_core::service::{
     ACCOUNT_EMAIL_LENGTH_MAX, ACCOUNT_NAME_LENGTH_MAX, ENTRY_PAGE_SIZE_MAX, PACK_ID_LENGTH_MAX,
     REFUND_ENTRIES_MAX, TOPUP_PAGE_MAX,
@@ -14,7 +15,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::amount::request_amount_schema;
-use crate::routes::{gateway, platform, wallet};
+use crate::routes::{gateway, platform, rates, wallet};
 
 struct BearerAuth;
 
@@ -54,6 +55,9 @@ Every error is `{\"error\": {\"code\", \"message\"}}`. Amounts are JSON numbers 
         wallet::topup_packs,
         wallet::topup_history,
         platform::usage,
+        rates::rates,
+        rates::set_rate,
+        rates::delete_rate,
         platform::create_account,
         platform::get_account,
         platform::create_key,
@@ -92,6 +96,15 @@ const NAME_PATTERN: &str =
 /// dot; no white space or control characters.
 const EMAIL_PATTERN: &str = "^[^@\\s\\x00-\\x1F\\x7F-\\x9F]+@[^\\s\\x00-\\x1F\\x7F-\\x9F]*\\.[^\\s\\x00-\\x1F\\x7F-\\x9F]*$";
 const PACK_ID_PATTERN: &str = "^pack_[a-z0-9_]+$";
+const MODEL_PATTERN: &str = "^[A-Za-z0-9._:/-]+$";
+
+/// A price per million tokens: from 0, below 10^6, at most 9 decimals.
+fn price_schema() -> Value {
+    json!({"anyOf": [
+        {"type": "number", "minimum": 0, "exclusiveMaximum": PRICE_PER_MILLION_LIMIT, "multipleOf": 1e-9},
+        {"type": "string", "pattern": "^0*[0-9]{1,6}(\\.[0-9]{1,9}0*)?$"},
+    ]})
+}
 
 fn text(max: usize) -> Value {
     json!({"type": "string", "maxLength": max, "pattern": TEXT_PATTERN})
@@ -117,10 +130,18 @@ fn request_schemas(settings: &DocSettings) -> Vec<(&'static str, &'static str, V
     let description = text(DESCRIPTION_LENGTH_MAX);
     let pack_name = name(PACK_NAME_LENGTH_MAX);
     let per_minute = json!({"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000});
+    let model = json!({"type": "string", "minLength": 1, "maxLength": MODEL_LENGTH_MAX, "pattern": MODEL_PATTERN});
+    let tokens = json!({"type": ["integer", "null"], "minimum": 0, "maximum": TOKENS_MAX});
+    let price = price_schema();
     let expires_at = json!({"type": ["string", "null"], "format": "date-time"});
     vec![
-        ("UsageBody", "amount", credits.clone()),
-        ("UsageBody", "description", description.clone()),
+        ("UsageBody", "amount", nullable(credits.clone())),
+        ("UsageBody", "model", nullable(model.clone())),
+        ("UsageBody", "input_tokens", tokens.clone()),
+        ("UsageBody", "output_tokens", tokens),
+        ("UsageBody", "description", nullable(description.clone())),
+        ("RateBody", "input_per_million", price.clone()),
+        ("RateBody", "output_per_million", price),
         ("GrantBody", "amount", credits.clone()),
         ("GrantBody", "description", nullable(description.clone())),
         ("RefundBody", "amount", credits.clone()),
@@ -199,6 +220,10 @@ fn parameter_schemas() -> Vec<(&'static str, Value)> {
         (
             "page",
             json!({"type": "integer", "minimum": 1, "maximum": TOPUP_PAGE_MAX}),
+        ),
+        (
+            "model",
+            json!({"type": "string", "minLength": 1, "maxLength": MODEL_LENGTH_MAX, "pattern": MODEL_PATTERN}),
         ),
         (
             "type",
@@ -299,6 +324,15 @@ pub fn document(settings: &DocSettings) -> Value {
         )) {
             *slot = constrained;
         }
+    }
+    if let Some(body) = doc.pointer_mut("/components/schemas/UsageBody") {
+        let absent = json!({"type": "null"});
+        let present = json!({"not": {"type": "null"}});
+        body["oneOf"] = json!([
+            {"required": ["amount"], "properties": {"amount": present, "model": absent, "input_tokens": absent, "output_tokens": absent}},
+            {"required": ["model", "input_tokens", "output_tokens"], "properties": {"amount": absent, "model": present, "input_tokens": present, "output_tokens": present}},
+        ]);
+        body["required"] = json!(["account_id"]);
     }
     if let Some(body) = doc.pointer_mut("/components/schemas/TopUpBody") {
         body["oneOf"] = json!([

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use billing_core::Decimal;
 use billing_core::money::{Currency, parse_decimal};
+use billing_core::pricing::Rate;
 use billing_core::service::PackInput;
 use billing_core::topup::{BonusTier, TopUpPolicy};
 use billing_http::auth::AuthSettings;
@@ -64,7 +65,18 @@ struct FileConfig {
     topup: Option<TopUpFile>,
     packs: Option<Vec<PackFile>>,
     #[serde(default)]
+    rates: Vec<RateFile>,
+    #[serde(default)]
     reconcile: ReconcileFile,
+}
+
+/// `[[rates]]`: a model's prices per million tokens, seeded when the model has none.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateFile {
+    model: String,
+    input_per_million: ConfigDecimal,
+    output_per_million: ConfigDecimal,
 }
 
 /// `[stripe]`: the same settings as the `BILLING_STRIPE_*` variables, which win.
@@ -200,6 +212,8 @@ pub struct Config {
     pub policy: TopUpPolicy,
     /// Seeded at start when no pack with the id exists; admins manage them afterwards.
     pub packs: Vec<SeedPack>,
+    /// Seeded at start when the model has no rate; admins manage them afterwards.
+    pub rates: Vec<Rate>,
     pub reconcile_after_secs: i64,
     pub reconcile_interval_secs: u64,
     pub workers: usize,
@@ -313,6 +327,14 @@ impl Config {
             .or(unit_currency.map(|c| c.exponent()))
             .unwrap_or(0);
         let policy = policy(file.topup.as_ref())?;
+        let rates = file
+            .rates
+            .iter()
+            .map(|r| {
+                Rate::new(&r.model, r.input_per_million.0, r.output_per_million.0)
+                    .map_err(|e| ConfigError::Invalid(format!("[[rates]] {}: {e}", r.model)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let packs = match &file.packs {
             Some(packs) => packs
                 .iter()
@@ -419,6 +441,7 @@ impl Config {
             display_scale,
             policy,
             packs,
+            rates,
             reconcile_after_secs,
             reconcile_interval_secs,
             workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),

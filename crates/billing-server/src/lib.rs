@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use billing_core::ids::{AccountId, PackId};
-use billing_core::ports::{ApiKeyStore, KeyScope, PackStore, PaymentGateway, Store};
+use billing_core::ports::{ApiKeyStore, KeyScope, PackStore, PaymentGateway, RateStore, Store};
 use billing_core::service::{Billing, Gateways, ManagePackError, SettleOutcome};
 use billing_http::auth::{AuthGuard, IssuedKey, issue_key, key_record};
 use billing_http::sandbox::SandboxGateway;
@@ -128,6 +128,11 @@ pub async fn build(config: &Config, public_url: &str) -> Result<Parts, StartErro
             Err(e) => {
                 return Err(StartError::Invalid(format!("pack {}: {e}", seed.id)));
             }
+        }
+    }
+    for seed in &config.rates {
+        if store.rate(&seed.model).await?.is_none() {
+            store.upsert_rate(seed, billing.now()).await?;
         }
     }
     Ok(Parts {

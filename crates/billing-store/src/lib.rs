@@ -23,8 +23,9 @@ use billing_core::ledger::{LedgerEntry, NewEntry};
 use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
     InsertTopUpError, Inserted, KeyPage, KeyQuery, LedgerStore, PackStore, PostError, Posted,
-    Posting, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    Posting, RateStore, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
 };
+use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use diesel::connection::SimpleConnection;
@@ -435,6 +436,28 @@ impl PackStore for DieselStore {
 
     async fn packs(&self, include_inactive: bool) -> Result<Vec<Pack>, StoreError> {
         on_conn!(self, |c| ops::packs(c, include_inactive))
+    }
+}
+
+#[async_trait]
+impl RateStore for DieselStore {
+    async fn upsert_rate(&self, rate: &Rate, now: Timestamp) -> Result<(), StoreError> {
+        let rate = rate.clone();
+        on_write_conn!(self, |c| ops::upsert_rate(c, &rate, now))
+    }
+
+    async fn delete_rate(&self, model: &str) -> Result<bool, StoreError> {
+        let model = model.to_owned();
+        on_write_conn!(self, |c| ops::delete_rate(c, &model))
+    }
+
+    async fn rate(&self, model: &str) -> Result<Option<Rate>, StoreError> {
+        let model = model.to_owned();
+        on_conn!(self, |c| ops::rate(c, &model))
+    }
+
+    async fn rates(&self) -> Result<Vec<Rate>, StoreError> {
+        on_conn!(self, |c| ops::rates(c))
     }
 }
 

@@ -11,13 +11,14 @@ use billing_core::ports::{
     Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage, KeyQuery, PostError,
     Posted, Posting, StoreError, TopUpPage, TransitionOutcome, Wallet,
 };
+use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transition};
 use diesel::prelude::*;
 
-use crate::rows::{AccountRow, ApiKeyRow, EntryRow, NewEntryRow, PackRow, TopUpRow};
+use crate::rows::{AccountRow, ApiKeyRow, EntryRow, NewEntryRow, PackRow, RateRow, TopUpRow};
 use crate::schema::{
-    accounts, api_keys, idempotency_keys, ledger_entries, packs, refund_links, topups,
+    accounts, api_keys, idempotency_keys, ledger_entries, packs, rates, refund_links, topups,
     webhook_events,
 };
 use crate::{TxError, db_err, finish};
@@ -527,6 +528,44 @@ pub(crate) fn upsert_pack(conn: &mut Conn, pack: &Pack) -> Result<(), StoreError
         .execute(conn)
         .map_err(db_err)?;
     Ok(())
+}
+
+pub(crate) fn upsert_rate(conn: &mut Conn, rate: &Rate, now: Timestamp) -> Result<(), StoreError> {
+    let row = RateRow::new(rate, now)?;
+    diesel::insert_into(rates::table)
+        .values(&row)
+        .on_conflict(rates::model)
+        .do_update()
+        .set(&row)
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) fn delete_rate(conn: &mut Conn, model: &str) -> Result<bool, StoreError> {
+    let deleted = diesel::delete(rates::table.find(model))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(deleted > 0)
+}
+
+pub(crate) fn rate(conn: &mut Conn, model: &str) -> Result<Option<Rate>, StoreError> {
+    let row = rates::table
+        .find(model)
+        .select(RateRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    Ok(row.map(Rate::from))
+}
+
+pub(crate) fn rates(conn: &mut Conn) -> Result<Vec<Rate>, StoreError> {
+    let rows: Vec<RateRow> = rates::table
+        .order(rates::model.asc())
+        .select(RateRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    Ok(rows.into_iter().map(Rate::from).collect())
 }
 
 pub(crate) fn pack(

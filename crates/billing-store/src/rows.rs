@@ -6,11 +6,12 @@ use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
 use billing_core::ledger::{EntryKind, LedgerEntry};
 use billing_core::money::{Credits, Currency, Money};
 use billing_core::ports::{Account, ApiKeyRecord, KeyScope, StoreError};
+use billing_core::pricing::{Rate, UsageDetail};
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use diesel::prelude::*;
 
-use crate::schema::{accounts, api_keys, ledger_entries, packs, topups};
+use crate::schema::{accounts, api_keys, ledger_entries, packs, rates, topups};
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -55,6 +56,11 @@ pub(crate) struct EntryRow {
     pub description: String,
     pub reference: Option<String>,
     pub created_at: i64,
+    pub usage_model: Option<String>,
+    pub usage_input_tokens: Option<i64>,
+    pub usage_output_tokens: Option<i64>,
+    pub usage_input_per_million: Option<i64>,
+    pub usage_output_per_million: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -68,6 +74,11 @@ pub(crate) struct NewEntryRow {
     pub description: String,
     pub reference: Option<String>,
     pub created_at: i64,
+    pub usage_model: Option<String>,
+    pub usage_input_tokens: Option<i64>,
+    pub usage_output_tokens: Option<i64>,
+    pub usage_input_per_million: Option<i64>,
+    pub usage_output_per_million: Option<i64>,
 }
 
 impl TryFrom<EntryRow> for LedgerEntry {
@@ -81,6 +92,15 @@ impl TryFrom<EntryRow> for LedgerEntry {
             balance_after: Credits::from_units(row.balance_after),
             description: row.description,
             reference: row.reference,
+            usage: usage_from_row(
+                row.usage_model,
+                [
+                    row.usage_input_tokens,
+                    row.usage_output_tokens,
+                    row.usage_input_per_million,
+                    row.usage_output_per_million,
+                ],
+            )?,
             created_at: Timestamp::from_micros(row.created_at),
         })
     }
@@ -98,6 +118,27 @@ impl TryFrom<&LedgerEntry> for NewEntryRow {
             description: e.description.clone(),
             reference: e.reference.clone(),
             created_at: e.created_at.as_micros(),
+            usage_model: e.usage.as_ref().map(|u| u.model.clone()),
+            usage_input_tokens: e
+                .usage
+                .as_ref()
+                .map(|u| tokens(u.input_tokens))
+                .transpose()?,
+            usage_output_tokens: e
+                .usage
+                .as_ref()
+                .map(|u| tokens(u.output_tokens))
+                .transpose()?,
+            usage_input_per_million: e
+                .usage
+                .as_ref()
+                .map(|u| price_units(u.input_per_million))
+                .transpose()?,
+            usage_output_per_million: e
+                .usage
+                .as_ref()
+                .map(|u| price_units(u.output_per_million))
+                .transpose()?,
         })
     }
 }
@@ -271,6 +312,82 @@ impl From<&ApiKeyRecord> for ApiKeyRow {
             requests_per_minute_max: k
                 .requests_per_minute_max
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+        }
+    }
+}
+
+fn tokens(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| corrupt(format!("token count {n}")))
+}
+
+/// A price per million tokens at the ledger scale (nano-units), exactly.
+pub(crate) fn price_units(price: billing_core::Decimal) -> Result<i64, StoreError> {
+    Credits::new(price)
+        .and_then(Credits::to_units)
+        .map_err(|e| corrupt(format!("price {price}: {e}")))
+}
+
+pub(crate) fn price_from_units(units: i64) -> billing_core::Decimal {
+    Credits::from_units(units).value()
+}
+
+/// The usage detail of an entry: all five columns, or none.
+fn usage_from_row(
+    model: Option<String>,
+    numbers: [Option<i64>; 4],
+) -> Result<Option<UsageDetail>, StoreError> {
+    match (model, numbers) {
+        (None, [None, None, None, None]) => Ok(None),
+        (
+            Some(model),
+            [
+                Some(input),
+                Some(output),
+                Some(input_price),
+                Some(output_price),
+            ],
+        ) => {
+            let count = |n: i64| u64::try_from(n).map_err(|_| corrupt(format!("token count {n}")));
+            Ok(Some(UsageDetail {
+                model,
+                input_tokens: count(input)?,
+                output_tokens: count(output)?,
+                input_per_million: price_from_units(input_price),
+                output_per_million: price_from_units(output_price),
+            }))
+        }
+        _ => Err(corrupt(
+            "a usage entry's detail is partly missing".to_owned(),
+        )),
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = rates)]
+pub(crate) struct RateRow {
+    pub model: String,
+    pub input_per_million: i64,
+    pub output_per_million: i64,
+    pub updated_at: i64,
+}
+
+impl RateRow {
+    pub(crate) fn new(rate: &Rate, now: Timestamp) -> Result<RateRow, StoreError> {
+        Ok(RateRow {
+            model: rate.model.clone(),
+            input_per_million: price_units(rate.input_per_million)?,
+            output_per_million: price_units(rate.output_per_million)?,
+            updated_at: now.as_micros(),
+        })
+    }
+}
+
+impl From<RateRow> for Rate {
+    fn from(row: RateRow) -> Rate {
+        Rate {
+            model: row.model,
+            input_per_million: price_from_units(row.input_per_million),
+            output_per_million: price_from_units(row.output_per_million),
         }
     }
 }

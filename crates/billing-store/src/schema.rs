@@ -21,6 +21,20 @@ diesel::table! {
         description -> Text,
         reference -> Nullable<Text>,
         created_at -> BigInt,
+        usage_model -> Nullable<Text>,
+        usage_input_tokens -> Nullable<BigInt>,
+        usage_output_tokens -> Nullable<BigInt>,
+        usage_input_per_million -> Nullable<BigInt>,
+        usage_output_per_million -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    rates (model) {
+        model -> Text,
+        input_per_million -> BigInt,
+        output_per_million -> BigInt,
+        updated_at -> BigInt,
     }
 }
 

@@ -20,6 +20,7 @@ use billing_core::ports::{
     Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
     KeyQuery, KeyScope, PostError, Posted, Posting, Store, StoreError, TransitionOutcome,
 };
+use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
 
@@ -70,6 +71,7 @@ fn entry(kind: EntryKind, amount: Credits) -> NewEntry {
         amount,
         description: format!("{kind} entry"),
         reference: None,
+        usage: None,
     }
 }
 
@@ -995,6 +997,46 @@ pub async fn keys_list_page_and_touch(store: Handle, other: Handle) {
     );
 }
 
+/// The rate card's rates round-trip exactly; a priced usage entry keeps its model, tokens
+/// and prices.
+pub async fn rates_and_priced_usage_round_trip(store: Handle, other: Handle) {
+    let d = |s: &str| Decimal::from_str_exact(s).expect("decimal");
+    let chat = Rate::new("assisters-chat-v1", d("0.50"), d("1.50")).expect("rate");
+    let tiny = Rate::new("tiny/m:1", d("0.000000001"), d("999999.999999999")).expect("rate");
+    store.upsert_rate(&chat, now()).await.expect("upsert");
+    other.upsert_rate(&tiny, now()).await.expect("upsert");
+    assert_eq!(
+        other.rates().await.expect("rates"),
+        [chat.clone(), tiny.clone()]
+    );
+    let cheaper = Rate::new("assisters-chat-v1", d("0.25"), d("1")).expect("rate");
+    other.upsert_rate(&cheaper, now()).await.expect("replace");
+    assert_eq!(
+        store.rate(&chat.model).await.expect("get"),
+        Some(cheaper.clone())
+    );
+    assert!(store.delete_rate(&tiny.model).await.expect("delete"));
+    assert!(!other.delete_rate(&tiny.model).await.expect("again"));
+    assert_eq!(store.rate(&tiny.model).await.expect("get"), None);
+
+    let account = new_account(&store).await;
+    let (cost, detail) = cheaper.price(1_000, 2_000).expect("price");
+    credit(&store, &account, cr("1")).await;
+    let mut priced = entry(EntryKind::Usage, cost.negated());
+    priced.usage = Some(detail.clone());
+    let posted = other
+        .post(posting(&account, vec![priced]))
+        .await
+        .expect("post");
+    let history = store.history(&account).await.expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].usage, Some(detail));
+    assert_eq!(history[1].amount, cr("-0.00225"));
+    assert_eq!(history[1].balance_after, cr("0.99775"));
+    assert_eq!(posted.entries, history[1..]);
+    assert_eq!(history[0].usage, None);
+}
+
 /// Generates one `#[tokio::test]` per contract check. `$factory` is an async function
 /// `fn(&'static str) -> Option<(Handle, Handle)>` that returns two handles on one fresh
 /// store, or `None` when the backend is unavailable and the suite is allowed to skip (it
@@ -1014,7 +1056,8 @@ macro_rules! store_contract_tests {
             ledger_scale_limits_round_trip,
             entries_page_and_filter,
             accounts_packs_keys_events,
-            keys_list_page_and_touch
+            keys_list_page_and_touch,
+            rates_and_priced_usage_round_trip
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

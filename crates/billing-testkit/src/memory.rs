@@ -12,8 +12,9 @@ use billing_core::money::Credits;
 use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
     InsertTopUpError, Inserted, KeyPage, KeyQuery, LedgerStore, PackStore, PostError, Posted,
-    Posting, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    Posting, RateStore, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
 };
+use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transition};
 
@@ -27,6 +28,7 @@ struct State {
     packs: BTreeMap<PackId, Pack>,
     keys: Vec<ApiKeyRecord>,
     events: HashSet<(String, String)>,
+    rates: BTreeMap<String, Rate>,
 }
 
 /// All storage ports in memory.
@@ -435,6 +437,26 @@ impl PackStore for InMemoryStore {
             .collect();
         packs.sort_by(|a, b| (a.price.minor_units(), &a.id).cmp(&(b.price.minor_units(), &b.id)));
         Ok(packs)
+    }
+}
+
+#[async_trait]
+impl RateStore for InMemoryStore {
+    async fn upsert_rate(&self, rate: &Rate, _now: Timestamp) -> Result<(), StoreError> {
+        self.lock()?.rates.insert(rate.model.clone(), rate.clone());
+        Ok(())
+    }
+
+    async fn delete_rate(&self, model: &str) -> Result<bool, StoreError> {
+        Ok(self.lock()?.rates.remove(model).is_some())
+    }
+
+    async fn rate(&self, model: &str) -> Result<Option<Rate>, StoreError> {
+        Ok(self.lock()?.rates.get(model).cloned())
+    }
+
+    async fn rates(&self) -> Result<Vec<Rate>, StoreError> {
+        Ok(self.lock()?.rates.values().cloned().collect())
     }
 }
 

@@ -12,7 +12,8 @@ use billing_core::ports::{
     PaymentStatus, Store, VerifiedNotification,
 };
 use billing_core::service::{
-    Billing, CreateTopUpError, Gateways, LedgerOpError, SettleOutcome, TopUpRequest, UsageRequest,
+    Billing, CreateTopUpError, Gateways, LedgerOpError, SettleOutcome, TopUpRequest, UsageCharge,
+    UsageRequest,
 };
 use billing_core::topup::{Pack, TopUpPolicy, TopUpRuleError, TopUpStatus};
 use billing_testkit::{InMemoryStore, ManualClock, SequentialIds};
@@ -427,8 +428,8 @@ async fn usage_debits_are_idempotent_and_never_overdraw() {
         .await
         .expect("grant");
     let usage = |amount: &str, key: &str| UsageRequest {
-        amount: d(amount),
-        description: "API usage - chat".into(),
+        charge: UsageCharge::Amount(d(amount)),
+        description: Some("API usage - chat".into()),
         idempotency_key: key.into(),
     };
     let first = w
@@ -487,8 +488,8 @@ async fn refunds_credit_back_usage_within_bounds() {
         .record_usage(
             &w.account,
             &UsageRequest {
-                amount: d("4"),
-                description: "chat".into(),
+                charge: UsageCharge::Amount(d("4")),
+                description: Some("chat".into()),
                 idempotency_key: "r".into(),
             },
         )

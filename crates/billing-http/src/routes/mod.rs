@@ -3,4 +3,5 @@
 
 pub mod gateway;
 pub mod platform;
+pub mod rates;
 pub mod wallet;

@@ -4,25 +4,60 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId};
 use billing_core::ports::{Account, ApiKeyRecord, KeyQuery, KeyScope, Posted};
-use billing_core::service::{ManagePackError, PackInput, UsageRequest};
+use billing_core::service::{ManagePackError, PackInput, UsageCharge, UsageRequest};
 use billing_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::amount::{Amount, whole_u32};
+use crate::amount::{Amount, whole_u32, whole_u64};
 use crate::auth::{Admin, IssuedKey, Platform, issue_key};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::wallet::{PackResponse, Transaction};
 use crate::{AppState, idempotency_key};
 
+/// `{"account_id", "amount", "description"?}`, or priced by the rate card:
+/// `{"account_id", "model", "input_tokens", "output_tokens", "description"?}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UsageBody {
     pub account_id: String,
     /// What the call cost, positive, in the wallet's unit (up to 9 decimals).
-    pub amount: Amount,
-    /// Shown in the customer's transactions, e.g. `API usage - chat-v1`.
-    pub description: String,
+    pub amount: Option<Amount>,
+    /// A model of the rate card: the cost is computed from the tokens.
+    pub model: Option<String>,
+    #[serde(default, deserialize_with = "whole_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub input_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "whole_u64")]
+    #[schema(value_type = Option<u64>)]
+    pub output_tokens: Option<u64>,
+    /// Shown in the customer's transactions; `API usage - <model>` (or `API usage`) when
+    /// absent.
+    pub description: Option<String>,
+}
+
+impl UsageBody {
+    fn charge(&self) -> Result<UsageCharge, ApiError> {
+        match (
+            &self.amount,
+            &self.model,
+            self.input_tokens,
+            self.output_tokens,
+        ) {
+            (Some(amount), None, None, None) => Ok(UsageCharge::Amount(amount.0)),
+            (None, Some(model), Some(input_tokens), Some(output_tokens)) => {
+                Ok(UsageCharge::Tokens {
+                    model: model.clone(),
+                    input_tokens,
+                    output_tokens,
+                })
+            }
+            _ => Err(ApiError::bad_request(
+                "invalid_request",
+                "give either `amount`, or `model` with `input_tokens` and `output_tokens`",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -70,8 +105,9 @@ fn posted_response(
         (status = 200, description = "Replay of an earlier request with this key", body = PostedTransaction),
         (status = 400, body = ErrorBody),
         (status = 402, description = "insufficient_funds", body = ErrorBody),
-        (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody),
+        (status = 404, description = "account_not_found", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
+        (status = 422, description = "unknown_model, or nothing_to_charge (priced at zero)", body = ErrorBody),
     )
 )]
 #[post("/v1/usage")]
@@ -88,13 +124,14 @@ pub async fn usage(
         )
     })?;
     let body = body.into_inner();
+    let charge = body.charge()?;
     let account = caller.account(body.account_id)?;
     let posted = state
         .billing
         .record_usage(
             &account,
             &UsageRequest {
-                amount: body.amount.0,
+                charge,
                 description: body.description,
                 idempotency_key: key,
             },

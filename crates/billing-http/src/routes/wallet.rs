@@ -180,6 +180,20 @@ pub struct Transaction {
     pub balance_after: Amount,
     pub created_at: String,
     pub description: String,
+    /// Priced usage only: what it was charged for, at which prices.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageJson>,
+}
+
+/// The model, tokens and prices of a priced usage entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageJson {
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Price per million input tokens it was charged at, in the wallet's unit.
+    pub input_per_million: Amount,
+    pub output_per_million: Amount,
 }
 
 impl Transaction {
@@ -191,6 +205,13 @@ impl Transaction {
             balance_after: state.unit.show(entry.balance_after),
             created_at: entry.created_at.to_rfc3339(),
             description: entry.description.clone(),
+            usage: entry.usage.as_ref().map(|u| UsageJson {
+                model: u.model.clone(),
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+                input_per_million: Amount(u.input_per_million),
+                output_per_million: Amount(u.output_per_million),
+            }),
         }
     }
 }

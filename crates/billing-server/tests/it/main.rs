@@ -5,9 +5,11 @@
 mod gateways;
 mod helpers;
 mod logs;
+mod pricing;
 mod scenarios;
 mod tenancy;
 
+use pricing::*;
 use scenarios::*;
 use tenancy::*;
 
@@ -50,6 +52,7 @@ on_both_backends!(
     key_management,
     failed_authentications_are_throttled,
     unsupported_methods_answer_405,
+    rate_card_prices_usage,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

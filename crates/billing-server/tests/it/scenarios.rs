@@ -591,7 +591,10 @@ pub async fn bad_inputs_are_refused_and_write_nothing(backend: Backend) {
             "account_not_found",
         ),
         (
-            format!(r#"{{"account_id": "{}", "amount": 1}}"#, ada.account_id),
+            format!(
+                r#"{{"account_id": "{}", "description": "x"}}"#,
+                ada.account_id
+            ),
             400,
             "invalid_request",
         ),
