@@ -53,6 +53,11 @@ id_type!(
     "topup"
 );
 id_type!(
+    /// An authorization hold: credits reserved for a call whose cost is known when it ends.
+    HoldId,
+    "hold"
+);
+id_type!(
     /// A top-up pack.
     PackId,
     "pack"

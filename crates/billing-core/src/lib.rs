@@ -9,9 +9,11 @@
 //! - [`ledger`]: the append-only ledger and the pure decisions that guard it.
 //! - [`topup`]: packs, custom amounts, bonus tiers and the top-up lifecycle.
 //! - [`pricing`]: the rate card and the rounding rule of priced usage.
+//! - [`holds`]: authorization holds and the available balance.
 //! - [`ports`]: the contracts adapters implement.
 //! - [`service`]: the use cases ([`service::Billing`]).
 
+pub mod holds;
 pub mod ids;
 pub mod ledger;
 pub mod money;

@@ -8,7 +8,8 @@
 
 use async_trait::async_trait;
 
-use crate::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use crate::holds::{Hold, HoldAction, HoldRuleError};
+use crate::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use crate::ledger::{EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError};
 use crate::money::{Credits, Money};
 use crate::pricing::Rate;
@@ -148,7 +149,8 @@ pub trait LedgerStore: Send + Sync {
     /// - for a refund (`refund_of` non-empty): load those entries and the refunds already
     ///   linked to them and apply [`crate::ledger::check_refund`] to the positive total of
     ///   the posting;
-    /// - apply [`crate::ledger::plan_posting`] to the locked balance and write its entries,
+    /// - apply [`crate::ledger::plan_posting`] to the locked balance, less the sum of the
+    ///   wallet's holds active at `posting.now` (the available balance), and write its entries,
     ///   the new balance, the idempotency claim and the refund links, or nothing at all.
     ///
     /// Concurrent postings on one wallet MUST serialize: a balance never goes below zero
@@ -421,6 +423,75 @@ pub trait ApiKeyStore: Send + Sync {
     async fn touch_key(&self, id: &ApiKeyId, minute: Timestamp) -> Result<(), StoreError>;
 }
 
+/// The result of a hold operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldOutcome {
+    pub hold: Hold,
+    /// The usage entry a capture wrote.
+    pub entry: Option<LedgerEntry>,
+    /// `true` when the idempotency key had been used with the same request: the first
+    /// result, nothing new written.
+    pub replayed: bool,
+}
+
+/// Why a hold operation did not happen. In every case nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HoldError {
+    #[error("account not found")]
+    AccountNotFound,
+    #[error("hold not found")]
+    HoldNotFound,
+    #[error(transparent)]
+    Rule(#[from] HoldRuleError),
+    #[error("idempotency key already used with a different request")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Authorization holds.
+#[async_trait]
+pub trait HoldStore: Send + Sync {
+    /// Places `hold` (new, active) in one transaction with its wallet locked. The adapter
+    /// MUST, atomically: replay or refuse a claimed idempotency key as
+    /// [`LedgerStore::post`] does (the replay answers the hold first placed); answer
+    /// `AccountNotFound` for no wallet; apply [`crate::holds::check_new_hold`] to the locked
+    /// balance and the sum of the wallet's holds active at `now`; write the hold and the
+    /// claim, or nothing.
+    async fn place_hold(
+        &self,
+        hold: &Hold,
+        idempotency: Option<&IdempotencyClaim>,
+        now: Timestamp,
+    ) -> Result<HoldOutcome, HoldError>;
+
+    /// Applies `action` to the hold `id` of `account_id` in one transaction with the wallet
+    /// locked: replay or refuse a claimed key first (a replay answers the hold as it is and
+    /// the entry its capture wrote); `HoldNotFound` when the account has no such hold;
+    /// then [`crate::holds::decide_hold`] with the locked balance and the sum of active
+    /// holds at `now`; write the hold, its entries (with the balance) and the claim, or
+    /// nothing.
+    async fn change_hold(
+        &self,
+        account_id: &AccountId,
+        id: &HoldId,
+        action: &HoldAction,
+        idempotency: Option<&IdempotencyClaim>,
+        now: Timestamp,
+    ) -> Result<HoldOutcome, HoldError>;
+
+    /// One hold, stored status (see [`Hold::status_at`]).
+    async fn hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError>;
+
+    /// The sum of the account's holds active at `now`.
+    async fn reserved(&self, account_id: &AccountId, now: Timestamp)
+    -> Result<Credits, StoreError>;
+
+    /// Writes `expired` on up to `limit` active holds whose expiry is at or before `now`;
+    /// answers how many.
+    async fn expire_holds(&self, now: Timestamp, limit: u32) -> Result<u32, StoreError>;
+}
+
 /// The rate card.
 #[async_trait]
 pub trait RateStore: Send + Sync {
@@ -454,12 +525,26 @@ pub trait EventStore: Send + Sync {
 
 /// Everything the core stores.
 pub trait Store:
-    AccountStore + LedgerStore + TopUpStore + PackStore + ApiKeyStore + EventStore + RateStore
+    AccountStore
+    + LedgerStore
+    + TopUpStore
+    + PackStore
+    + ApiKeyStore
+    + EventStore
+    + RateStore
+    + HoldStore
 {
 }
 
 impl<T> Store for T where
-    T: AccountStore + LedgerStore + TopUpStore + PackStore + ApiKeyStore + EventStore + RateStore
+    T: AccountStore
+        + LedgerStore
+        + TopUpStore
+        + PackStore
+        + ApiKeyStore
+        + EventStore
+        + RateStore
+        + HoldStore
 {
 }
 

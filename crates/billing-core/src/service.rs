@@ -2,8 +2,10 @@
 //! functions this module calls; adapters only store and transport. The rate card's use
 //! cases are in `rates`.
 
+mod holds;
 mod rates;
 
+pub use holds::{CaptureCharge, HoldCharge, HoldOpError};
 pub use rates::ManageRateError;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers and types (served at `/openapi.json`,
 //! browsable at `/docs/`).
 
+use billing_core::holds::HOLD_EXPIRY_MAX_SECS;
 use billing_core::ledger::{DESCRIPTION_LENGTH_MAX, EntryKind};
 use billing_core::money::LEDGER_SCALE;
 use billing_core::ports::IDEMPOTENCY_KEY_LENGTH_MAX;
@@ -15,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::amount::request_amount_schema;
-use crate::routes::{gateway, platform, rates, wallet};
+use crate::routes::{gateway, holds, platform, rates, wallet};
 
 struct BearerAuth;
 
@@ -55,6 +56,11 @@ Every error is `{\"error\": {\"code\", \"message\"}}`. Amounts are JSON numbers 
         wallet::topup_packs,
         wallet::topup_history,
         platform::usage,
+        holds::place,
+        holds::get_hold,
+        holds::capture,
+        holds::release,
+        holds::extend,
         rates::rates,
         rates::set_rate,
         rates::delete_rate,
@@ -133,13 +139,34 @@ fn request_schemas(settings: &DocSettings) -> Vec<(&'static str, &'static str, V
     let model = json!({"type": "string", "minLength": 1, "maxLength": MODEL_LENGTH_MAX, "pattern": MODEL_PATTERN});
     let tokens = json!({"type": ["integer", "null"], "minimum": 0, "maximum": TOKENS_MAX});
     let price = price_schema();
+    let expiry = json!({"type": "integer", "minimum": 1, "maximum": HOLD_EXPIRY_MAX_SECS});
+    // A capture may be zero: a call that ended before producing anything.
+    let capture_amount = json!({"anyOf": [
+        {"type": "number", "minimum": 0, "exclusiveMaximum": crate::amount::REQUEST_AMOUNT_LIMIT, "multipleOf": 1e-9},
+        {"type": "string", "pattern": "^0*[0-9]{1,9}(\\.[0-9]{1,9}0*)?$"},
+    ]});
     let expires_at = json!({"type": ["string", "null"], "format": "date-time"});
     vec![
         ("UsageBody", "amount", nullable(credits.clone())),
         ("UsageBody", "model", nullable(model.clone())),
         ("UsageBody", "input_tokens", tokens.clone()),
-        ("UsageBody", "output_tokens", tokens),
+        ("UsageBody", "output_tokens", tokens.clone()),
         ("UsageBody", "description", nullable(description.clone())),
+        ("HoldBody", "amount", nullable(credits.clone())),
+        ("HoldBody", "model", nullable(model.clone())),
+        ("HoldBody", "max_input_tokens", tokens.clone()),
+        ("HoldBody", "max_output_tokens", tokens.clone()),
+        ("HoldBody", "expires_in_seconds", nullable(expiry.clone())),
+        ("CaptureBody", "amount", nullable(capture_amount)),
+        ("CaptureBody", "input_tokens", tokens.clone()),
+        ("CaptureBody", "output_tokens", tokens.clone()),
+        (
+            "CaptureBody",
+            "description",
+            nullable(text(DESCRIPTION_LENGTH_MAX)),
+        ),
+        ("ExtendBody", "expires_in_seconds", expiry),
+        ("ExtendBody", "amount", nullable(credits.clone())),
         ("RateBody", "input_per_million", price.clone()),
         ("RateBody", "output_per_million", price),
         ("GrantBody", "amount", credits.clone()),
@@ -333,6 +360,26 @@ pub fn document(settings: &DocSettings) -> Value {
             {"required": ["model", "input_tokens", "output_tokens"], "properties": {"amount": absent, "model": present, "input_tokens": present, "output_tokens": present}},
         ]);
         body["required"] = json!(["account_id"]);
+    }
+    if let Some(body) = doc.pointer_mut("/components/schemas/HoldBody") {
+        let absent = json!({"type": "null"});
+        let present = json!({"not": {"type": "null"}});
+        body["oneOf"] = json!([
+            {"required": ["amount"], "properties": {"amount": present, "model": absent, "max_input_tokens": absent, "max_output_tokens": absent}},
+            {"required": ["model", "max_input_tokens", "max_output_tokens"], "properties": {"amount": absent, "model": present, "max_input_tokens": present, "max_output_tokens": present}},
+        ]);
+        body["required"] = json!(["account_id"]);
+    }
+    if let Some(body) = doc.pointer_mut("/components/schemas/CaptureBody") {
+        let absent = json!({"type": "null"});
+        let present = json!({"not": {"type": "null"}});
+        body["oneOf"] = json!([
+            {"required": ["amount"], "properties": {"amount": present, "input_tokens": absent, "output_tokens": absent}},
+            {"required": ["input_tokens", "output_tokens"], "properties": {"amount": absent, "input_tokens": present, "output_tokens": present}},
+        ]);
+    }
+    if let Some(body) = doc.pointer_mut("/components/schemas/ExtendBody") {
+        body["required"] = json!(["expires_in_seconds"]);
     }
     if let Some(body) = doc.pointer_mut("/components/schemas/TopUpBody") {
         body["oneOf"] = json!([

@@ -216,6 +216,8 @@ pub struct Config {
     pub rates: Vec<Rate>,
     pub reconcile_after_secs: i64,
     pub reconcile_interval_secs: u64,
+    /// How often expired holds are written down (`BILLING_HOLD_EXPIRY_INTERVAL_SECS`).
+    pub hold_expiry_interval_secs: u64,
     pub workers: usize,
     pub max_connections: u32,
     /// Failed authentications a client address may make a minute, and whether the client
@@ -444,6 +446,8 @@ impl Config {
             rates,
             reconcile_after_secs,
             reconcile_interval_secs,
+            hold_expiry_interval_secs: env_parse(env, "BILLING_HOLD_EXPIRY_INTERVAL_SECS")?
+                .unwrap_or(5),
             workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
             max_connections: env_parse(env, "BILLING_DB_MAX_CONNECTIONS")?.unwrap_or(16),
             auth: AuthSettings {

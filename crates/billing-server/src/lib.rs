@@ -199,6 +199,7 @@ pub struct Running {
     pub new_admin_key: Option<String>,
     pub billing: Billing,
     reconciler: tokio::task::JoinHandle<()>,
+    expirer: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -211,6 +212,7 @@ impl Running {
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.reconciler.abort();
+        self.expirer.abort();
         result
     }
 }
@@ -257,6 +259,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config.reconcile_after_secs,
         config.reconcile_interval_secs,
     ));
+    let expirer = tokio::spawn(expire_holds_forever(
+        parts.billing.clone(),
+        config.hold_expiry_interval_secs,
+    ));
     tracing::info!(
         listen = %address,
         public_url,
@@ -271,7 +277,25 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         new_admin_key,
         billing: parts.billing,
         reconciler,
+        expirer,
     })
+}
+
+/// Holds written down as expired per round.
+const EXPIRE_BATCH_MAX: u32 = 1000;
+
+/// Every `interval_secs`, writes `expired` on holds past their expiry. They stopped counting
+/// against the available balance at their expiry already; this only records it.
+async fn expire_holds_forever(billing: Billing, interval_secs: u64) {
+    let mut interval = tokio::time::interval(Duration::from_secs(interval_secs.max(1)));
+    loop {
+        interval.tick().await;
+        match billing.expire_holds(EXPIRE_BATCH_MAX).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(holds = n, "holds expired"),
+            Err(e) => tracing::warn!(error = %e, "hold expiry round failed"),
+        }
+    }
 }
 
 /// Pending top-ups re-checked per round.

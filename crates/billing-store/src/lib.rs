@@ -18,12 +18,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use billing_core::holds::{Hold, HoldAction};
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry};
+use billing_core::money::Credits;
 use billing_core::ports::{
-    Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
-    InsertTopUpError, Inserted, KeyPage, KeyQuery, LedgerStore, PackStore, PostError, Posted,
-    Posting, RateStore, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, HoldError,
+    HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage, KeyQuery,
+    LedgerStore, PackStore, PostError, Posted, Posting, RateStore, StoreError, TopUpPage,
+    TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -436,6 +439,61 @@ impl PackStore for DieselStore {
 
     async fn packs(&self, include_inactive: bool) -> Result<Vec<Pack>, StoreError> {
         on_conn!(self, |c| ops::packs(c, include_inactive))
+    }
+}
+
+#[async_trait]
+impl HoldStore for DieselStore {
+    async fn place_hold(
+        &self,
+        hold: &Hold,
+        idempotency: Option<&IdempotencyClaim>,
+        now: Timestamp,
+    ) -> Result<HoldOutcome, HoldError> {
+        let (hold, claim) = (hold.clone(), idempotency.cloned());
+        on_write_conn!(self, |c| ops::place_hold(c, &hold, claim.as_ref(), now))
+    }
+
+    async fn change_hold(
+        &self,
+        account_id: &AccountId,
+        id: &HoldId,
+        action: &HoldAction,
+        idempotency: Option<&IdempotencyClaim>,
+        now: Timestamp,
+    ) -> Result<HoldOutcome, HoldError> {
+        let (account_id, id, action, claim) = (
+            account_id.clone(),
+            id.clone(),
+            action.clone(),
+            idempotency.cloned(),
+        );
+        on_write_conn!(self, |c| ops::change_hold(
+            c,
+            &account_id,
+            &id,
+            &action,
+            claim.as_ref(),
+            now
+        ))
+    }
+
+    async fn hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        let id = id.clone();
+        on_conn!(self, |c| ops::hold(c, &id))
+    }
+
+    async fn reserved(
+        &self,
+        account_id: &AccountId,
+        now: Timestamp,
+    ) -> Result<Credits, StoreError> {
+        let account_id = account_id.clone();
+        on_conn!(self, |c| ops::reserved(c, &account_id, now))
+    }
+
+    async fn expire_holds(&self, now: Timestamp, limit: u32) -> Result<u32, StoreError> {
+        on_write_conn!(self, |c| ops::expire_holds(c, now, limit))
     }
 }
 

@@ -4,11 +4,13 @@
 // `lock_topup` (`SELECT … FOR UPDATE` on PostgreSQL; the immediate transaction already holds
 // SQLite's write lock). Every rule applied here is a pure function of billing-core.
 
-use billing_core::ids::{AccountId, ApiKeyId, EntryId, TopUpId};
+use billing_core::holds::{Hold, HoldAction, HoldStatus, check_new_hold, decide_hold};
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
 use billing_core::money::Credits;
 use billing_core::ports::{
-    Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage, KeyQuery, PostError,
+    Account, ApiKeyRecord, EntryQuery, HoldError, HoldOutcome, IdempotencyClaim, InsertTopUpError,
+    Inserted, KeyPage, KeyQuery, PostError,
     Posted, Posting, StoreError, TopUpPage, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
@@ -16,9 +18,11 @@ use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transition};
 use diesel::prelude::*;
 
-use crate::rows::{AccountRow, ApiKeyRow, EntryRow, NewEntryRow, PackRow, RateRow, TopUpRow};
+use crate::rows::{
+    AccountRow, ApiKeyRow, EntryRow, HoldRow, NewEntryRow, PackRow, RateRow, TopUpRow,
+};
 use crate::schema::{
-    accounts, api_keys, idempotency_keys, ledger_entries, packs, rates, refund_links, topups,
+    accounts, api_keys, holds, idempotency_keys, ledger_entries, packs, rates, refund_links, topups,
     webhook_events,
 };
 use crate::{TxError, db_err, finish};
@@ -224,10 +228,11 @@ fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<Post
     if !posting.refund_of.is_empty() {
         refund_check(conn, posting)?;
     }
+    let reserved = reserved_in_tx::<PostError>(conn, &posting.account_id, posting.now)?;
     let planned = plan_posting(
         &posting.account_id,
         Credits::from_units(balance),
-        Credits::ZERO,
+        reserved,
         &posting.entries,
         posting.now,
     )
@@ -251,6 +256,186 @@ fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<Post
         entries: planned,
         replayed: false,
     })
+}
+
+/// The sum of the account's holds active at `now`.
+fn reserved_in_tx<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    now: Timestamp,
+) -> Result<Credits, TxError<E>> {
+    let amounts: Vec<i64> = holds::table
+        .filter(holds::account_id.eq(account_id.as_str()))
+        .filter(holds::status.eq(HoldStatus::Active.as_str()))
+        .filter(holds::expires_at.gt(now.as_micros()))
+        .select(holds::amount)
+        .load(conn)?;
+    Credits::sum(amounts.into_iter().map(Credits::from_units))
+        .map_err(|e| TxError::Op(E::from(StoreError::Corrupt(e.to_string()))))
+}
+
+fn load_hold<E: From<StoreError>>(
+    conn: &mut Conn,
+    id: &str,
+) -> Result<Option<Hold>, TxError<E>> {
+    let row: Option<HoldRow> = holds::table
+        .find(id)
+        .select(HoldRow::as_select())
+        .first(conn)
+        .optional()?;
+    row.map(Hold::try_from)
+        .transpose()
+        .map_err(|e| TxError::Op(E::from(e)))
+}
+
+/// The outcome of a hold operation as stored: the hold, and the entry its capture wrote.
+fn hold_outcome(
+    conn: &mut Conn,
+    id: &str,
+    replayed: bool,
+) -> Result<HoldOutcome, TxError<HoldError>> {
+    let hold = load_hold::<HoldError>(conn, id)?.ok_or_else(|| {
+        TxError::Op(HoldError::Store(StoreError::Corrupt(format!(
+            "claimed hold {id} is missing"
+        ))))
+    })?;
+    let entry = match &hold.entry_id {
+        Some(entry) => entries_by_ids::<HoldError>(conn, &[entry.as_str()])?
+            .into_iter()
+            .next(),
+        None => None,
+    };
+    Ok(HoldOutcome {
+        hold,
+        entry,
+        replayed,
+    })
+}
+
+/// A claimed key: the first result (a hold id), or a conflict.
+fn hold_replay(
+    conn: &mut Conn,
+    claim: Option<&IdempotencyClaim>,
+) -> Result<Option<HoldOutcome>, TxError<HoldError>> {
+    let Some(claim) = claim else { return Ok(None) };
+    match find_claim(conn, claim)? {
+        None => Ok(None),
+        Some(prior) if prior.fingerprint != claim.fingerprint => {
+            Err(TxError::Op(HoldError::IdempotencyConflict))
+        }
+        Some(prior) => hold_outcome(conn, &prior.result_ref, true).map(Some),
+    }
+}
+
+fn place_hold_in_tx(
+    conn: &mut Conn,
+    hold: &Hold,
+    claim: Option<&IdempotencyClaim>,
+    now: Timestamp,
+) -> Result<HoldOutcome, TxError<HoldError>> {
+    let Some(balance) = lock_account(conn, &hold.account_id)? else {
+        return Err(TxError::Op(HoldError::AccountNotFound));
+    };
+    if let Some(replayed) = hold_replay(conn, claim)? {
+        return Ok(replayed);
+    }
+    let reserved = reserved_in_tx::<HoldError>(conn, &hold.account_id, now)?;
+    check_new_hold(Credits::from_units(balance), reserved, hold.amount)
+        .map_err(|e| TxError::Op(HoldError::Rule(e.into())))?;
+    let row = HoldRow::try_from(hold).map_err(|e| TxError::Op(HoldError::Store(e)))?;
+    diesel::insert_into(holds::table).values(&row).execute(conn)?;
+    if let Some(claim) = claim {
+        insert_claim(conn, claim, hold.id.as_str(), now)?;
+    }
+    hold_outcome(conn, hold.id.as_str(), false)
+}
+
+pub(crate) fn place_hold(
+    conn: &mut Conn,
+    hold: &Hold,
+    claim: Option<&IdempotencyClaim>,
+    now: Timestamp,
+) -> Result<HoldOutcome, HoldError> {
+    finish(write_tx(conn, |conn| place_hold_in_tx(conn, hold, claim, now)))
+}
+
+fn change_hold_in_tx(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    id: &HoldId,
+    action: &HoldAction,
+    claim: Option<&IdempotencyClaim>,
+    now: Timestamp,
+) -> Result<HoldOutcome, TxError<HoldError>> {
+    let Some(balance) = lock_account(conn, account_id)? else {
+        return Err(TxError::Op(HoldError::AccountNotFound));
+    };
+    if let Some(replayed) = hold_replay(conn, claim)? {
+        return Ok(replayed);
+    }
+    let hold = load_hold::<HoldError>(conn, id.as_str())?
+        .filter(|h| &h.account_id == account_id)
+        .ok_or(TxError::Op(HoldError::HoldNotFound))?;
+    let reserved = reserved_in_tx::<HoldError>(conn, account_id, now)?;
+    let change = decide_hold(&hold, action, Credits::from_units(balance), reserved, now)
+        .map_err(|e| TxError::Op(HoldError::Rule(e)))?;
+    append_entries::<HoldError>(conn, account_id, balance, &change.entries)?;
+    let row = HoldRow::try_from(&change.hold).map_err(|e| TxError::Op(HoldError::Store(e)))?;
+    diesel::update(holds::table.find(id.as_str()))
+        .set(&row)
+        .execute(conn)?;
+    if let Some(claim) = claim {
+        insert_claim(conn, claim, id.as_str(), now)?;
+    }
+    hold_outcome(conn, id.as_str(), false)
+}
+
+pub(crate) fn change_hold(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    id: &HoldId,
+    action: &HoldAction,
+    claim: Option<&IdempotencyClaim>,
+    now: Timestamp,
+) -> Result<HoldOutcome, HoldError> {
+    finish(write_tx(conn, |conn| {
+        change_hold_in_tx(conn, account_id, id, action, claim, now)
+    }))
+}
+
+pub(crate) fn hold(conn: &mut Conn, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+    finish(load_hold::<StoreError>(conn, id.as_str()))
+}
+
+pub(crate) fn reserved(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    now: Timestamp,
+) -> Result<Credits, StoreError> {
+    finish(reserved_in_tx::<StoreError>(conn, account_id, now))
+}
+
+pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Result<u32, StoreError> {
+    let ids: Vec<String> = holds::table
+        .filter(holds::status.eq(HoldStatus::Active.as_str()))
+        .filter(holds::expires_at.le(now.as_micros()))
+        .order(holds::expires_at.asc())
+        .limit(i64::from(limit))
+        .select(holds::id)
+        .load(conn)
+        .map_err(db_err)?;
+    let updated = diesel::update(
+        holds::table
+            .filter(holds::id.eq_any(&ids))
+            .filter(holds::status.eq(HoldStatus::Active.as_str())),
+    )
+    .set((
+        holds::status.eq(HoldStatus::Expired.as_str()),
+        holds::updated_at.eq(now.as_micros()),
+    ))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(u32::try_from(updated).unwrap_or(u32::MAX))
 }
 
 pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostError> {

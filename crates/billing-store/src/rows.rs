@@ -2,7 +2,8 @@
 //! here, as integer ledger units or minor units; a value that does not convert exactly is an
 //! error, never truncated.
 
-use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use billing_core::holds::{Hold, HoldStatus};
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{EntryKind, LedgerEntry};
 use billing_core::money::{Credits, Currency, Money};
 use billing_core::ports::{Account, ApiKeyRecord, KeyScope, StoreError};
@@ -11,7 +12,7 @@ use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use diesel::prelude::*;
 
-use crate::schema::{accounts, api_keys, ledger_entries, packs, rates, topups};
+use crate::schema::{accounts, api_keys, holds, ledger_entries, packs, rates, topups};
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -389,5 +390,87 @@ impl From<RateRow> for Rate {
             input_per_million: price_from_units(row.input_per_million),
             output_per_million: price_from_units(row.output_per_million),
         }
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = holds)]
+#[diesel(treat_none_as_null = true)]
+pub(crate) struct HoldRow {
+    pub id: String,
+    pub account_id: String,
+    pub amount: i64,
+    pub status: String,
+    pub captured_amount: Option<i64>,
+    pub entry_id: Option<String>,
+    pub rate_model: Option<String>,
+    pub rate_input_per_million: Option<i64>,
+    pub rate_output_per_million: Option<i64>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub updated_at: i64,
+}
+
+impl TryFrom<&Hold> for HoldRow {
+    type Error = StoreError;
+    fn try_from(h: &Hold) -> Result<HoldRow, StoreError> {
+        Ok(HoldRow {
+            id: h.id.as_str().to_owned(),
+            account_id: h.account_id.as_str().to_owned(),
+            amount: units(h.amount)?,
+            status: h.status.as_str().to_owned(),
+            captured_amount: h.captured_amount.map(units).transpose()?,
+            entry_id: h.entry_id.as_ref().map(|e| e.as_str().to_owned()),
+            rate_model: h.rate.as_ref().map(|r| r.model.clone()),
+            rate_input_per_million: h
+                .rate
+                .as_ref()
+                .map(|r| price_units(r.input_per_million))
+                .transpose()?,
+            rate_output_per_million: h
+                .rate
+                .as_ref()
+                .map(|r| price_units(r.output_per_million))
+                .transpose()?,
+            created_at: h.created_at.as_micros(),
+            expires_at: h.expires_at.as_micros(),
+            updated_at: h.updated_at.as_micros(),
+        })
+    }
+}
+
+impl TryFrom<HoldRow> for Hold {
+    type Error = StoreError;
+    fn try_from(row: HoldRow) -> Result<Hold, StoreError> {
+        let rate = match (
+            row.rate_model,
+            row.rate_input_per_million,
+            row.rate_output_per_million,
+        ) {
+            (None, None, None) => None,
+            (Some(model), Some(input), Some(output)) => Some(Rate {
+                model,
+                input_per_million: price_from_units(input),
+                output_per_million: price_from_units(output),
+            }),
+            _ => {
+                return Err(corrupt(format!(
+                    "hold {}: its rate is partly missing",
+                    row.id
+                )));
+            }
+        };
+        Ok(Hold {
+            id: HoldId::new(row.id),
+            account_id: AccountId::new(row.account_id),
+            amount: Credits::from_units(row.amount),
+            status: row.status.parse::<HoldStatus>().map_err(corrupt)?,
+            captured_amount: row.captured_amount.map(Credits::from_units),
+            entry_id: row.entry_id.map(EntryId::new),
+            rate,
+            created_at: Timestamp::from_micros(row.created_at),
+            expires_at: Timestamp::from_micros(row.expires_at),
+            updated_at: Timestamp::from_micros(row.updated_at),
+        })
     }
 }

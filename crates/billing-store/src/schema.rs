@@ -30,6 +30,23 @@ diesel::table! {
 }
 
 diesel::table! {
+    holds (id) {
+        id -> Text,
+        account_id -> Text,
+        amount -> BigInt,
+        status -> Text,
+        captured_amount -> Nullable<BigInt>,
+        entry_id -> Nullable<Text>,
+        rate_model -> Nullable<Text>,
+        rate_input_per_million -> Nullable<BigInt>,
+        rate_output_per_million -> Nullable<BigInt>,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
     rates (model) {
         model -> Text,
         input_per_million -> BigInt,

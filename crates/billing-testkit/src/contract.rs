@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use billing_core::Decimal;
-use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use billing_core::holds::{Hold, HoldAction, HoldRuleError, HoldStatus};
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{
     EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError, verify_history,
 };
 use billing_core::money::{Credits, Currency, Money};
 use billing_core::ports::{
-    Account, ApiKeyRecord, EntryQuery, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
-    KeyQuery, KeyScope, PostError, Posted, Posting, Store, StoreError, TransitionOutcome,
+    Account, ApiKeyRecord, EntryQuery, HoldError, IdempotencyClaim, InsertTopUpError, Inserted,
+    KeyPage, KeyQuery, KeyScope, PostError, Posted, Posting, Store, StoreError, TransitionOutcome,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -1037,6 +1038,281 @@ pub async fn rates_and_priced_usage_round_trip(store: Handle, other: Handle) {
     assert_eq!(history[0].usage, None);
 }
 
+fn new_hold(account: &AccountId, amount: &str, expires_in: i64) -> Hold {
+    Hold {
+        id: HoldId::new(next("hold")),
+        account_id: account.clone(),
+        amount: cr(amount),
+        status: HoldStatus::Active,
+        captured_amount: None,
+        entry_id: None,
+        rate: None,
+        created_at: now(),
+        expires_at: now().plus_secs(expires_in),
+        updated_at: now(),
+    }
+}
+
+fn hold_claim(account: &AccountId, op: &str, key: &str, fingerprint: &str) -> IdempotencyClaim {
+    IdempotencyClaim {
+        scope: format!("{account}:{op}"),
+        key: key.into(),
+        fingerprint: fingerprint.into(),
+    }
+}
+
+/// Holds reserve against the available balance (debits and new holds see it); a capture
+/// debits at most the held amount and releases the rest; release and expiry end a hold;
+/// nothing leaves a final state; claimed keys replay or conflict; every refusal writes
+/// nothing.
+pub async fn holds_reserve_capture_release_and_expire(store: Handle, other: Handle) {
+    let account = new_account(&store).await;
+    credit(&store, &account, cr("10")).await;
+    let big = new_hold(&account, "6", 600);
+    let claim = hold_claim(&account, "hold", "h-1", "hold|6");
+    let placed = store
+        .place_hold(&big, Some(&claim), now())
+        .await
+        .expect("place");
+    assert_eq!((placed.hold.clone(), placed.replayed), (big.clone(), false));
+    // Replayed under the same key, even by another handle; a conflict with another body.
+    let again = new_hold(&account, "6", 600);
+    let replay = other
+        .place_hold(&again, Some(&claim), now())
+        .await
+        .expect("replay");
+    assert!(replay.replayed);
+    assert_eq!(replay.hold.id, big.id);
+    let conflict = hold_claim(&account, "hold", "h-1", "hold|7");
+    assert_eq!(
+        other
+            .place_hold(&new_hold(&account, "1", 600), Some(&conflict), now())
+            .await,
+        Err(HoldError::IdempotencyConflict)
+    );
+    assert_eq!(
+        store.reserved(&account, now()).await.expect("reserved"),
+        cr("6")
+    );
+    // 4 available: a hold of 4.000000001 and a debit of 4.000000001 are refused.
+    assert!(matches!(
+        other
+            .place_hold(&new_hold(&account, "4.000000001", 600), None, now())
+            .await,
+        Err(HoldError::Rule(HoldRuleError::Posting(
+            PostingRuleError::InsufficientFunds { .. }
+        )))
+    ));
+    assert!(matches!(
+        other
+            .post(posting(
+                &account,
+                vec![entry(EntryKind::Usage, cr("-4.000000001"))]
+            ))
+            .await,
+        Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. }))
+    ));
+    other
+        .post(posting(&account, vec![entry(EntryKind::Usage, cr("-1"))]))
+        .await
+        .expect("a debit within the available balance");
+
+    // Capture: more than held is refused; 2.5 of 6 is debited, the rest released.
+    let debit = |amount: &str| {
+        let mut e = entry(EntryKind::Usage, cr(amount).negated());
+        e.reference = Some(big.id.to_string());
+        e
+    };
+    let capture = |amount: &str| HoldAction::Capture {
+        amount: cr(amount),
+        entry: Some(debit(amount)),
+    };
+    assert_eq!(
+        store
+            .change_hold(&account, &big.id, &capture("6.1"), None, now())
+            .await,
+        Err(HoldError::Rule(HoldRuleError::CaptureExceedsHold {
+            held: cr("6"),
+            requested: cr("6.1")
+        }))
+    );
+    let other_account = new_account(&store).await;
+    assert_eq!(
+        store
+            .change_hold(&other_account, &big.id, &capture("1"), None, now())
+            .await,
+        Err(HoldError::HoldNotFound)
+    );
+    let key = hold_claim(
+        &account,
+        &format!("capture:{}", big.id),
+        "c-1",
+        "capture|2.5",
+    );
+    let captured = other
+        .change_hold(&account, &big.id, &capture("2.5"), Some(&key), now())
+        .await
+        .expect("capture");
+    assert_eq!(captured.hold.status, HoldStatus::Captured);
+    assert_eq!(captured.hold.captured_amount, Some(cr("2.5")));
+    let entry_written = captured.entry.clone().expect("entry");
+    assert_eq!(entry_written.amount, cr("-2.5"));
+    assert_eq!(entry_written.balance_after, cr("6.5"));
+    assert_eq!(entry_written.reference.as_deref(), Some(big.id.as_str()));
+    assert_eq!(
+        store.reserved(&account, now()).await.expect("reserved"),
+        Credits::ZERO
+    );
+    // The same key replays (another entry id offered changes nothing); another key is refused.
+    let replayed = store
+        .change_hold(&account, &big.id, &capture("2.5"), Some(&key), now())
+        .await
+        .expect("replay");
+    assert!(replayed.replayed);
+    assert_eq!(replayed.entry, Some(entry_written));
+    for action in [capture("1"), HoldAction::Release] {
+        assert_eq!(
+            store
+                .change_hold(&account, &big.id, &action, None, now())
+                .await,
+            Err(HoldError::Rule(HoldRuleError::NotActive(
+                HoldStatus::Captured
+            )))
+        );
+    }
+
+    // Release, extend (an increase is checked), expiry.
+    let small = new_hold(&account, "2", 60);
+    store.place_hold(&small, None, now()).await.expect("place");
+    let grow = |amount: &str| HoldAction::Extend {
+        expires_at: now().plus_secs(120),
+        amount: Some(cr(amount)),
+    };
+    assert!(
+        store
+            .change_hold(&account, &small.id, &grow("6.500000001"), None, now())
+            .await
+            .is_err()
+    );
+    let grown = other
+        .change_hold(&account, &small.id, &grow("6.5"), None, now())
+        .await
+        .expect("extend");
+    assert_eq!(
+        (grown.hold.amount, grown.hold.expires_at),
+        (cr("6.5"), now().plus_secs(120))
+    );
+    let released = store
+        .change_hold(&account, &small.id, &HoldAction::Release, None, now())
+        .await
+        .expect("release");
+    assert_eq!(released.hold.status, HoldStatus::Released);
+    assert_eq!(released.entry, None);
+    let short = new_hold(&account, "6.5", 30);
+    other.place_hold(&short, None, now()).await.expect("place");
+    assert_eq!(store.reserved(&account, now()).await.expect("r"), cr("6.5"));
+    let later = now().plus_secs(30);
+    assert_eq!(
+        store.reserved(&account, later).await.expect("r"),
+        Credits::ZERO
+    );
+    // Expired counts at once: a debit of everything passes, and the hold cannot be captured.
+    assert_eq!(
+        store
+            .change_hold(&account, &short.id, &capture("1"), None, later)
+            .await,
+        Err(HoldError::Rule(HoldRuleError::NotActive(
+            HoldStatus::Expired
+        )))
+    );
+    assert_eq!(store.expire_holds(now(), 100).await.expect("expire"), 0);
+    assert_eq!(other.expire_holds(later, 100).await.expect("expire"), 1);
+    assert_eq!(
+        store.hold(&short.id).await.expect("get").map(|h| h.status),
+        Some(HoldStatus::Expired)
+    );
+    let history = store.history(&account).await.expect("history");
+    verify_history(&history, cr("6.5")).expect("consistent");
+    assert_eq!(history.len(), 3);
+}
+
+/// 50 holds of 10 race against 100 on two handles: exactly 10 succeed; then debits and
+/// holds race against what is left and the available balance never goes below zero.
+pub async fn racing_holds_and_debits_never_overdraw(store: Handle, other: Handle) {
+    let account = new_account(&store).await;
+    credit(&store, &account, cr("100")).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let hold = new_hold(&account, "10", 600);
+        tasks.push(tokio::spawn(async move {
+            handle.place_hold(&hold, None, now()).await
+        }));
+    }
+    let mut placed = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(outcome) => placed.push(outcome.hold),
+            Err(HoldError::Rule(HoldRuleError::Posting(PostingRuleError::InsufficientFunds {
+                ..
+            }))) => {}
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(placed.len(), 10);
+    // Release half, then race 30 debits of 2 and 30 holds of 2 for the 50 freed.
+    for hold in &placed[..5] {
+        store
+            .change_hold(&account, &hold.id, &HoldAction::Release, None, now())
+            .await
+            .expect("release");
+    }
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let account = account.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                let hold = new_hold(&account, "2", 600);
+                handle
+                    .place_hold(&hold, None, now())
+                    .await
+                    .map(|_| ())
+                    .is_ok()
+            } else {
+                handle
+                    .post(posting(&account, vec![entry(EntryKind::Usage, cr("-2"))]))
+                    .await
+                    .is_ok()
+            }
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.expect("task") {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 25, "50 freed / 2 each");
+    let balance = store
+        .wallet(&account)
+        .await
+        .expect("wallet")
+        .expect("wallet")
+        .balance;
+    let reserved = store.reserved(&account, now()).await.expect("reserved");
+    assert_eq!(balance.checked_sub(reserved).expect("sub"), Credits::ZERO);
+    verify_history(&store.history(&account).await.expect("history"), balance).expect("consistent");
+}
+
 /// Generates one `#[tokio::test]` per contract check. `$factory` is an async function
 /// `fn(&'static str) -> Option<(Handle, Handle)>` that returns two handles on one fresh
 /// store, or `None` when the backend is unavailable and the suite is allowed to skip (it
@@ -1057,7 +1333,9 @@ macro_rules! store_contract_tests {
             entries_page_and_filter,
             accounts_packs_keys_events,
             keys_list_page_and_touch,
-            rates_and_priced_usage_round_trip
+            rates_and_priced_usage_round_trip,
+            holds_reserve_capture_release_and_expire,
+            racing_holds_and_debits_never_overdraw
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

@@ -6,13 +6,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use billing_core::ids::{AccountId, ApiKeyId, EntryId, PackId, TopUpId};
+use billing_core::holds::{
+    Hold, HoldAction, HoldRuleError, HoldStatus, check_new_hold, decide_hold, reserved_at,
+};
+use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
 use billing_core::money::Credits;
 use billing_core::ports::{
-    Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, IdempotencyClaim,
-    InsertTopUpError, Inserted, KeyPage, KeyQuery, LedgerStore, PackStore, PostError, Posted,
-    Posting, RateStore, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, HoldError,
+    HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage, KeyQuery,
+    LedgerStore, PackStore, PostError, Posted, Posting, RateStore, StoreError, TopUpPage,
+    TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -29,6 +33,7 @@ struct State {
     keys: Vec<ApiKeyRecord>,
     events: HashSet<(String, String)>,
     rates: BTreeMap<String, Rate>,
+    holds: Vec<Hold>,
 }
 
 /// All storage ports in memory.
@@ -50,6 +55,53 @@ impl InMemoryStore {
 }
 
 impl State {
+    fn reserved(&self, account_id: &AccountId, now: Timestamp) -> Result<Credits, StoreError> {
+        reserved_at(
+            self.holds.iter().filter(|h| &h.account_id == account_id),
+            now,
+        )
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    fn hold_outcome(&self, hold_id: &str, replayed: bool) -> Result<HoldOutcome, HoldError> {
+        let hold = self
+            .holds
+            .iter()
+            .find(|h| h.id.as_str() == hold_id)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("claimed hold {hold_id} is missing")))?;
+        let entry = hold
+            .entry_id
+            .as_ref()
+            .and_then(|id| self.entries.iter().find(|e| &e.id == id).cloned());
+        Ok(HoldOutcome {
+            hold,
+            entry,
+            replayed,
+        })
+    }
+
+    /// A claimed key: the first result, or a conflict.
+    fn replay(&self, claim: Option<&IdempotencyClaim>) -> Result<Option<HoldOutcome>, HoldError> {
+        let Some(claim) = claim else { return Ok(None) };
+        match self.claims.get(&(claim.scope.clone(), claim.key.clone())) {
+            None => Ok(None),
+            Some((fingerprint, _)) if fingerprint != &claim.fingerprint => {
+                Err(HoldError::IdempotencyConflict)
+            }
+            Some((_, hold_id)) => self.hold_outcome(hold_id, true).map(Some),
+        }
+    }
+
+    fn remember(&mut self, claim: Option<&IdempotencyClaim>, hold_id: &HoldId) {
+        if let Some(claim) = claim {
+            self.claims.insert(
+                (claim.scope.clone(), claim.key.clone()),
+                (claim.fingerprint.clone(), hold_id.as_str().to_owned()),
+            );
+        }
+    }
+
     fn entries_by_ids(&self, ids: &[&str]) -> Vec<LedgerEntry> {
         self.entries
             .iter()
@@ -111,10 +163,11 @@ impl State {
                 requested,
             )?;
         }
+        let reserved = self.reserved(&posting.account_id, posting.now)?;
         let planned = plan_posting(
             &posting.account_id,
             balance,
-            Credits::ZERO,
+            reserved,
             &posting.entries,
             posting.now,
         )?;
@@ -437,6 +490,84 @@ impl PackStore for InMemoryStore {
             .collect();
         packs.sort_by(|a, b| (a.price.minor_units(), &a.id).cmp(&(b.price.minor_units(), &b.id)));
         Ok(packs)
+    }
+}
+
+#[async_trait]
+impl HoldStore for InMemoryStore {
+    async fn place_hold(
+        &self,
+        hold: &Hold,
+        idempotency: Option<&IdempotencyClaim>,
+        now: Timestamp,
+    ) -> Result<HoldOutcome, HoldError> {
+        let mut state = self.lock()?;
+        let balance = match state.accounts.get(&hold.account_id) {
+            Some((_, balance)) => *balance,
+            None => return Err(HoldError::AccountNotFound),
+        };
+        if let Some(replayed) = state.replay(idempotency)? {
+            return Ok(replayed);
+        }
+        let reserved = state.reserved(&hold.account_id, now)?;
+        check_new_hold(balance, reserved, hold.amount).map_err(HoldRuleError::from)?;
+        state.holds.push(hold.clone());
+        state.remember(idempotency, &hold.id);
+        state.hold_outcome(hold.id.as_str(), false)
+    }
+
+    async fn change_hold(
+        &self,
+        account_id: &AccountId,
+        id: &HoldId,
+        action: &HoldAction,
+        idempotency: Option<&IdempotencyClaim>,
+        now: Timestamp,
+    ) -> Result<HoldOutcome, HoldError> {
+        let mut state = self.lock()?;
+        let balance = match state.accounts.get(account_id) {
+            Some((_, balance)) => *balance,
+            None => return Err(HoldError::AccountNotFound),
+        };
+        if let Some(replayed) = state.replay(idempotency)? {
+            return Ok(replayed);
+        }
+        let index = state
+            .holds
+            .iter()
+            .position(|h| &h.id == id && &h.account_id == account_id)
+            .ok_or(HoldError::HoldNotFound)?;
+        let reserved = state.reserved(account_id, now)?;
+        let change = decide_hold(&state.holds[index], action, balance, reserved, now)?;
+        state.append(account_id, &change.entries);
+        state.holds[index] = change.hold;
+        state.remember(idempotency, id);
+        state.hold_outcome(id.as_str(), false)
+    }
+
+    async fn hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {
+        Ok(self.lock()?.holds.iter().find(|h| &h.id == id).cloned())
+    }
+
+    async fn reserved(
+        &self,
+        account_id: &AccountId,
+        now: Timestamp,
+    ) -> Result<Credits, StoreError> {
+        self.lock()?.reserved(account_id, now)
+    }
+
+    async fn expire_holds(&self, now: Timestamp, limit: u32) -> Result<u32, StoreError> {
+        let mut state = self.lock()?;
+        let mut expired = 0;
+        for hold in state.holds.iter_mut() {
+            if expired < limit && hold.status == HoldStatus::Active && hold.expires_at <= now {
+                hold.status = HoldStatus::Expired;
+                hold.updated_at = now;
+                expired += 1;
+            }
+        }
+        Ok(expired)
     }
 }
 

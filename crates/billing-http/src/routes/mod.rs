@@ -2,6 +2,7 @@
 //! (`platform`), gateways and operations (`gateway`).
 
 pub mod gateway;
+pub mod holds;
 pub mod platform;
 pub mod rates;
 pub mod wallet;

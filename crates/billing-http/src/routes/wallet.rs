@@ -18,6 +18,8 @@ use crate::{AppState, idempotency_key};
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BalanceResponse {
     pub balance: Amount,
+    /// The balance less active holds: what debits and new holds may use.
+    pub available: Amount,
     /// The wallet's unit: a currency code (`USD`) or `CREDITS`.
     pub currency: String,
 }
@@ -42,8 +44,10 @@ pub async fn balance(
         .wallet(&account)
         .await?
         .ok_or_else(|| ApiError::not_found("wallet"))?;
+    let available = state.billing.available(&account).await?;
     Ok(web::Json(BalanceResponse {
         balance: state.unit.show(wallet.balance),
+        available: state.unit.show(available),
         currency: state.unit.code.clone(),
     }))
 }

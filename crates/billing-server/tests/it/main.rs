@@ -4,11 +4,13 @@
 
 mod gateways;
 mod helpers;
+mod holds;
 mod logs;
 mod pricing;
 mod scenarios;
 mod tenancy;
 
+use holds::*;
 use pricing::*;
 use scenarios::*;
 use tenancy::*;
@@ -53,6 +55,9 @@ on_both_backends!(
     failed_authentications_are_throttled,
     unsupported_methods_answer_405,
     rate_card_prices_usage,
+    racing_holds,
+    holds_race_debits,
+    hold_lifecycle,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
