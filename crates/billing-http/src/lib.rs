@@ -88,6 +88,21 @@ pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_owned()))
 }
 
+/// The `Idempotency-Key` header of a call that moves money, where it is required: without
+/// one a retried call (a dropped connection after the commit) would move it twice.
+pub fn required_idempotency_key(req: &HttpRequest) -> Result<String, ApiError> {
+    idempotency_key(req)?.ok_or_else(|| {
+        ApiError::bad_request(
+            "idempotency_key_required",
+            format!(
+                "{} {} needs an Idempotency-Key header (one per operation; a retry sends the same)",
+                req.method(),
+                req.path()
+            ),
+        )
+    })
+}
+
 fn json_error(err: actix_error::JsonPayloadError, _req: &HttpRequest) -> actix_error::Error {
     use actix_error::JsonPayloadError as E;
     use actix_web::http::StatusCode;

@@ -14,7 +14,7 @@ use crate::amount::{Amount, whole_u64};
 use crate::auth::{Caller, Platform};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::wallet::Transaction;
-use crate::{AppState, idempotency_key};
+use crate::{AppState, required_idempotency_key};
 
 impl From<HoldOpError> for ApiError {
     fn from(e: HoldOpError) -> ApiError {
@@ -51,15 +51,6 @@ impl From<HoldOpError> for ApiError {
 
 fn hold_not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "hold_not_found", "no such hold")
-}
-
-fn required_key(req: &HttpRequest) -> Result<String, ApiError> {
-    idempotency_key(req)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "idempotency_key_required",
-            "hold operations need an Idempotency-Key header",
-        )
-    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -160,7 +151,7 @@ pub async fn place(
     req: HttpRequest,
     body: web::Json<HoldBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = required_key(&req)?;
+    let key = required_idempotency_key(&req)?;
     let body = body.into_inner();
     let charge = match (
         body.amount,
@@ -259,7 +250,7 @@ pub async fn capture(
     path: web::Path<String>,
     body: web::Json<CaptureBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = required_key(&req)?;
+    let key = required_idempotency_key(&req)?;
     let body = body.into_inner();
     let charge = match (body.amount, body.input_tokens, body.output_tokens) {
         (Some(amount), None, None) => CaptureCharge::Amount(amount.0),
@@ -313,7 +304,7 @@ pub async fn release(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = required_key(&req)?;
+    let key = required_idempotency_key(&req)?;
     let hold = hold_for(&state, &caller, path.into_inner()).await?;
     let outcome = state
         .billing
@@ -359,7 +350,7 @@ pub async fn extend(
     path: web::Path<String>,
     body: web::Json<ExtendBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = required_key(&req)?;
+    let key = required_idempotency_key(&req)?;
     let secs = seconds(body.expires_in_seconds).ok_or_else(|| {
         ApiError::bad_request("invalid_request", "expires_in_seconds is required")
     })?;

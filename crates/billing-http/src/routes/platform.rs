@@ -13,7 +13,7 @@ use crate::amount::{Amount, whole_u32, whole_u64};
 use crate::auth::{Admin, IssuedKey, Platform, issue_key};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::wallet::{PackResponse, Transaction};
-use crate::{AppState, idempotency_key};
+use crate::{AppState, required_idempotency_key};
 
 /// `{"account_id", "amount", "description"?}`, or priced by the rate card:
 /// `{"account_id", "model", "input_tokens", "output_tokens", "description"?}`.
@@ -117,12 +117,7 @@ pub async fn usage(
     req: HttpRequest,
     body: web::Json<UsageBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency_key(&req)?.ok_or_else(|| {
-        ApiError::bad_request(
-            "idempotency_key_required",
-            "POST /v1/usage needs an Idempotency-Key header (one per API call)",
-        )
-    })?;
+    let key = required_idempotency_key(&req)?;
     let body = body.into_inner();
     let charge = body.charge()?;
     let account = caller.account(body.account_id)?;
@@ -570,7 +565,7 @@ pub struct GrantBody {
     tag = "admin",
     security(("bearer" = [])),
     request_body = GrantBody,
-    params(("Idempotency-Key" = Option<String>, Header,)),
+    params(("Idempotency-Key" = String, Header, description = "Required: a retried call sends the same key and is not applied twice")),
     responses(
         (status = 201, body = PostedTransaction),
         (status = 200, description = "Replay of an earlier request with this key", body = PostedTransaction),
@@ -587,14 +582,14 @@ pub async fn grant(
     body: web::Json<GrantBody>,
 ) -> Result<HttpResponse, ApiError> {
     let account = admin.account(path.into_inner())?;
-    let key = idempotency_key(&req)?;
+    let key = required_idempotency_key(&req)?;
     let posted = state
         .billing
         .grant(
             &account,
             body.amount.0,
             body.description.as_deref().unwrap_or_default(),
-            key.as_deref(),
+            Some(&key),
         )
         .await?;
     posted_response(&posted, &account, &state)
@@ -615,7 +610,7 @@ pub struct RefundBody {
     tag = "admin",
     security(("bearer" = [])),
     request_body = RefundBody,
-    params(("Idempotency-Key" = Option<String>, Header,)),
+    params(("Idempotency-Key" = String, Header, description = "Required: a retried call sends the same key and is not applied twice")),
     responses(
         (status = 201, body = PostedTransaction),
         (status = 200, description = "Replay of an earlier request with this key", body = PostedTransaction),
@@ -633,7 +628,7 @@ pub async fn refund(
     body: web::Json<RefundBody>,
 ) -> Result<HttpResponse, ApiError> {
     let account = admin.account(path.into_inner())?;
-    let key = idempotency_key(&req)?;
+    let key = required_idempotency_key(&req)?;
     let body = body.into_inner();
     let posted = state
         .billing
@@ -642,7 +637,7 @@ pub async fn refund(
             body.transaction_ids.into_iter().map(EntryId::new).collect(),
             body.amount.0,
             body.description.as_deref().unwrap_or_default(),
-            key.as_deref(),
+            Some(&key),
         )
         .await?;
     posted_response(&posted, &account, &state)

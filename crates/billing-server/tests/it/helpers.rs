@@ -190,11 +190,14 @@ impl TestApp {
     }
 
     pub async fn grant(&self, account_id: &str, amount: &str) {
+        let key = format!("grant-{}", rand_suffix());
         let (status, body) = self
-            .post(
+            .call(
+                Method::POST,
                 &format!("/v1/admin/accounts/{account_id}/grants"),
-                ADMIN_KEY,
-                json!({"amount": amount, "description": "test funds"}),
+                Some(ADMIN_KEY),
+                Some(json!({"amount": amount, "description": "test funds"})),
+                &[("Idempotency-Key", &key)],
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -292,6 +295,17 @@ impl TestApp {
         let text = response.text().await.expect("body");
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
+}
+
+/// A fresh suffix for idempotency keys.
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 pub fn now_secs() -> i64 {

@@ -670,20 +670,43 @@ pub async fn admin_operations(backend: Backend) {
         .await;
     let usage_id = debit["id"].as_str().expect("id").to_owned();
     let refund_path = format!("/v1/admin/accounts/{}/refunds", ada.account_id);
-    let (status, refund) = app
-        .post(
+    // Money-moving admin calls require a key: a retry after a dropped connection must
+    // not credit twice.
+    let grant_path = format!("/v1/admin/accounts/{}/grants", ada.account_id);
+    for (path, body) in [
+        (
             &refund_path,
-            ADMIN_KEY,
             json!({"transaction_ids": [usage_id], "amount": 5}),
+        ),
+        (&grant_path, json!({"amount": 5})),
+    ] {
+        let (status, refused) = app.post(path, ADMIN_KEY, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+        assert_eq!(refused["error"]["code"], "idempotency_key_required");
+    }
+    assert_eq!(app.balance(&ada).await, "13.00");
+    let refund_once = |key: &'static str| {
+        app.call(
+            Method::POST,
+            &refund_path,
+            Some(ADMIN_KEY),
+            Some(json!({"transaction_ids": [usage_id], "amount": 5})),
+            &[("Idempotency-Key", key)],
         )
-        .await;
+    };
+    let (status, refund) = refund_once("r1").await;
     assert_eq!(status, StatusCode::CREATED, "{refund}");
     assert_eq!(refund["type"], "refund");
+    let (status, retried) = refund_once("r1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(retried["id"], refund["id"]);
     let (status, too_much) = app
-        .post(
+        .call(
+            Method::POST,
             &refund_path,
-            ADMIN_KEY,
-            json!({"transaction_ids": [usage_id], "amount": 3}),
+            Some(ADMIN_KEY),
+            Some(json!({"transaction_ids": [usage_id], "amount": 3})),
+            &[("Idempotency-Key", "r2")],
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
