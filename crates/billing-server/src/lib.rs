@@ -11,7 +11,9 @@ use std::time::Duration;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use billing_core::ids::{AccountId, PackId};
-use billing_core::ports::{ApiKeyStore, KeyScope, PackStore, PaymentGateway, RateStore, Store};
+use billing_core::ports::{
+    ApiKeyStore, KeyScope, PackStore, PaymentGateway, RateStore, Store, StoreError,
+};
 use billing_core::service::{Billing, Gateways, ManagePackError, SettleOutcome};
 use billing_http::auth::{AuthGuard, IssuedKey, issue_key, key_record};
 use billing_http::sandbox::SandboxGateway;
@@ -153,7 +155,12 @@ pub async fn ensure_admin_key(
     if let Some(secret) = configured {
         let record = key_record(secret, KeyScope::Admin, None, parts.ids.as_ref(), now);
         if parts.store.key_by_hash(&record.hash).await?.is_none() {
-            parts.store.insert_key(&record).await?;
+            match parts.store.insert_key(&record).await {
+                // Another process starting at the same time inserted it first.
+                Err(StoreError::Duplicate(_))
+                    if parts.store.key_by_hash(&record.hash).await?.is_some() => {}
+                other => other?,
+            }
         }
         return Ok(None);
     }

@@ -103,6 +103,35 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 /// How long a caller waits for a pooled connection.
 const POOL_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Key of the PostgreSQL advisory lock under which migrations run ("billing" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x62_696c_6c69_6e67;
+
+#[derive(Debug, thiserror::Error)]
+enum MigrationError {
+    #[error("{0}")]
+    Run(String),
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+}
+
+/// Runs the pending migrations under a session advisory lock, so that processes started
+/// together on one database (a rolling deploy, an autoscaler) take turns: the first
+/// migrates, the others wait and then find nothing to do.
+fn migrate_postgres(conn: &mut PgConnection) -> Result<(), ConnectError> {
+    let fail = |e: &dyn std::fmt::Display| ConnectError::Migrations(e.to_string());
+    diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
+        .execute(conn)
+        .map_err(|e| fail(&e))?;
+    let result = conn
+        .run_pending_migrations(POSTGRES_MIGRATIONS)
+        .map(|_| ())
+        .map_err(|e| fail(&e));
+    let unlocked = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
+        .execute(conn)
+        .map_err(|e| fail(&e));
+    result.and(unlocked.map(|_| ()))
+}
+
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -181,8 +210,7 @@ impl DieselStore {
                 .build(ConnectionManager::<PgConnection>::new(url))
                 .map_err(|e| ConnectError::Pool(e.to_string()))?;
             let mut conn = pool.get().map_err(|e| ConnectError::Pool(e.to_string()))?;
-            conn.run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map_err(|e| ConnectError::Migrations(e.to_string()))?;
+            migrate_postgres(&mut conn)?;
             return Ok(DieselStore {
                 pools: Pools::Postgres(pool),
             });
@@ -203,8 +231,14 @@ impl DieselStore {
         SqlitePragmas
             .on_acquire(&mut conn)
             .map_err(|e| ConnectError::Pool(e.to_string()))?;
-        conn.run_pending_migrations(SQLITE_MIGRATIONS)
-            .map_err(|e| ConnectError::Migrations(e.to_string()))?;
+        // Under the write lock: processes starting together on one file take turns, and
+        // the later ones find nothing to do.
+        conn.immediate_transaction(|conn| {
+            conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|_| ())
+                .map_err(|e| MigrationError::Run(e.to_string()))
+        })
+        .map_err(|e| ConnectError::Migrations(e.to_string()))?;
         drop(conn);
         let pool = Pool::builder()
             .max_size(options.max_connections)

@@ -8,11 +8,13 @@ mod holds;
 mod logs;
 mod pricing;
 mod scenarios;
+mod startup;
 mod tenancy;
 
 use holds::*;
 use pricing::*;
 use scenarios::*;
+use startup::*;
 use tenancy::*;
 
 macro_rules! on_both_backends {
@@ -58,6 +60,7 @@ on_both_backends!(
     racing_holds,
     holds_race_debits,
     hold_lifecycle,
+    processes_start_together,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

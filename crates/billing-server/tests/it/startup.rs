@@ -1,0 +1,114 @@
+//! Processes started together on one fresh database (a rolling deploy, an autoscaler): all
+//! of them start; the migrations and a new `BILLING_ADMIN_KEY` are applied once.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Backend, TestApp};
+
+const PROCESSES: usize = 3;
+const ROUNDS: usize = 10;
+
+/// Waits for the process to print its address (`Ok`), or to exit (`Err` with its stderr).
+fn started(child: &mut Child) -> Result<String, String> {
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if let Some(url) = line.strip_prefix("billing service listening on ") {
+            return Ok(url.trim().to_owned());
+        }
+    }
+    let mut stderr = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    Err(stderr)
+}
+
+fn database(backend: Backend, round: usize) -> Option<String> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!(
+                "billing-e2e-{}-startup-{round}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            Some(dir.join("billing.db").to_str().expect("utf-8").to_owned())
+        }
+        Backend::Postgres => {
+            let admin = std::env::var("BILLING_TEST_POSTGRES_URL").ok()?;
+            Some(
+                billing_store::create_postgres_database(&admin, &format!("it_startup_{round}"))
+                    .expect("fresh database"),
+            )
+        }
+    }
+}
+
+pub async fn processes_start_together(backend: Backend) {
+    if matches!(backend, Backend::Postgres) && std::env::var("BILLING_TEST_POSTGRES_URL").is_err() {
+        assert!(
+            std::env::var("BILLING_REQUIRE_POSTGRES").is_err(),
+            "BILLING_REQUIRE_POSTGRES is set but BILLING_TEST_POSTGRES_URL is not"
+        );
+        eprintln!(
+            "SKIPPED: PostgreSQL start-up race test did not run: set BILLING_TEST_POSTGRES_URL"
+        );
+        return;
+    }
+    for round in 0..ROUNDS {
+        let url = database(backend, round).expect("database");
+        // A key new to the database every round: each process checks, then inserts it.
+        let admin_key = format!("bk_admin_startup_race_{round}_0123456789abcdef0123456789");
+        let mut children: Vec<Child> = (0..PROCESSES)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_billing-server"))
+                    .env("BILLING_LISTEN", "127.0.0.1:0")
+                    .env("BILLING_DATABASE_URL", &url)
+                    .env("BILLING_ADMIN_KEY", &admin_key)
+                    .env("BILLING_WORKERS", "1")
+                    .env("BILLING_DB_MAX_CONNECTIONS", "2")
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        let outcomes: Vec<Result<String, String>> = children.iter_mut().map(started).collect();
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let mut bases = Vec::new();
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(base) => bases.push(base),
+                Err(stderr) => panic!("round {round}: process {i} did not start:\n{stderr}"),
+            }
+        }
+        assert_eq!(bases.len(), PROCESSES);
+        // One admin key, whichever process inserted it: it works, and is listed once.
+        let listed = {
+            let child = Command::new(env!("CARGO_BIN_EXE_billing-server"))
+                .env("BILLING_LISTEN", "127.0.0.1:0")
+                .env("BILLING_DATABASE_URL", &url)
+                .env("BILLING_ADMIN_KEY", &admin_key)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn();
+            let mut child = child.expect("spawn");
+            let base = started(&mut child).expect("a later start");
+            let app = TestApp::at(base, None);
+            let (status, keys) = app.get("/v1/admin/api-keys?limit=100", &admin_key).await;
+            let _ = child.kill();
+            let _ = child.wait();
+            assert_eq!(status, StatusCode::OK, "{keys}");
+            keys["api_keys"].as_array().expect("keys").len()
+        };
+        assert_eq!(listed, 1, "round {round}");
+    }
+}
