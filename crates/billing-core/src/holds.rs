@@ -212,17 +212,16 @@ pub fn decide_hold(
         }
         HoldAction::Release => next.status = HoldStatus::Released,
         HoldAction::Extend { expires_at, amount } => {
-            if let Some(amount) = amount
-                && *amount > hold.amount
-            {
-                let increase = amount
-                    .checked_sub(hold.amount)
-                    .map_err(|_| PostingRuleError::Overflow)?;
-                check_new_hold(balance, reserved, increase)?;
-                next.amount = *amount;
-            } else if let Some(amount) = amount {
-                next.amount = *amount;
-            }
+            // The whole hold must fit what the others leave: for an increase that is the
+            // increase checked against the available balance, and it also refuses to revive
+            // a hold whose expiry others have already spent against (an extend decided with
+            // a clock read before the lock).
+            let total = amount.unwrap_or(hold.amount);
+            let others = reserved
+                .checked_sub(hold.amount)
+                .map_err(|_| PostingRuleError::Overflow)?;
+            check_new_hold(balance, others, total)?;
+            next.amount = total;
             next.expires_at = *expires_at;
         }
     }
@@ -307,6 +306,9 @@ mod tests {
         let longer = decide_hold(&h, &extend(None), cr("5"), cr("5"), now).expect("extend");
         assert_eq!(longer.hold.expires_at, Timestamp::from_secs(900));
         assert!(decide_hold(&h, &extend(Some("6")), cr("5"), cr("5"), now).is_err());
+        // Others spent what this hold held (its expiry seen by them, not by this extend):
+        // it is not revived.
+        assert!(decide_hold(&h, &extend(None), cr("5"), cr("10"), now).is_err());
         let bigger = decide_hold(&h, &extend(Some("6")), cr("6"), cr("5"), now).expect("grow");
         assert_eq!(bigger.hold.amount, cr("6"));
         // Nothing leaves a final state, and an expired hold is expired already.

@@ -40,7 +40,7 @@ pub struct UsageDetail {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PricingError {
     #[error(
-        "model must be 1 to {MODEL_LENGTH_MAX} characters: letters, digits, `.`, `-`, `_`, `:`, `/`"
+        "model must be 1 to {MODEL_LENGTH_MAX} characters: letters, digits, `.`, `-`, `_`, `:`"
     )]
     InvalidModel,
     #[error(
@@ -53,13 +53,14 @@ pub enum PricingError {
     Amount(#[from] AmountError),
 }
 
-/// A model name: 1 to [`MODEL_LENGTH_MAX`] of `A-Z a-z 0-9 . - _ : /`.
+/// A model name: 1 to [`MODEL_LENGTH_MAX`] of `A-Z a-z 0-9 . - _ :` (no `/`: the name is a
+/// path segment of `/v1/admin/rates/{model}`).
 pub fn check_model(model: &str) -> Result<(), PricingError> {
     let valid = !model.is_empty()
         && model.len() <= MODEL_LENGTH_MAX
         && model
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
     valid.then_some(()).ok_or(PricingError::InvalidModel)
 }
 
@@ -178,7 +179,8 @@ mod tests {
         assert!(Rate::new("m", d("-1"), d("1")).is_err());
         assert!(Rate::new("m", d("1"), d("1000000")).is_err());
         assert!(Rate::new("m", d("0.0000000001"), d("1")).is_err());
-        assert!(Rate::new("org/model:v1.2_x-y", d("1.000000000"), d("0")).is_ok());
+        assert!(Rate::new("org.model:v1.2_x-y", d("1.000000000"), d("0")).is_ok());
+        assert!(Rate::new("org/model", d("1"), d("0")).is_err());
         let rate = Rate::new("m", d("1"), d("1")).expect("rate");
         assert_eq!(
             rate.price(TOKENS_MAX + 1, 0),

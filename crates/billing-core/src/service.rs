@@ -237,6 +237,12 @@ fn check_name(field: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Free text inside a fingerprint, length-prefixed so that no text can pass for other
+/// fields (`|` is allowed in descriptions).
+fn text_field(text: &str) -> String {
+    format!("{}:{text}", text.len())
+}
+
 fn check_text(field: &str, value: &str, max: usize) -> Result<(), String> {
     if value.chars().count() > max {
         return Err(format!("{field} is longer than {max} characters"));
@@ -637,7 +643,7 @@ impl Billing {
         let (amount, usage, fingerprint) = match &request.charge {
             UsageCharge::Amount(amount) => {
                 let amount = Credits::positive(*amount)?;
-                (amount, None, format!("usage|{amount}"))
+                (amount, None, format!("usage|amount|{amount}"))
             }
             UsageCharge::Tokens {
                 model,
@@ -654,7 +660,7 @@ impl Billing {
                 (
                     cost,
                     Some(detail),
-                    format!("usage|{model}|{input_tokens}|{output_tokens}"),
+                    format!("usage|tokens|{model}|{input_tokens}|{output_tokens}"),
                 )
             }
         };
@@ -665,7 +671,7 @@ impl Billing {
         };
         check_text("description", &description, DESCRIPTION_LENGTH_MAX)
             .map_err(LedgerOpError::Invalid)?;
-        let fingerprint = format!("{fingerprint}|{description}");
+        let fingerprint = format!("{fingerprint}|{}", text_field(&description));
         let claim = claim(
             account_id,
             "usage",

@@ -102,7 +102,7 @@ const NAME_PATTERN: &str =
 /// dot; no white space or control characters.
 const EMAIL_PATTERN: &str = "^[^@\\s\\x00-\\x1F\\x7F-\\x9F]+@[^\\s\\x00-\\x1F\\x7F-\\x9F]*\\.[^\\s\\x00-\\x1F\\x7F-\\x9F]*$";
 const PACK_ID_PATTERN: &str = "^pack_[a-z0-9_]+$";
-const MODEL_PATTERN: &str = "^[A-Za-z0-9._:/-]+$";
+const MODEL_PATTERN: &str = "^[A-Za-z0-9._:-]+$";
 
 /// A price per million tokens: from 0, below 10^6, at most 9 decimals.
 fn price_schema() -> Value {

@@ -424,10 +424,13 @@ pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Resul
         .select(holds::id)
         .load(conn)
         .map_err(db_err)?;
+    // The expiry is checked again where it is written: an extend that committed after the
+    // ids were read must keep its hold.
     let updated = diesel::update(
         holds::table
             .filter(holds::id.eq_any(&ids))
-            .filter(holds::status.eq(HoldStatus::Active.as_str())),
+            .filter(holds::status.eq(HoldStatus::Active.as_str()))
+            .filter(holds::expires_at.le(now.as_micros())),
     )
     .set((
         holds::status.eq(HoldStatus::Expired.as_str()),

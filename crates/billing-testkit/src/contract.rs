@@ -1003,7 +1003,7 @@ pub async fn keys_list_page_and_touch(store: Handle, other: Handle) {
 pub async fn rates_and_priced_usage_round_trip(store: Handle, other: Handle) {
     let d = |s: &str| Decimal::from_str_exact(s).expect("decimal");
     let chat = Rate::new("assisters-chat-v1", d("0.50"), d("1.50")).expect("rate");
-    let tiny = Rate::new("tiny/m:1", d("0.000000001"), d("999999.999999999")).expect("rate");
+    let tiny = Rate::new("tiny.m:1", d("0.000000001"), d("999999.999999999")).expect("rate");
     store.upsert_rate(&chat, now()).await.expect("upsert");
     other.upsert_rate(&tiny, now()).await.expect("upsert");
     assert_eq!(

@@ -559,15 +559,20 @@ impl HoldStore for InMemoryStore {
 
     async fn expire_holds(&self, now: Timestamp, limit: u32) -> Result<u32, StoreError> {
         let mut state = self.lock()?;
-        let mut expired = 0;
-        for hold in state.holds.iter_mut() {
-            if expired < limit && hold.status == HoldStatus::Active && hold.expires_at <= now {
-                hold.status = HoldStatus::Expired;
-                hold.updated_at = now;
-                expired += 1;
-            }
+        // Soonest expiry first, as the Diesel store does.
+        let mut due: Vec<usize> = (0..state.holds.len())
+            .filter(|i| {
+                let hold = &state.holds[*i];
+                hold.status == HoldStatus::Active && hold.expires_at <= now
+            })
+            .collect();
+        due.sort_by_key(|i| state.holds[*i].expires_at);
+        due.truncate(limit as usize);
+        for i in &due {
+            state.holds[*i].status = HoldStatus::Expired;
+            state.holds[*i].updated_at = now;
         }
-        Ok(expired)
+        Ok(u32::try_from(due.len()).unwrap_or(u32::MAX))
     }
 }
 

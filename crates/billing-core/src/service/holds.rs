@@ -3,7 +3,7 @@
 
 use rust_decimal::Decimal;
 
-use super::{Billing, LedgerOpError, check_text, claim};
+use super::{Billing, LedgerOpError, check_text, claim, text_field};
 use crate::holds::{
     HOLD_EXPIRY_DEFAULT_SECS, HOLD_EXPIRY_MAX_SECS, Hold, HoldAction, HoldRuleError, HoldStatus,
 };
@@ -144,7 +144,7 @@ impl Billing {
         let (amount, rate, fingerprint) = match charge {
             HoldCharge::Amount(amount) => {
                 let amount = Credits::positive(*amount)?;
-                (amount, None, format!("hold|{amount}"))
+                (amount, None, format!("hold|amount|{amount}"))
             }
             HoldCharge::Tokens {
                 model,
@@ -160,7 +160,8 @@ impl Billing {
                         "a hold must reserve more than zero".into(),
                     ));
                 }
-                let fingerprint = format!("hold|{model}|{max_input_tokens}|{max_output_tokens}");
+                let fingerprint =
+                    format!("hold|tokens|{model}|{max_input_tokens}|{max_output_tokens}");
                 (cost, Some(rate), fingerprint)
             }
         };
@@ -216,7 +217,7 @@ impl Billing {
                 if amount.is_negative() {
                     return Err(AmountError::NotPositive.into());
                 }
-                (amount, None, format!("capture|{amount}"))
+                (amount, None, format!("capture|amount|{amount}"))
             }
             CaptureCharge::Tokens {
                 input_tokens,
@@ -231,7 +232,7 @@ impl Billing {
                 (
                     cost,
                     Some(detail),
-                    format!("capture|{input_tokens}|{output_tokens}"),
+                    format!("capture|tokens|{input_tokens}|{output_tokens}"),
                 )
             }
         };
@@ -254,7 +255,7 @@ impl Billing {
             account_id,
             &format!("capture:{id}"),
             idempotency_key,
-            format!("{fingerprint}|{description}"),
+            format!("{fingerprint}|{}", text_field(&description)),
         )?;
         let action = HoldAction::Capture { amount, entry };
         Ok(self
