@@ -8,6 +8,7 @@
 //! transaction begins and how a row is locked. Diesel is blocking: every call runs on tokio's
 //! blocking pool.
 
+mod noise;
 mod postgres;
 mod rows;
 mod schema;
@@ -38,6 +39,7 @@ use diesel::result::DatabaseErrorKind;
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use noise::QuietErrors;
 
 /// Runs `$body` with `$conn` bound to a pooled connection of whichever backend this store
 /// has, on the blocking pool, with `ops` naming that backend's operations.
@@ -205,6 +207,7 @@ impl DieselStore {
     pub fn connect(url: &str, options: &StoreOptions) -> Result<DieselStore, ConnectError> {
         if is_postgres_url(url) {
             let pool = Pool::builder()
+                .error_handler(Box::new(QuietErrors::default()))
                 .max_size(options.max_connections)
                 .connection_timeout(POOL_CONNECTION_TIMEOUT)
                 .build(ConnectionManager::<PgConnection>::new(url))
@@ -241,6 +244,7 @@ impl DieselStore {
         .map_err(|e| ConnectError::Migrations(e.to_string()))?;
         drop(conn);
         let pool = Pool::builder()
+            .error_handler(Box::new(QuietErrors::default()))
             .max_size(options.max_connections)
             .connection_timeout(POOL_CONNECTION_TIMEOUT)
             .connection_customizer(Box::new(SqlitePragmas))
