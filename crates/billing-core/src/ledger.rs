@@ -123,6 +123,15 @@ pub enum PostingRuleError {
     Overflow,
     #[error("a posting needs at least one entry")]
     Empty,
+    #[error(
+        "the monthly spending limit of {limit} would be passed: {spent} spent this month, {held} held, {requested} requested"
+    )]
+    SpendingLimitExceeded {
+        limit: Credits,
+        spent: Credits,
+        held: Credits,
+        requested: Credits,
+    },
 }
 
 /// Places `entries` after `balance`, in order: the pure decision every store applies to the

@@ -10,9 +10,11 @@
 //! - [`topup`]: packs, custom amounts, bonus tiers and the top-up lifecycle.
 //! - [`pricing`]: the rate card and the rounding rule of priced usage.
 //! - [`holds`]: authorization holds and the available balance.
+//! - [`controls`]: the monthly spending limit.
 //! - [`ports`]: the contracts adapters implement.
 //! - [`service`]: the use cases ([`service::Billing`]).
 
+pub mod controls;
 pub mod holds;
 pub mod ids;
 pub mod ledger;

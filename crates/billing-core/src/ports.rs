@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 
+use crate::controls::{MonthSpend, SpendingLimit};
 use crate::holds::{Hold, HoldAction, HoldRuleError};
 use crate::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use crate::ledger::{EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError};
@@ -492,6 +493,29 @@ pub trait HoldStore: Send + Sync {
     async fn expire_holds(&self, now: Timestamp, limit: u32) -> Result<u32, StoreError>;
 }
 
+/// Wallet controls.
+#[async_trait]
+pub trait ControlsStore: Send + Sync {
+    /// The account's spending limit and the spend of the month it last recorded (see
+    /// [`MonthSpend::at`]); the defaults (disabled, nothing spent) when never set. `None`
+    /// when there is no such account.
+    ///
+    /// Every posting, hold and capture MUST apply [`crate::controls::apply_spending`] (and,
+    /// for a hold or an extend's increase, [`crate::controls::check_spending`]) under the
+    /// wallet's lock and record the spend it answers in the same transaction.
+    async fn spending(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<(SpendingLimit, MonthSpend)>, StoreError>;
+
+    /// Replaces the account's spending limit. Returns `false` if there is no such account.
+    async fn set_spending_limit(
+        &self,
+        account_id: &AccountId,
+        limit: &SpendingLimit,
+    ) -> Result<bool, StoreError>;
+}
+
 /// The rate card.
 #[async_trait]
 pub trait RateStore: Send + Sync {
@@ -533,6 +557,7 @@ pub trait Store:
     + EventStore
     + RateStore
     + HoldStore
+    + ControlsStore
 {
 }
 
@@ -545,6 +570,7 @@ impl<T> Store for T where
         + EventStore
         + RateStore
         + HoldStore
+        + ControlsStore
 {
 }
 

@@ -2,9 +2,11 @@
 //! functions this module calls; adapters only store and transport. The rate card's use
 //! cases are in `rates`.
 
+mod controls;
 mod holds;
 mod rates;
 
+pub use controls::SetControlError;
 pub use holds::{CaptureCharge, HoldCharge, HoldOpError};
 pub use rates::ManageRateError;
 
@@ -117,6 +119,8 @@ pub enum LedgerOpError {
     UnknownModel(String),
     #[error("the request costs nothing at the rate card's prices; nothing was recorded")]
     NothingToCharge,
+    #[error("{0}")]
+    SpendingLimitExceeded(String),
     #[error("insufficient balance: {available} available, {requested} requested")]
     InsufficientFunds {
         available: Credits,
@@ -141,6 +145,9 @@ impl From<PostError> for LedgerOpError {
                 available,
                 requested,
             },
+            PostError::Rule(rule @ PostingRuleError::SpendingLimitExceeded { .. }) => {
+                LedgerOpError::SpendingLimitExceeded(rule.to_string())
+            }
             PostError::Rule(rule) => LedgerOpError::Invalid(rule.to_string()),
             PostError::Refund(rule) => LedgerOpError::Refund(rule),
             PostError::IdempotencyConflict => LedgerOpError::IdempotencyConflict,

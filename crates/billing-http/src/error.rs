@@ -240,6 +240,9 @@ impl From<LedgerOpError> for ApiError {
         match e {
             LedgerOpError::Invalid(m) => ApiError::bad_request("invalid_request", m),
             LedgerOpError::AccountNotFound => ApiError::account_not_found(),
+            LedgerOpError::SpendingLimitExceeded(m) => {
+                crate::routes::controls::spending_limit_exceeded(m)
+            }
             free @ LedgerOpError::NothingToCharge => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "nothing_to_charge",

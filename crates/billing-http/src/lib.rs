@@ -215,6 +215,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
     let doc_settings = openapi::DocSettings {
         currency: policy.currency.code().to_owned(),
         currency_exponent: policy.currency.exponent(),
+        wallet_decimals: state.unit.display_scale,
         gateways: state
             .billing
             .gateways()
@@ -241,6 +242,10 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(routes::wallet::topup_packs)
             .service(routes::wallet::topup_history)
             .service(routes::platform::usage)
+            .service(routes::controls::get_spending_limit)
+            .service(routes::controls::put_spending_limit)
+            .service(routes::controls::admin_get_spending_limit)
+            .service(routes::controls::admin_put_spending_limit)
             .service(routes::holds::place)
             .service(routes::holds::get_hold)
             .service(routes::holds::capture)

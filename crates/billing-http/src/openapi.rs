@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::amount::request_amount_schema;
-use crate::routes::{gateway, holds, platform, rates, wallet};
+use crate::routes::{controls, gateway, holds, platform, rates, wallet};
 
 struct BearerAuth;
 
@@ -56,6 +56,10 @@ Every error is `{\"error\": {\"code\", \"message\"}}`. Amounts are JSON numbers 
         wallet::topup_packs,
         wallet::topup_history,
         platform::usage,
+        controls::get_spending_limit,
+        controls::put_spending_limit,
+        controls::admin_get_spending_limit,
+        controls::admin_put_spending_limit,
         holds::place,
         holds::get_hold,
         holds::capture,
@@ -91,6 +95,8 @@ pub struct DocSettings {
     pub currency_exponent: u32,
     /// The gateways a top-up may name.
     pub gateways: Vec<String>,
+    /// Decimals of wallet amounts customers set (spending limits).
+    pub wallet_decimals: u32,
 }
 
 /// No control characters (what the core's text checks refuse: Unicode `Cc`).
@@ -139,6 +145,7 @@ fn request_schemas(settings: &DocSettings) -> Vec<(&'static str, &'static str, V
     let model = json!({"type": "string", "minLength": 1, "maxLength": MODEL_LENGTH_MAX, "pattern": MODEL_PATTERN});
     let tokens = json!({"type": ["integer", "null"], "minimum": 0, "maximum": TOKENS_MAX});
     let price = price_schema();
+    let limit_amount = request_amount_schema(settings.wallet_decimals);
     let expiry = json!({"type": "integer", "minimum": 1, "maximum": HOLD_EXPIRY_MAX_SECS});
     // A capture may be zero: a call that ended before producing anything.
     let capture_amount = json!({"anyOf": [
@@ -152,6 +159,16 @@ fn request_schemas(settings: &DocSettings) -> Vec<(&'static str, &'static str, V
         ("UsageBody", "input_tokens", tokens.clone()),
         ("UsageBody", "output_tokens", tokens.clone()),
         ("UsageBody", "description", nullable(description.clone())),
+        (
+            "SpendingLimitFields",
+            "monthly_limit",
+            nullable(limit_amount),
+        ),
+        (
+            "SpendingLimitFields",
+            "action",
+            json!({"type": "string", "enum": ["block", "alert"]}),
+        ),
         ("HoldBody", "amount", nullable(credits.clone())),
         ("HoldBody", "model", nullable(model.clone())),
         ("HoldBody", "max_input_tokens", tokens.clone()),
@@ -429,6 +446,7 @@ mod tests {
             currency: "KWD".into(),
             currency_exponent: 3,
             gateways: vec!["sandbox".into()],
+            wallet_decimals: 2,
         }
     }
 

@@ -19,14 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use billing_core::controls::{MonthSpend, SpendingLimit};
 use billing_core::holds::{Hold, HoldAction};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry};
 use billing_core::money::Credits;
 use billing_core::ports::{
-    Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, HoldError,
-    HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage, KeyQuery,
-    LedgerStore, PackStore, PostError, Posted, Posting, RateStore, StoreError, TopUpPage,
+    Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
+    HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
+    KeyQuery, LedgerStore, PackStore, PostError, Posted, Posting, RateStore, StoreError, TopUpPage,
     TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
@@ -532,6 +533,26 @@ impl HoldStore for DieselStore {
 
     async fn expire_holds(&self, now: Timestamp, limit: u32) -> Result<u32, StoreError> {
         on_write_conn!(self, |c| ops::expire_holds(c, now, limit))
+    }
+}
+
+#[async_trait]
+impl ControlsStore for DieselStore {
+    async fn spending(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<(SpendingLimit, MonthSpend)>, StoreError> {
+        let account_id = account_id.clone();
+        on_conn!(self, |c| ops::spending(c, &account_id))
+    }
+
+    async fn set_spending_limit(
+        &self,
+        account_id: &AccountId,
+        limit: &SpendingLimit,
+    ) -> Result<bool, StoreError> {
+        let (account_id, limit) = (account_id.clone(), limit.clone());
+        on_write_conn!(self, |c| ops::set_spending_limit(c, &account_id, &limit))
     }
 }
 

@@ -4,9 +4,12 @@
 // `lock_topup` (`SELECT … FOR UPDATE` on PostgreSQL; the immediate transaction already holds
 // SQLite's write lock). Every rule applied here is a pure function of billing-core.
 
+use billing_core::controls::{MonthSpend, SpendingLimit, apply_spending, check_spending};
 use billing_core::holds::{Hold, HoldAction, HoldStatus, check_new_hold, decide_hold};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, TopUpId};
-use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
+use billing_core::ledger::{
+    EntryKind, LedgerEntry, NewEntry, PostingRuleError, check_refund, plan_posting,
+};
 use billing_core::money::Credits;
 use billing_core::ports::{
     Account, ApiKeyRecord, EntryQuery, HoldError, HoldOutcome, IdempotencyClaim, InsertTopUpError,
@@ -25,6 +28,7 @@ use crate::schema::{
     accounts, api_keys, holds, idempotency_keys, ledger_entries, packs, rates, refund_links, topups,
     webhook_events,
 };
+use crate::rows::units;
 use crate::{TxError, db_err, finish};
 
 pub(crate) fn insert_account(conn: &mut Conn, account: &Account) -> Result<(), StoreError> {
@@ -229,6 +233,14 @@ fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<Post
         refund_check(conn, posting)?;
     }
     let reserved = reserved_in_tx::<PostError>(conn, &posting.account_id, posting.now)?;
+    spend_in_tx::<PostError>(
+        conn,
+        &posting.account_id,
+        reserved,
+        posting.entries.iter().map(|e| (e.kind, e.amount)),
+        posting.now,
+        true,
+    )?;
     let planned = plan_posting(
         &posting.account_id,
         Credits::from_units(balance),
@@ -342,6 +354,10 @@ fn place_hold_in_tx(
     let reserved = reserved_in_tx::<HoldError>(conn, &hold.account_id, now)?;
     check_new_hold(Credits::from_units(balance), reserved, hold.amount)
         .map_err(|e| TxError::Op(HoldError::Rule(e.into())))?;
+    if let Some((limit, spend)) = load_spending::<HoldError>(conn, &hold.account_id)? {
+        check_spending(&limit, spend.at(now), reserved, hold.amount)
+            .map_err(|e| TxError::Op(HoldError::Rule(e.into())))?;
+    }
     let row = HoldRow::try_from(hold).map_err(|e| TxError::Op(HoldError::Store(e)))?;
     diesel::insert_into(holds::table).values(&row).execute(conn)?;
     if let Some(claim) = claim {
@@ -379,6 +395,31 @@ fn change_hold_in_tx(
     let reserved = reserved_in_tx::<HoldError>(conn, account_id, now)?;
     let change = decide_hold(&hold, action, Credits::from_units(balance), reserved, now)
         .map_err(|e| TxError::Op(HoldError::Rule(e)))?;
+    if let Some((limit, spend)) = load_spending::<HoldError>(conn, account_id)? {
+        // A larger hold commits more of the month's limit; a capture spends what its hold
+        // committed (not checked again).
+        if change.hold.amount > hold.amount {
+            let increase = change
+                .hold
+                .amount
+                .checked_sub(hold.amount)
+                .map_err(|e| TxError::Op(HoldError::Store(StoreError::Corrupt(e.to_string()))))?;
+            check_spending(&limit, spend.at(now), reserved, increase)
+                .map_err(|e| TxError::Op(HoldError::Rule(e.into())))?;
+        }
+        let next = apply_spending(
+            &limit,
+            spend,
+            reserved,
+            change.entries.iter().map(|e| (e.kind, e.amount)),
+            now,
+            false,
+        )
+        .map_err(|e| TxError::Op(HoldError::Rule(e.into())))?;
+        if next != spend {
+            save_spend::<HoldError>(conn, account_id, next)?;
+        }
+    }
     append_entries::<HoldError>(conn, account_id, balance, &change.entries)?;
     let row = HoldRow::try_from(&change.hold).map_err(|e| TxError::Op(HoldError::Store(e)))?;
     diesel::update(holds::table.find(id.as_str()))
@@ -439,6 +480,98 @@ pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Resul
     .execute(conn)
     .map_err(db_err)?;
     Ok(u32::try_from(updated).unwrap_or(u32::MAX))
+}
+
+/// The account's spending limit and recorded month spend (the wallet is locked or only read).
+fn load_spending<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Option<(SpendingLimit, MonthSpend)>, TxError<E>> {
+    let row: Option<(bool, Option<i64>, String, i64, i64)> = accounts::table
+        .find(account_id.as_str())
+        .select((
+            accounts::limit_enabled,
+            accounts::limit_monthly,
+            accounts::limit_action,
+            accounts::spend_month_start,
+            accounts::spend_month,
+        ))
+        .first(conn)
+        .optional()?;
+    let corrupt = |m: String| TxError::Op(E::from(StoreError::Corrupt(m)));
+    row.map(|(enabled, monthly, action, month_start, spent)| {
+        Ok((
+            SpendingLimit {
+                enabled,
+                monthly_limit: monthly.map(Credits::from_units),
+                action: action.parse().map_err(corrupt)?,
+            },
+            MonthSpend {
+                month_start: Timestamp::from_micros(month_start),
+                spent: Credits::from_units(spent),
+            },
+        ))
+    })
+    .transpose()
+}
+
+fn save_spend<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    spend: MonthSpend,
+) -> Result<(), TxError<E>> {
+    let spent = units(spend.spent).map_err(|e| TxError::Op(E::from(e)))?;
+    diesel::update(accounts::table.find(account_id.as_str()))
+        .set((
+            accounts::spend_month_start.eq(spend.month_start.as_micros()),
+            accounts::spend_month.eq(spent),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Applies the spending rules to entries about to be written and records the new spend.
+fn spend_in_tx<E: From<StoreError> + From<PostingRuleError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    held: Credits,
+    entries: impl IntoIterator<Item = (EntryKind, Credits)>,
+    now: Timestamp,
+    check: bool,
+) -> Result<(), TxError<E>> {
+    let Some((limit, spend)) = load_spending::<E>(conn, account_id)? else {
+        return Ok(());
+    };
+    let next = apply_spending(&limit, spend, held, entries, now, check)
+        .map_err(|e| TxError::Op(E::from(e)))?;
+    if next != spend {
+        save_spend::<E>(conn, account_id, next)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn spending(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Option<(SpendingLimit, MonthSpend)>, StoreError> {
+    finish(load_spending::<StoreError>(conn, account_id))
+}
+
+pub(crate) fn set_spending_limit(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    limit: &SpendingLimit,
+) -> Result<bool, StoreError> {
+    let monthly = limit.monthly_limit.map(units).transpose()?;
+    let updated = diesel::update(accounts::table.find(account_id.as_str()))
+        .set((
+            accounts::limit_enabled.eq(limit.enabled),
+            accounts::limit_monthly.eq(monthly),
+            accounts::limit_action.eq(limit.action.as_str()),
+        ))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(updated == 1)
 }
 
 pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostError> {

@@ -7,6 +7,11 @@ diesel::table! {
         email -> Text,
         balance -> BigInt,
         created_at -> BigInt,
+        limit_enabled -> Bool,
+        limit_monthly -> Nullable<BigInt>,
+        limit_action -> Text,
+        spend_month_start -> BigInt,
+        spend_month -> BigInt,
     }
 }
 

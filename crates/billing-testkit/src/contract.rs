@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use billing_core::Decimal;
+use billing_core::controls::{LimitAction, SpendingLimit};
 use billing_core::holds::{Hold, HoldAction, HoldRuleError, HoldStatus};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{
@@ -1313,6 +1314,125 @@ pub async fn racing_holds_and_debits_never_overdraw(store: Handle, other: Handle
     verify_history(&store.history(&account).await.expect("history"), balance).expect("consistent");
 }
 
+/// A blocking monthly limit of 100 with 90 spent: of 50 racing debits of 5 on two handles,
+/// exactly 2 succeed. Holds count toward the limit, refunds of usage lower the spend, a
+/// capture spends what its hold committed, and `alert` lets debits pass.
+pub async fn spending_limit_is_exact_under_concurrency(store: Handle, other: Handle) {
+    let account = new_account(&store).await;
+    credit(&store, &account, cr("500")).await;
+    let limit = SpendingLimit::new(true, Some(cr("100")), LimitAction::Block).expect("limit");
+    assert!(
+        store
+            .set_spending_limit(&account, &limit)
+            .await
+            .expect("set")
+    );
+    assert!(
+        !store
+            .set_spending_limit(&AccountId::new("acct_none"), &limit)
+            .await
+            .expect("set")
+    );
+    let usage = |amount: &str| {
+        posting(
+            &account,
+            vec![entry(EntryKind::Usage, cr(amount).negated())],
+        )
+    };
+    let first = other.post(usage("90")).await.expect("90");
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let posting = usage("5");
+        tasks.push(tokio::spawn(async move { handle.post(posting).await }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(PostError::Rule(PostingRuleError::SpendingLimitExceeded { limit, .. })) => {
+                assert_eq!(limit, cr("100"));
+            }
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    assert_eq!(ok, 2);
+    let (stored, spend) = store
+        .spending(&account)
+        .await
+        .expect("get")
+        .expect("account");
+    assert_eq!((stored, spend.spent), (limit.clone(), cr("100")));
+    assert_eq!(spend.month_start, now().month_start());
+    // Holds count; a refund of usage lowers the spend.
+    assert!(matches!(
+        store
+            .place_hold(&new_hold(&account, "1", 600), None, now())
+            .await,
+        Err(HoldError::Rule(HoldRuleError::Posting(
+            PostingRuleError::SpendingLimitExceeded { .. }
+        )))
+    ));
+    let mut refund = posting(&account, vec![entry(EntryKind::Refund, cr("10"))]);
+    refund.refund_of = vec![first.entries[0].id.clone()];
+    other.post(refund).await.expect("refund");
+    let hold = new_hold(&account, "10", 600);
+    store
+        .place_hold(&hold, None, now())
+        .await
+        .expect("hold within the limit");
+    assert!(matches!(
+        other.post(usage("0.000000001")).await,
+        Err(PostError::Rule(
+            PostingRuleError::SpendingLimitExceeded { .. }
+        ))
+    ));
+    let mut capture_entry = entry(EntryKind::Usage, cr("-4"));
+    capture_entry.reference = Some(hold.id.to_string());
+    other
+        .change_hold(
+            &account,
+            &hold.id,
+            &HoldAction::Capture {
+                amount: cr("4"),
+                entry: Some(capture_entry),
+            },
+            None,
+            now(),
+        )
+        .await
+        .expect("capture");
+    store.post(usage("6")).await.expect("up to the limit again");
+    assert!(other.post(usage("0.000000001")).await.is_err());
+    assert_eq!(
+        other
+            .spending(&account)
+            .await
+            .expect("get")
+            .map(|(_, s)| s.spent),
+        Some(cr("100"))
+    );
+    // `alert` lets debits pass.
+    let alert = SpendingLimit::new(true, Some(cr("100")), LimitAction::Alert).expect("limit");
+    other
+        .set_spending_limit(&account, &alert)
+        .await
+        .expect("set");
+    store
+        .post(usage("1"))
+        .await
+        .expect("an alert does not block");
+    verify_history(
+        &store.history(&account).await.expect("history"),
+        store.wallet(&account).await.expect("w").expect("w").balance,
+    )
+    .expect("consistent");
+}
+
 /// Generates one `#[tokio::test]` per contract check. `$factory` is an async function
 /// `fn(&'static str) -> Option<(Handle, Handle)>` that returns two handles on one fresh
 /// store, or `None` when the backend is unavailable and the suite is allowed to skip (it
@@ -1335,7 +1455,8 @@ macro_rules! store_contract_tests {
             keys_list_page_and_touch,
             rates_and_priced_usage_round_trip,
             holds_reserve_capture_release_and_expire,
-            racing_holds_and_debits_never_overdraw
+            racing_holds_and_debits_never_overdraw,
+            spending_limit_is_exact_under_concurrency
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

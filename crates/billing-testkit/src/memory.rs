@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use billing_core::controls::{MonthSpend, SpendingLimit, apply_spending, check_spending};
 use billing_core::holds::{
     Hold, HoldAction, HoldRuleError, HoldStatus, check_new_hold, decide_hold, reserved_at,
 };
@@ -13,9 +14,9 @@ use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
 use billing_core::money::Credits;
 use billing_core::ports::{
-    Account, AccountStore, ApiKeyRecord, ApiKeyStore, EntryQuery, EventStore, HoldError,
-    HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage, KeyQuery,
-    LedgerStore, PackStore, PostError, Posted, Posting, RateStore, StoreError, TopUpPage,
+    Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
+    HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
+    KeyQuery, LedgerStore, PackStore, PostError, Posted, Posting, RateStore, StoreError, TopUpPage,
     TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
@@ -34,6 +35,7 @@ struct State {
     events: HashSet<(String, String)>,
     rates: BTreeMap<String, Rate>,
     holds: Vec<Hold>,
+    spending: HashMap<AccountId, (SpendingLimit, MonthSpend)>,
 }
 
 /// All storage ports in memory.
@@ -55,6 +57,13 @@ impl InMemoryStore {
 }
 
 impl State {
+    fn spending_of(&self, account_id: &AccountId, now: Timestamp) -> (SpendingLimit, MonthSpend) {
+        self.spending
+            .get(account_id)
+            .cloned()
+            .unwrap_or_else(|| (SpendingLimit::default(), MonthSpend::empty(now)))
+    }
+
     fn reserved(&self, account_id: &AccountId, now: Timestamp) -> Result<Credits, StoreError> {
         reserved_at(
             self.holds.iter().filter(|h| &h.account_id == account_id),
@@ -164,6 +173,15 @@ impl State {
             )?;
         }
         let reserved = self.reserved(&posting.account_id, posting.now)?;
+        let (limit, spend) = self.spending_of(&posting.account_id, posting.now);
+        let spend = apply_spending(
+            &limit,
+            spend,
+            reserved,
+            posting.entries.iter().map(|e| (e.kind, e.amount)),
+            posting.now,
+            true,
+        )?;
         let planned = plan_posting(
             &posting.account_id,
             balance,
@@ -172,6 +190,8 @@ impl State {
             posting.now,
         )?;
         self.append(&posting.account_id, &planned);
+        self.spending
+            .insert(posting.account_id.clone(), (limit, spend));
         if let Some(claim) = &posting.idempotency {
             let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
             self.claims.insert(
@@ -494,6 +514,49 @@ impl PackStore for InMemoryStore {
 }
 
 #[async_trait]
+impl ControlsStore for InMemoryStore {
+    async fn spending(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<(SpendingLimit, MonthSpend)>, StoreError> {
+        let state = self.lock()?;
+        if !state.accounts.contains_key(account_id) {
+            return Ok(None);
+        }
+        Ok(Some(state.spending.get(account_id).cloned().unwrap_or((
+            SpendingLimit::default(),
+            MonthSpend {
+                month_start: Timestamp::from_micros(0),
+                spent: Credits::ZERO,
+            },
+        ))))
+    }
+
+    async fn set_spending_limit(
+        &self,
+        account_id: &AccountId,
+        limit: &SpendingLimit,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        if !state.accounts.contains_key(account_id) {
+            return Ok(false);
+        }
+        let spend = state
+            .spending
+            .get(account_id)
+            .map(|(_, spend)| *spend)
+            .unwrap_or(MonthSpend {
+                month_start: Timestamp::from_micros(0),
+                spent: Credits::ZERO,
+            });
+        state
+            .spending
+            .insert(account_id.clone(), (limit.clone(), spend));
+        Ok(true)
+    }
+}
+
+#[async_trait]
 impl HoldStore for InMemoryStore {
     async fn place_hold(
         &self,
@@ -511,6 +574,9 @@ impl HoldStore for InMemoryStore {
         }
         let reserved = state.reserved(&hold.account_id, now)?;
         check_new_hold(balance, reserved, hold.amount).map_err(HoldRuleError::from)?;
+        let (limit, spend) = state.spending_of(&hold.account_id, now);
+        check_spending(&limit, spend.at(now), reserved, hold.amount)
+            .map_err(HoldRuleError::from)?;
         state.holds.push(hold.clone());
         state.remember(idempotency, &hold.id);
         state.hold_outcome(hold.id.as_str(), false)
@@ -539,6 +605,27 @@ impl HoldStore for InMemoryStore {
             .ok_or(HoldError::HoldNotFound)?;
         let reserved = state.reserved(account_id, now)?;
         let change = decide_hold(&state.holds[index], action, balance, reserved, now)?;
+        let (limit, spend) = state.spending_of(account_id, now);
+        let before = state.holds[index].amount;
+        if change.hold.amount > before {
+            let increase = change
+                .hold
+                .amount
+                .checked_sub(before)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            check_spending(&limit, spend.at(now), reserved, increase)
+                .map_err(HoldRuleError::from)?;
+        }
+        let spend = apply_spending(
+            &limit,
+            spend,
+            reserved,
+            change.entries.iter().map(|e| (e.kind, e.amount)),
+            now,
+            false,
+        )
+        .map_err(HoldRuleError::from)?;
+        state.spending.insert(account_id.clone(), (limit, spend));
         state.append(account_id, &change.entries);
         state.holds[index] = change.hold;
         state.remember(idempotency, id);

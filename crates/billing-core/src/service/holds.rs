@@ -61,6 +61,8 @@ pub enum HoldOpError {
     },
     #[error("idempotency key already used with a different request")]
     IdempotencyConflict,
+    #[error("{0}")]
+    SpendingLimitExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -91,6 +93,9 @@ impl From<HoldRuleError> for HoldOpError {
                 available,
                 requested,
             },
+            HoldRuleError::Posting(rule @ PostingRuleError::SpendingLimitExceeded { .. }) => {
+                HoldOpError::SpendingLimitExceeded(rule.to_string())
+            }
             HoldRuleError::Posting(rule) => HoldOpError::Invalid(rule.to_string()),
         }
     }

@@ -44,6 +44,9 @@ impl From<HoldOpError> for ApiError {
                 "idempotency_conflict",
                 "this Idempotency-Key was already used with a different request",
             ),
+            HoldOpError::SpendingLimitExceeded(m) => {
+                crate::routes::controls::spending_limit_exceeded(m)
+            }
             HoldOpError::Store(e) => e.into(),
         }
     }

@@ -2,6 +2,7 @@
 //! PostgreSQL database per test. The PostgreSQL variants run when
 //! `BILLING_TEST_POSTGRES_URL` is set and say SKIPPED otherwise.
 
+mod controls;
 mod gateways;
 mod helpers;
 mod holds;
@@ -11,6 +12,7 @@ mod scenarios;
 mod startup;
 mod tenancy;
 
+use controls::*;
 use holds::*;
 use pricing::*;
 use scenarios::*;
@@ -61,6 +63,7 @@ on_both_backends!(
     holds_race_debits,
     hold_lifecycle,
     processes_start_together,
+    spending_limit_blocks_exactly,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
