@@ -647,11 +647,68 @@ impl Billing {
         account_id: &AccountId,
         request: &UsageRequest,
     ) -> Result<Posted, LedgerOpError> {
-        let (amount, usage, fingerprint) = match &request.charge {
-            UsageCharge::Amount(amount) => {
-                let amount = Credits::positive(*amount)?;
-                (amount, None, format!("usage|amount|{amount}"))
+        let (fingerprint, default_description) = match &request.charge {
+            UsageCharge::Amount(amount) => (
+                format!("usage|amount|{}", Credits::positive(*amount)?),
+                "API usage".to_owned(),
+            ),
+            UsageCharge::Tokens {
+                model,
+                input_tokens,
+                output_tokens,
+            } => (
+                format!("usage|tokens|{model}|{input_tokens}|{output_tokens}"),
+                format!("API usage - {model}"),
+            ),
+        };
+        let description = request.description.clone().unwrap_or(default_description);
+        check_text("description", &description, DESCRIPTION_LENGTH_MAX)
+            .map_err(LedgerOpError::Invalid)?;
+        let claim = claim(
+            account_id,
+            "usage",
+            Some(&request.idempotency_key),
+            format!("{fingerprint}|{}", text_field(&description)),
+        )
+        .map_err(LedgerOpError::Invalid)?;
+        let posting = |entries: Vec<NewEntry>| Posting {
+            account_id: account_id.clone(),
+            entries,
+            idempotency: claim.clone(),
+            refund_of: Vec::new(),
+            now: self.clock.now(),
+        };
+        let (amount, usage) = match self.charge_of(&request.charge).await {
+            Ok(charge) => charge,
+            // A retry of a request that succeeded replays it, even if the rate has changed
+            // or gone since: a posting without entries only answers a claimed key.
+            Err(refusal @ (LedgerOpError::UnknownModel(_) | LedgerOpError::NothingToCharge)) => {
+                return match self.store.post(posting(Vec::new())).await {
+                    Ok(replayed) if replayed.replayed => Ok(replayed),
+                    Err(PostError::IdempotencyConflict) => Err(LedgerOpError::IdempotencyConflict),
+                    _ => Err(refusal),
+                };
             }
+            Err(other) => return Err(other),
+        };
+        let entry = NewEntry {
+            id: self.entry_id(),
+            kind: EntryKind::Usage,
+            amount: amount.negated(),
+            description,
+            reference: Some(request.idempotency_key.clone()),
+            usage,
+        };
+        Ok(self.store.post(posting(vec![entry])).await?)
+    }
+
+    /// What a usage request costs, and for priced usage what it records.
+    async fn charge_of(
+        &self,
+        charge: &UsageCharge,
+    ) -> Result<(Credits, Option<crate::pricing::UsageDetail>), LedgerOpError> {
+        match charge {
+            UsageCharge::Amount(amount) => Ok((Credits::positive(*amount)?, None)),
             UsageCharge::Tokens {
                 model,
                 input_tokens,
@@ -664,43 +721,9 @@ impl Billing {
                 if !cost.is_positive() {
                     return Err(LedgerOpError::NothingToCharge);
                 }
-                (
-                    cost,
-                    Some(detail),
-                    format!("usage|tokens|{model}|{input_tokens}|{output_tokens}"),
-                )
+                Ok((cost, Some(detail)))
             }
-        };
-        let description = match (&request.description, &usage) {
-            (Some(d), _) => d.clone(),
-            (None, Some(detail)) => format!("API usage - {}", detail.model),
-            (None, None) => "API usage".to_owned(),
-        };
-        check_text("description", &description, DESCRIPTION_LENGTH_MAX)
-            .map_err(LedgerOpError::Invalid)?;
-        let fingerprint = format!("{fingerprint}|{}", text_field(&description));
-        let claim = claim(
-            account_id,
-            "usage",
-            Some(&request.idempotency_key),
-            fingerprint,
-        )
-        .map_err(LedgerOpError::Invalid)?;
-        let posting = Posting {
-            account_id: account_id.clone(),
-            entries: vec![NewEntry {
-                id: self.entry_id(),
-                kind: EntryKind::Usage,
-                amount: amount.negated(),
-                description,
-                reference: Some(request.idempotency_key.clone()),
-                usage,
-            }],
-            idempotency: claim,
-            refund_of: Vec::new(),
-            now: self.clock.now(),
-        };
-        Ok(self.store.post(posting).await?)
+        }
     }
 
     /// Credits back usage: a `refund` entry linked to the entries it answers, never more than

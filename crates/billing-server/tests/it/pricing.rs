@@ -209,6 +209,16 @@ pub async fn rate_card_prices_usage(backend: Backend) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, rates) = app.get("/v1/rates", &ada.key).await;
     assert_eq!(rates, json!({"rates": []}));
+    // A retry of a request that succeeded still replays it once the rate is gone.
+    let (status, replay) = priced(
+        &app,
+        &platform,
+        json!({"account_id": ada.account_id, "model": "assisters-chat-v1", "input_tokens": 1234, "output_tokens": 567}),
+        "p-1",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{replay}");
+    assert_eq!(replay["id"], debit["id"]);
     let (status, _) = priced(
         &app,
         &platform,
