@@ -103,12 +103,14 @@ impl MonthSpend {
         }
     }
 
-    /// This record as of `now`: a new month starts from zero.
+    /// This record as of `now`: a new month starts from zero. It only ever rolls forward:
+    /// a posting stamped before the recorded month (a clock read before the wallet's lock,
+    /// another process's clock) counts in the recorded month.
     pub fn at(self, now: Timestamp) -> MonthSpend {
-        if self.month_start == now.month_start() {
-            self
-        } else {
+        if now.month_start() > self.month_start {
             MonthSpend::empty(now)
+        } else {
+            self
         }
     }
 
@@ -157,14 +159,17 @@ pub fn check_spending(
 }
 
 /// The month's spend after `entries` are posted, checked against a blocking limit: usage
-/// debits add to it (and must fit with what `held` commits), refunds take from it. The one
-/// function every store applies, under the wallet's lock, to a posting and to a capture.
-/// `check` is false for a capture, which its hold already authorized.
-pub fn apply_spending<'a>(
+/// debits add to it (and must fit with what `held` commits), refunds take from it, up to
+/// `refundable_this_month` (what the refunded usage entries debited in the spend's month:
+/// refunds of an earlier month's usage do not lower this month's spend). The one function
+/// every store applies, under the wallet's lock, to a posting and to a capture. `check` is
+/// false for a capture, which its hold already authorized.
+pub fn apply_spending(
     limit: &SpendingLimit,
     spend: MonthSpend,
     held: Credits,
-    entries: impl IntoIterator<Item = (EntryKind, Credits)> + 'a,
+    entries: impl IntoIterator<Item = (EntryKind, Credits)>,
+    refundable_this_month: Credits,
     now: Timestamp,
     check: bool,
 ) -> Result<MonthSpend, PostingRuleError> {
@@ -185,7 +190,24 @@ pub fn apply_spending<'a>(
     if check && debited.is_positive() {
         check_spending(limit, spend, held, debited)?;
     }
-    spend.after(debited, refunded)
+    spend.after(debited, refunded.min(refundable_this_month))
+}
+
+/// The part of `targets` (the usage entries a refund names: when, how much) debited in the
+/// month of `spend` as of `now`: the most the refund may take off this month's spend.
+pub fn refundable_this_month(
+    spend: MonthSpend,
+    targets: impl IntoIterator<Item = (Timestamp, Credits)>,
+    now: Timestamp,
+) -> Result<Credits, PostingRuleError> {
+    let month_start = spend.at(now).month_start;
+    Credits::sum(
+        targets
+            .into_iter()
+            .filter(|(at, _)| *at >= month_start)
+            .map(|(_, amount)| amount.abs()),
+    )
+    .map_err(|_| PostingRuleError::Overflow)
 }
 
 #[cfg(test)]
@@ -235,6 +257,7 @@ mod tests {
             spend,
             cr("0"),
             [(EntryKind::Usage, cr("-4")), (EntryKind::Bonus, cr("100"))],
+            Credits::ZERO,
             now,
             true,
         )
@@ -246,6 +269,7 @@ mod tests {
                 after,
                 cr("2"),
                 [(EntryKind::Usage, cr("-4.5"))],
+                Credits::ZERO,
                 now,
                 true
             )
@@ -257,6 +281,7 @@ mod tests {
             after,
             cr("0"),
             [(EntryKind::Usage, cr("-9"))],
+            Credits::ZERO,
             now,
             false,
         )
@@ -267,11 +292,45 @@ mod tests {
             captured,
             cr("0"),
             [(EntryKind::Refund, cr("5"))],
+            cr("9"),
             now,
             true,
         )
         .expect("refund");
         assert_eq!(refunded.spent, cr("8"));
+        // A refund of last month's usage takes nothing off this month.
+        let last_month = Timestamp::from_secs(1_768_473_000 - 31 * 86_400);
+        let cap = refundable_this_month(refunded, [(last_month, cr("-5"))], now).expect("cap");
+        assert_eq!(cap, Credits::ZERO);
+        let unchanged = apply_spending(
+            &limit,
+            refunded,
+            cr("0"),
+            [(EntryKind::Refund, cr("5"))],
+            cap,
+            now,
+            true,
+        )
+        .expect("refund");
+        assert_eq!(unchanged.spent, cr("8"));
+    }
+
+    #[test]
+    fn the_month_only_rolls_forward() {
+        let december = Timestamp::from_secs(1_764_547_200); // 2025-12-01T00:00:00Z
+        let spend = MonthSpend {
+            month_start: december,
+            spent: cr("7"),
+        };
+        assert_eq!(
+            spend.at(december.minus_secs(1)),
+            spend,
+            "a late-stamped November posting"
+        );
+        assert_eq!(
+            spend.at(december.plus_secs(31 * 86_400)).spent,
+            Credits::ZERO
+        );
     }
 
     #[test]

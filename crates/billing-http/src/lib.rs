@@ -215,7 +215,10 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
     let doc_settings = openapi::DocSettings {
         currency: policy.currency.code().to_owned(),
         currency_exponent: policy.currency.exponent(),
-        wallet_decimals: state.unit.display_scale,
+        wallet_decimals: state
+            .unit
+            .display_scale
+            .min(billing_core::money::LEDGER_SCALE),
         gateways: state
             .billing
             .gateways()

@@ -357,6 +357,18 @@ fn add_standard_responses(operation_id: &str, operation: &mut Map<String, Value>
     }
 }
 
+/// One form of a two-form body: `fields` required and not null, `others` absent or null.
+fn one_form(fields: &[&str], others: &[&str]) -> Value {
+    let mut properties = Map::new();
+    for field in fields {
+        properties.insert((*field).to_owned(), json!({"not": {"type": "null"}}));
+    }
+    for field in others {
+        properties.insert((*field).to_owned(), json!({"type": "null"}));
+    }
+    json!({"required": fields, "properties": properties})
+}
+
 /// The OpenAPI document as served: generated from the handlers, with the constraints the
 /// server enforces on every request schema and parameter, the answers every operation can
 /// give, and this deployment's currency and gateways.
@@ -369,40 +381,39 @@ pub fn document(settings: &DocSettings) -> Value {
             *slot = constrained;
         }
     }
-    if let Some(body) = doc.pointer_mut("/components/schemas/UsageBody") {
-        let absent = json!({"type": "null"});
-        let present = json!({"not": {"type": "null"}});
-        body["oneOf"] = json!([
-            {"required": ["amount"], "properties": {"amount": present, "model": absent, "input_tokens": absent, "output_tokens": absent}},
-            {"required": ["model", "input_tokens", "output_tokens"], "properties": {"amount": absent, "model": present, "input_tokens": present, "output_tokens": present}},
-        ]);
-        body["required"] = json!(["account_id"]);
+    // Bodies that take exactly one of two forms: each form's fields present (not null), the
+    // other form's absent or null.
+    let forms: [(&str, &[&str], &[&str]); 4] = [
+        (
+            "UsageBody",
+            &["amount"],
+            &["model", "input_tokens", "output_tokens"],
+        ),
+        (
+            "HoldBody",
+            &["amount"],
+            &["model", "max_input_tokens", "max_output_tokens"],
+        ),
+        (
+            "CaptureBody",
+            &["amount"],
+            &["input_tokens", "output_tokens"],
+        ),
+        ("TopUpBody", &["amount"], &["pack_id"]),
+    ];
+    for (schema, first, second) in forms {
+        if let Some(body) = doc.pointer_mut(&format!("/components/schemas/{schema}")) {
+            body["oneOf"] = json!([one_form(first, second), one_form(second, first)]);
+        }
     }
-    if let Some(body) = doc.pointer_mut("/components/schemas/HoldBody") {
-        let absent = json!({"type": "null"});
-        let present = json!({"not": {"type": "null"}});
-        body["oneOf"] = json!([
-            {"required": ["amount"], "properties": {"amount": present, "model": absent, "max_input_tokens": absent, "max_output_tokens": absent}},
-            {"required": ["model", "max_input_tokens", "max_output_tokens"], "properties": {"amount": absent, "model": present, "max_input_tokens": present, "max_output_tokens": present}},
-        ]);
-        body["required"] = json!(["account_id"]);
-    }
-    if let Some(body) = doc.pointer_mut("/components/schemas/CaptureBody") {
-        let absent = json!({"type": "null"});
-        let present = json!({"not": {"type": "null"}});
-        body["oneOf"] = json!([
-            {"required": ["amount"], "properties": {"amount": present, "input_tokens": absent, "output_tokens": absent}},
-            {"required": ["input_tokens", "output_tokens"], "properties": {"amount": absent, "input_tokens": present, "output_tokens": present}},
-        ]);
-    }
-    if let Some(body) = doc.pointer_mut("/components/schemas/ExtendBody") {
-        body["required"] = json!(["expires_in_seconds"]);
-    }
-    if let Some(body) = doc.pointer_mut("/components/schemas/TopUpBody") {
-        body["oneOf"] = json!([
-            {"required": ["amount"], "properties": {"amount": {"not": {"type": "null"}}, "pack_id": {"type": "null"}}},
-            {"required": ["pack_id"], "properties": {"pack_id": {"not": {"type": "null"}}, "amount": {"type": "null"}}},
-        ]);
+    for (schema, required) in [
+        ("UsageBody", &["account_id"][..]),
+        ("HoldBody", &["account_id"][..]),
+        ("ExtendBody", &["expires_in_seconds"][..]),
+    ] {
+        if let Some(body) = doc.pointer_mut(&format!("/components/schemas/{schema}")) {
+            body["required"] = json!(required);
+        }
     }
     let parameters = parameter_schemas();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
@@ -487,6 +498,13 @@ mod tests {
         assert_eq!(
             doc.pointer("/components/schemas/PackBody/properties/currency/enum"),
             Some(&json!(["KWD"]))
+        );
+        assert_eq!(
+            doc.pointer("/components/schemas/TopUpBody/oneOf"),
+            Some(&json!([
+                {"required": ["amount"], "properties": {"amount": {"not": {"type": "null"}}, "pack_id": {"type": "null"}}},
+                {"required": ["pack_id"], "properties": {"pack_id": {"not": {"type": "null"}}, "amount": {"type": "null"}}},
+            ]))
         );
         assert_eq!(
             doc.pointer("/components/schemas/PackBody/properties/price/anyOf/0/multipleOf")

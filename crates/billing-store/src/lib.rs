@@ -103,6 +103,8 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrati
 
 /// How long a SQLite writer waits for the write lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+/// Tries of the first connection's PRAGMAs while another process creates the file.
+const SQLITE_PRAGMA_ATTEMPTS_MAX: u32 = 200;
 /// How long a caller waits for a pooled connection.
 const POOL_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -232,9 +234,16 @@ impl DieselStore {
         // Migrations first, on one connection, before the pool's connections switch to WAL.
         let mut conn =
             SqliteConnection::establish(path).map_err(|e| ConnectError::Pool(e.to_string()))?;
-        SqlitePragmas
-            .on_acquire(&mut conn)
-            .map_err(|e| ConnectError::Pool(e.to_string()))?;
+        // Switching a new file to WAL needs the lock without waiting for it: processes
+        // creating the file together retry for a while.
+        let mut attempts = 0;
+        while let Err(e) = SqlitePragmas.on_acquire(&mut conn) {
+            attempts += 1;
+            if attempts >= SQLITE_PRAGMA_ATTEMPTS_MAX || !e.to_string().contains("locked") {
+                return Err(ConnectError::Pool(e.to_string()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         // Under the write lock: processes starting together on one file take turns, and
         // the later ones find nothing to do.
         conn.immediate_transaction(|conn| {

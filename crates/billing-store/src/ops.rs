@@ -4,11 +4,13 @@
 // `lock_topup` (`SELECT … FOR UPDATE` on PostgreSQL; the immediate transaction already holds
 // SQLite's write lock). Every rule applied here is a pure function of billing-core.
 
-use billing_core::controls::{MonthSpend, SpendingLimit, apply_spending, check_spending};
+use billing_core::controls::{
+    MonthSpend, SpendingLimit, apply_spending, check_spending, refundable_this_month,
+};
 use billing_core::holds::{Hold, HoldAction, HoldStatus, check_new_hold, decide_hold};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, TopUpId};
 use billing_core::ledger::{
-    EntryKind, LedgerEntry, NewEntry, PostingRuleError, check_refund, plan_posting,
+    LedgerEntry, NewEntry, PostingRuleError, check_refund, plan_posting,
 };
 use billing_core::money::Credits;
 use billing_core::ports::{
@@ -233,14 +235,7 @@ fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<Post
         refund_check(conn, posting)?;
     }
     let reserved = reserved_in_tx::<PostError>(conn, &posting.account_id, posting.now)?;
-    spend_in_tx::<PostError>(
-        conn,
-        &posting.account_id,
-        reserved,
-        posting.entries.iter().map(|e| (e.kind, e.amount)),
-        posting.now,
-        true,
-    )?;
+    spend_in_tx::<PostError>(conn, posting, reserved)?;
     let planned = plan_posting(
         &posting.account_id,
         Credits::from_units(balance),
@@ -412,6 +407,7 @@ fn change_hold_in_tx(
             spend,
             reserved,
             change.entries.iter().map(|e| (e.kind, e.amount)),
+            Credits::ZERO,
             now,
             false,
         )
@@ -530,20 +526,38 @@ fn save_spend<E: From<StoreError>>(
     Ok(())
 }
 
-/// Applies the spending rules to entries about to be written and records the new spend.
+/// Applies the spending rules to a posting about to be written and records the new spend.
 fn spend_in_tx<E: From<StoreError> + From<PostingRuleError>>(
     conn: &mut Conn,
-    account_id: &AccountId,
+    posting: &Posting,
     held: Credits,
-    entries: impl IntoIterator<Item = (EntryKind, Credits)>,
-    now: Timestamp,
-    check: bool,
 ) -> Result<(), TxError<E>> {
+    let account_id = &posting.account_id;
     let Some((limit, spend)) = load_spending::<E>(conn, account_id)? else {
         return Ok(());
     };
-    let next = apply_spending(&limit, spend, held, entries, now, check)
-        .map_err(|e| TxError::Op(E::from(e)))?;
+    let refundable = if posting.refund_of.is_empty() {
+        Credits::ZERO
+    } else {
+        let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
+        let targets = entries_by_ids::<E>(conn, &ids)?;
+        refundable_this_month(
+            spend,
+            targets.iter().map(|t| (t.created_at, t.amount)),
+            posting.now,
+        )
+        .map_err(|e| TxError::Op(E::from(e)))?
+    };
+    let next = apply_spending(
+        &limit,
+        spend,
+        held,
+        posting.entries.iter().map(|e| (e.kind, e.amount)),
+        refundable,
+        posting.now,
+        true,
+    )
+    .map_err(|e| TxError::Op(E::from(e)))?;
     if next != spend {
         save_spend::<E>(conn, account_id, next)?;
     }

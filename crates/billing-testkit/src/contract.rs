@@ -1416,6 +1416,44 @@ pub async fn spending_limit_is_exact_under_concurrency(store: Handle, other: Han
             .map(|(_, s)| s.spent),
         Some(cr("100"))
     );
+    // Months: a refund of last month's usage does not lower this month's spend, and a
+    // posting stamped before the recorded month counts in it.
+    let months = new_account(&store).await;
+    let fifty = SpendingLimit::new(true, Some(cr("50")), LimitAction::Block).expect("limit");
+    store
+        .set_spending_limit(&months, &fifty)
+        .await
+        .expect("set");
+    let last_month = now().minus_secs(40 * 86_400);
+    let debit_at = |amount: &str, at: Timestamp| {
+        let mut p = posting(&months, vec![entry(EntryKind::Usage, cr(amount).negated())]);
+        p.now = at;
+        p
+    };
+    let mut funds = posting(&months, vec![entry(EntryKind::Bonus, cr("100"))]);
+    funds.now = last_month;
+    store.post(funds).await.expect("funds, last month");
+    let old = other
+        .post(debit_at("20", last_month))
+        .await
+        .expect("last month");
+    store.post(debit_at("10", now())).await.expect("this month");
+    let mut refund_old = posting(&months, vec![entry(EntryKind::Refund, cr("20"))]);
+    refund_old.refund_of = vec![old.entries[0].id.clone()];
+    other.post(refund_old).await.expect("refund of last month");
+    store
+        .post(debit_at("5", last_month))
+        .await
+        .expect("stamped late");
+    assert_eq!(
+        store
+            .spending(&months)
+            .await
+            .expect("get")
+            .map(|(_, s)| (s.month_start, s.spent)),
+        Some((now().month_start(), cr("15")))
+    );
+
     // `alert` lets debits pass.
     let alert = SpendingLimit::new(true, Some(cr("100")), LimitAction::Alert).expect("limit");
     other

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use billing_core::controls::{MonthSpend, SpendingLimit, apply_spending, check_spending};
+use billing_core::controls::{
+    MonthSpend, SpendingLimit, apply_spending, check_spending, refundable_this_month,
+};
 use billing_core::holds::{
     Hold, HoldAction, HoldRuleError, HoldStatus, check_new_hold, decide_hold, reserved_at,
 };
@@ -174,11 +176,20 @@ impl State {
         }
         let reserved = self.reserved(&posting.account_id, posting.now)?;
         let (limit, spend) = self.spending_of(&posting.account_id, posting.now);
+        let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
+        let refundable = refundable_this_month(
+            spend,
+            self.entries_by_ids(&ids)
+                .iter()
+                .map(|t| (t.created_at, t.amount)),
+            posting.now,
+        )?;
         let spend = apply_spending(
             &limit,
             spend,
             reserved,
             posting.entries.iter().map(|e| (e.kind, e.amount)),
+            refundable,
             posting.now,
             true,
         )?;
@@ -621,6 +632,7 @@ impl HoldStore for InMemoryStore {
             spend,
             reserved,
             change.entries.iter().map(|e| (e.kind, e.amount)),
+            Credits::ZERO,
             now,
             false,
         )

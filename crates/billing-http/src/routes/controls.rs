@@ -110,7 +110,10 @@ async fn write(
             fields.enabled,
             fields.monthly_limit.map(|l| l.0),
             &fields.action,
-            state.unit.display_scale,
+            state
+                .unit
+                .display_scale
+                .min(billing_core::money::LEDGER_SCALE),
         )
         .await?;
     tracing::info!(account = %account, enabled = fields.enabled, action = %fields.action, "spending limit set");
