@@ -410,10 +410,22 @@ pub fn document(settings: &DocSettings) -> Value {
         ("UsageBody", &["account_id"][..]),
         ("HoldBody", &["account_id"][..]),
         ("ExtendBody", &["expires_in_seconds"][..]),
+        (
+            "SpendingLimitFields",
+            &["enabled", "monthly_limit", "action"][..],
+        ),
+        ("SpendingLimitBody", &["spending_limit"][..]),
     ] {
         if let Some(body) = doc.pointer_mut(&format!("/components/schemas/{schema}")) {
             body["required"] = json!(required);
         }
+    }
+    // An enabled limit needs an amount; a disabled one may keep `null`.
+    if let Some(fields) = doc.pointer_mut("/components/schemas/SpendingLimitFields") {
+        fields["oneOf"] = json!([
+            {"properties": {"enabled": {"const": true}, "monthly_limit": {"not": {"type": "null"}}}},
+            {"properties": {"enabled": {"const": false}}},
+        ]);
     }
     let parameters = parameter_schemas();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {

@@ -48,6 +48,8 @@ pub enum HoldOpError {
     AccountNotFound,
     #[error("hold not found")]
     HoldNotFound,
+    #[error("the most this call can cost is nothing at the rate card's prices: no hold is needed")]
+    NothingToHold,
     #[error("no rate for model {0:?}")]
     UnknownModel(String),
     #[error("the hold is {0}, not active")]
@@ -161,9 +163,7 @@ impl Billing {
                     .price(*max_input_tokens, *max_output_tokens)
                     .map_err(|e| HoldOpError::Invalid(e.to_string()))?;
                 if !cost.is_positive() {
-                    return Err(HoldOpError::Invalid(
-                        "a hold must reserve more than zero".into(),
-                    ));
+                    return Err(HoldOpError::NothingToHold);
                 }
                 let fingerprint =
                     format!("hold|tokens|{model}|{max_input_tokens}|{max_output_tokens}");

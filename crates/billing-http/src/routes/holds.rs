@@ -23,6 +23,9 @@ impl From<HoldOpError> for ApiError {
             HoldOpError::Invalid(m) => ApiError::bad_request("invalid_request", m),
             HoldOpError::AccountNotFound => ApiError::account_not_found(),
             HoldOpError::HoldNotFound => hold_not_found(),
+            free @ HoldOpError::NothingToHold => {
+                ApiError::new(unprocessable, "nothing_to_charge", free.to_string())
+            }
             unknown @ HoldOpError::UnknownModel(_) => {
                 ApiError::new(unprocessable, "unknown_model", unknown.to_string())
             }
@@ -144,7 +147,7 @@ fn seconds(value: Option<u64>) -> Option<i64> {
         (status = 402, description = "insufficient_funds: the available balance does not cover it", body = ErrorBody),
         (status = 404, description = "account_not_found", body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with another request", body = ErrorBody),
-        (status = 422, description = "unknown_model", body = ErrorBody),
+        (status = 422, description = "unknown_model, or nothing_to_charge (the maximum costs nothing)", body = ErrorBody),
     )
 )]
 #[post("/v1/holds")]
