@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::amount::{Amount, whole_u32, whole_u64};
-use crate::auth::{Admin, IssuedKey, Platform, issue_key};
+use crate::auth::{Admin, Caller, IssuedKey, Platform, issue_key};
 use crate::error::{ApiError, ErrorBody};
 use crate::routes::wallet::{PackResponse, Transaction};
 use crate::{AppState, required_idempotency_key};
@@ -152,6 +152,20 @@ pub struct AccountResponse {
     pub created_at: String,
 }
 
+/// The account a path names, if it exists and the key acts on it; else
+/// `404 account_not_found`.
+async fn existing_account(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+) -> Result<Account, ApiError> {
+    state
+        .billing
+        .account(&caller.account(id)?)
+        .await?
+        .ok_or_else(ApiError::account_not_found)
+}
+
 async fn account_response(
     state: &AppState,
     account: &Account,
@@ -203,11 +217,7 @@ pub async fn get_account(
     Admin(admin): Admin,
     path: web::Path<String>,
 ) -> Result<web::Json<AccountResponse>, ApiError> {
-    let account = state
-        .billing
-        .account(&admin.account(path.into_inner())?)
-        .await?
-        .ok_or_else(ApiError::account_not_found)?;
+    let account = existing_account(&state, &admin, path.into_inner()).await?;
     Ok(web::Json(account_response(&state, &account).await?))
 }
 
@@ -396,11 +406,7 @@ pub async fn create_key(
             ));
         }
     };
-    let account = state
-        .billing
-        .account(&admin.account(path.into_inner())?)
-        .await?
-        .ok_or_else(ApiError::account_not_found)?;
+    let account = existing_account(&state, &admin, path.into_inner()).await?;
     let issued = issue(
         &state,
         scope,
@@ -492,11 +498,7 @@ pub async fn list_account_keys(
     path: web::Path<String>,
     query: web::Query<KeysQuery>,
 ) -> Result<web::Json<KeysResponse>, ApiError> {
-    let account = state
-        .billing
-        .account(&admin.account(path.into_inner())?)
-        .await?
-        .ok_or_else(ApiError::account_not_found)?;
+    let account = existing_account(&state, &admin, path.into_inner()).await?;
     list(&state, Some(account.id), query.into_inner()).await
 }
 
