@@ -112,15 +112,6 @@ pub fn whole_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u6
     whole(deserializer, u64::MAX)
 }
 
-/// The documented schema of a request amount of credits: positive, at most 9 decimals,
-/// below [`REQUEST_AMOUNT_LIMIT`]; a JSON number or a decimal string.
-pub struct CreditAmount;
-
-/// The documented schema of a request amount of money: positive, at most the currency's
-/// decimals (2 here; the served document says the deployment's), below
-/// [`REQUEST_AMOUNT_LIMIT`]; a JSON number or a decimal string.
-pub struct MoneyAmount;
-
 /// The schema of a positive request amount with at most `decimals` decimals.
 pub fn request_amount_schema(decimals: u32) -> serde_json::Value {
     let step = if decimals == 0 {
@@ -159,26 +150,6 @@ pub fn request_amount_schema(decimals: u32) -> serde_json::Value {
         "anyOf": any_of,
     })
 }
-
-fn schema_from_json(value: serde_json::Value) -> RefOr<Schema> {
-    serde_json::from_value(value).unwrap_or_else(|_| RefOr::T(Schema::default()))
-}
-
-impl PartialSchema for CreditAmount {
-    fn schema() -> RefOr<Schema> {
-        schema_from_json(request_amount_schema(billing_core::money::LEDGER_SCALE))
-    }
-}
-
-impl ToSchema for CreditAmount {}
-
-impl PartialSchema for MoneyAmount {
-    fn schema() -> RefOr<Schema> {
-        schema_from_json(request_amount_schema(2))
-    }
-}
-
-impl ToSchema for MoneyAmount {}
 
 impl PartialSchema for Amount {
     fn schema() -> RefOr<Schema> {
