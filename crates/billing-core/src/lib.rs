@@ -11,6 +11,7 @@
 //! - [`pricing`]: the rate card and the rounding rule of priced usage.
 //! - [`holds`]: authorization holds and the available balance.
 //! - [`controls`]: the monthly spending limit.
+//! - [`notices`]: low-balance alerts, notifications and events, and the outbox's retries.
 //! - [`ports`]: the contracts adapters implement.
 //! - [`service`]: the use cases ([`service::Billing`]).
 
@@ -19,6 +20,7 @@ pub mod holds;
 pub mod ids;
 pub mod ledger;
 pub mod money;
+pub mod notices;
 pub mod ports;
 pub mod pricing;
 pub mod service;

@@ -13,6 +13,7 @@ use crate::holds::{Hold, HoldAction, HoldRuleError};
 use crate::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use crate::ledger::{EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError};
 use crate::money::{Credits, Money};
+use crate::notices::{Channel, Email, LowBalanceAlert, Notice};
 use crate::pricing::Rate;
 use crate::time::Timestamp;
 use crate::topup::{Pack, TopUp, TopUpStatus};
@@ -509,11 +510,101 @@ pub trait ControlsStore: Send + Sync {
     ) -> Result<Option<(SpendingLimit, MonthSpend)>, StoreError>;
 
     /// Replaces the account's spending limit. Returns `false` if there is no such account.
+    /// A new limit may be told again this month (`spending_limit.reached`).
     async fn set_spending_limit(
         &self,
         account_id: &AccountId,
         limit: &SpendingLimit,
     ) -> Result<bool, StoreError>;
+
+    /// The account's low-balance alert (disabled, no threshold, when never set); `None` when
+    /// there is no such account.
+    async fn low_balance_alert(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<LowBalanceAlert>, StoreError>;
+
+    /// Replaces the account's low-balance alert. Returns `false` if there is no such account.
+    async fn set_low_balance_alert(
+        &self,
+        account_id: &AccountId,
+        alert: &LowBalanceAlert,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A notice waiting to go out on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxItem {
+    pub notice: Notice,
+    pub channel: Channel,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutboxOutcome {
+    Delivered,
+    /// Failed; try again at `at`.
+    Retry {
+        at: Timestamp,
+        error: String,
+    },
+    /// Failed for the last time (the retry window is over).
+    GaveUp {
+        error: String,
+    },
+}
+
+/// The outbox: notices written in the same transaction as their cause (every posting,
+/// capture and top-up transition MUST write the notices [`crate::notices::debit_notices`]
+/// decides, one item per [`Channel::for_topic`], under the wallet's lock), delivered after
+/// the commit by a worker, at least once.
+#[async_trait]
+pub trait OutboxStore: Send + Sync {
+    /// Claims up to `limit` items due at `now`, oldest first: each is due again only at
+    /// `lease_until`, so another worker (another process) does not take it meanwhile.
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Records an attempt's outcome.
+    async fn finish_outbox(
+        &self,
+        notice_id: &str,
+        channel: Channel,
+        outcome: &OutboxOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// How many items wait, and when the oldest was written.
+    async fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError>;
+}
+
+/// A delivery that did not happen (an SMTP or HTTP failure); it will be retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DeliveryError(pub String);
+
+/// Sends email to customers.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Sends `email`, whose `Message-ID` is derived from `email.notice_id` (the same on
+    /// every retry).
+    async fn send(&self, email: &Email) -> Result<(), DeliveryError>;
+}
+
+/// Delivers events to the platform that sells the API.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait EventSink: Send + Sync {
+    /// Delivers `notice` as an event (the same `id` on every retry); `Ok` when the
+    /// receiver accepted it or when no receiver is configured.
+    async fn deliver(&self, notice: &Notice) -> Result<(), DeliveryError>;
 }
 
 /// The rate card.
@@ -558,6 +649,7 @@ pub trait Store:
     + RateStore
     + HoldStore
     + ControlsStore
+    + OutboxStore
 {
 }
 
@@ -571,6 +663,7 @@ impl<T> Store for T where
         + RateStore
         + HoldStore
         + ControlsStore
+        + OutboxStore
 {
 }
 

@@ -4,10 +4,12 @@
 
 mod controls;
 mod holds;
+mod outbox;
 mod rates;
 
 pub use controls::SetControlError;
 pub use holds::{CaptureCharge, HoldCharge, HoldOpError};
+pub use outbox::{OUTBOX_LEASE_SECS, OutboxDelivery, OutboxRun};
 pub use rates::ManageRateError;
 
 use std::collections::BTreeMap;

@@ -24,11 +24,12 @@ use billing_core::holds::{Hold, HoldAction};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry};
 use billing_core::money::Credits;
+use billing_core::notices::{Channel, LowBalanceAlert};
 use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
     HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
-    KeyQuery, LedgerStore, PackStore, PostError, Posted, Posting, RateStore, StoreError, TopUpPage,
-    TopUpStore, TransitionOutcome, Wallet,
+    KeyQuery, LedgerStore, OutboxItem, OutboxOutcome, OutboxStore, PackStore, PostError, Posted,
+    Posting, RateStore, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -562,6 +563,52 @@ impl ControlsStore for DieselStore {
     ) -> Result<bool, StoreError> {
         let (account_id, limit) = (account_id.clone(), limit.clone());
         on_write_conn!(self, |c| ops::set_spending_limit(c, &account_id, &limit))
+    }
+
+    async fn low_balance_alert(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<LowBalanceAlert>, StoreError> {
+        let account_id = account_id.clone();
+        on_conn!(self, |c| ops::low_balance_alert(c, &account_id))
+    }
+
+    async fn set_low_balance_alert(
+        &self,
+        account_id: &AccountId,
+        alert: &LowBalanceAlert,
+    ) -> Result<bool, StoreError> {
+        let (account_id, alert) = (account_id.clone(), alert.clone());
+        on_write_conn!(self, |c| ops::set_low_balance_alert(c, &account_id, &alert))
+    }
+}
+
+#[async_trait]
+impl OutboxStore for DieselStore {
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        on_write_conn!(self, |c| ops::claim_outbox(c, now, lease_until, limit))
+    }
+
+    async fn finish_outbox(
+        &self,
+        notice_id: &str,
+        channel: Channel,
+        outcome: &OutboxOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (notice_id, outcome) = (notice_id.to_owned(), outcome.clone());
+        on_write_conn!(self, |c| ops::finish_outbox(
+            c, &notice_id, channel, &outcome, now
+        ))
+    }
+
+    async fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
+        on_conn!(self, |c| ops::outbox_depth(c))
     }
 }
 

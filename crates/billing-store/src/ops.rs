@@ -7,6 +7,9 @@
 use billing_core::controls::{
     MonthSpend, SpendingLimit, apply_spending, check_spending, refundable_this_month,
 };
+use billing_core::notices::{
+    Cause, Channel, Debit, LowBalanceAlert, Notice, NoticeSettings, Topic, debit_notices,
+};
 use billing_core::holds::{Hold, HoldAction, HoldStatus, check_new_hold, decide_hold};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, TopUpId};
 use billing_core::ledger::{
@@ -15,7 +18,7 @@ use billing_core::ledger::{
 use billing_core::money::Credits;
 use billing_core::ports::{
     Account, ApiKeyRecord, EntryQuery, HoldError, HoldOutcome, IdempotencyClaim, InsertTopUpError,
-    Inserted, KeyPage, KeyQuery, PostError,
+    Inserted, KeyPage, KeyQuery, OutboxItem, OutboxOutcome, PostError,
     Posted, Posting, StoreError, TopUpPage, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
@@ -24,11 +27,12 @@ use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transitio
 use diesel::prelude::*;
 
 use crate::rows::{
-    AccountRow, ApiKeyRow, EntryRow, HoldRow, NewEntryRow, PackRow, RateRow, TopUpRow,
+    AccountRow, ApiKeyRow, EntryRow, HoldRow, NewEntryRow, NewOutboxRow, OutboxRow, PackRow,
+    RateRow, TopUpRow,
 };
 use crate::schema::{
-    accounts, api_keys, holds, idempotency_keys, ledger_entries, packs, rates, refund_links, topups,
-    webhook_events,
+    accounts, api_keys, holds, idempotency_keys, ledger_entries, outbox, packs, rates, refund_links,
+    topups, webhook_events,
 };
 use crate::rows::units;
 use crate::{TxError, db_err, finish};
@@ -235,7 +239,7 @@ fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<Post
         refund_check(conn, posting)?;
     }
     let reserved = reserved_in_tx::<PostError>(conn, &posting.account_id, posting.now)?;
-    spend_in_tx::<PostError>(conn, posting, reserved)?;
+    let controls = spend_in_tx::<PostError>(conn, posting, reserved)?;
     let planned = plan_posting(
         &posting.account_id,
         Credits::from_units(balance),
@@ -245,6 +249,20 @@ fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<Post
     )
     .map_err(|e| TxError::Op(PostError::Rule(e)))?;
     append_entries::<PostError>(conn, &posting.account_id, balance, &planned)?;
+    if let (Some((settings, spend)), Some(last)) = (&controls, planned.last()) {
+        notify_debit::<PostError>(
+            conn,
+            settings,
+            &Debit {
+                account_id: &posting.account_id,
+                entry_id: last.id.as_str(),
+                balance_before: Credits::from_units(balance),
+                balance_after: last.balance_after,
+                spend_after: *spend,
+                now: posting.now,
+            },
+        )?;
+    }
     if let Some(claim) = &posting.idempotency {
         let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
         insert_claim(conn, claim, &ids.join(","), posting.now)?;
@@ -390,7 +408,9 @@ fn change_hold_in_tx(
     let reserved = reserved_in_tx::<HoldError>(conn, account_id, now)?;
     let change = decide_hold(&hold, action, Credits::from_units(balance), reserved, now)
         .map_err(|e| TxError::Op(HoldError::Rule(e)))?;
-    if let Some((limit, spend)) = load_spending::<HoldError>(conn, account_id)? {
+    let mut controls = None;
+    if let Some((settings, spend)) = load_controls::<HoldError>(conn, account_id)? {
+        let limit = &settings.limit;
         // A larger hold commits more of the month's limit; a capture spends what its hold
         // committed (not checked again).
         if change.hold.amount > hold.amount {
@@ -399,11 +419,11 @@ fn change_hold_in_tx(
                 .amount
                 .checked_sub(hold.amount)
                 .map_err(|e| TxError::Op(HoldError::Store(StoreError::Corrupt(e.to_string()))))?;
-            check_spending(&limit, spend.at(now), reserved, increase)
+            check_spending(limit, spend.at(now), reserved, increase)
                 .map_err(|e| TxError::Op(HoldError::Rule(e.into())))?;
         }
         let next = apply_spending(
-            &limit,
+            limit,
             spend,
             reserved,
             change.entries.iter().map(|e| (e.kind, e.amount)),
@@ -415,8 +435,23 @@ fn change_hold_in_tx(
         if next != spend {
             save_spend::<HoldError>(conn, account_id, next)?;
         }
+        controls = Some((settings, next));
     }
     append_entries::<HoldError>(conn, account_id, balance, &change.entries)?;
+    if let (Some((settings, spend)), Some(last)) = (&controls, change.entries.last()) {
+        notify_debit::<HoldError>(
+            conn,
+            settings,
+            &Debit {
+                account_id,
+                entry_id: last.id.as_str(),
+                balance_before: Credits::from_units(balance),
+                balance_after: last.balance_after,
+                spend_after: *spend,
+                now,
+            },
+        )?;
+    }
     let row = HoldRow::try_from(&change.hold).map_err(|e| TxError::Op(HoldError::Store(e)))?;
     diesel::update(holds::table.find(id.as_str()))
         .set(&row)
@@ -478,12 +513,14 @@ pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Resul
     Ok(u32::try_from(updated).unwrap_or(u32::MAX))
 }
 
-/// The account's spending limit and recorded month spend (the wallet is locked or only read).
-fn load_spending<E: From<StoreError>>(
+/// The account's notification settings (alert, spending limit, the month the limit was
+/// last told) and recorded month spend (the wallet is locked or only read).
+fn load_controls<E: From<StoreError>>(
     conn: &mut Conn,
     account_id: &AccountId,
-) -> Result<Option<(SpendingLimit, MonthSpend)>, TxError<E>> {
-    let row: Option<(bool, Option<i64>, String, i64, i64)> = accounts::table
+) -> Result<Option<(NoticeSettings, MonthSpend)>, TxError<E>> {
+    type ControlsRow = (bool, Option<i64>, String, i64, i64, bool, Option<i64>, Option<i64>);
+    let row: Option<ControlsRow> = accounts::table
         .find(account_id.as_str())
         .select((
             accounts::limit_enabled,
@@ -491,24 +528,77 @@ fn load_spending<E: From<StoreError>>(
             accounts::limit_action,
             accounts::spend_month_start,
             accounts::spend_month,
+            accounts::alert_enabled,
+            accounts::alert_threshold,
+            accounts::limit_told_month,
         ))
         .first(conn)
         .optional()?;
     let corrupt = |m: String| TxError::Op(E::from(StoreError::Corrupt(m)));
-    row.map(|(enabled, monthly, action, month_start, spent)| {
-        Ok((
-            SpendingLimit {
-                enabled,
-                monthly_limit: monthly.map(Credits::from_units),
-                action: action.parse().map_err(corrupt)?,
-            },
-            MonthSpend {
-                month_start: Timestamp::from_micros(month_start),
-                spent: Credits::from_units(spent),
-            },
-        ))
-    })
+    row.map(
+        |(enabled, monthly, action, month_start, spent, alert_enabled, alert_threshold, told)| {
+            Ok((
+                NoticeSettings {
+                    alert: LowBalanceAlert {
+                        enabled: alert_enabled,
+                        threshold: alert_threshold.map(Credits::from_units),
+                    },
+                    limit: SpendingLimit {
+                        enabled,
+                        monthly_limit: monthly.map(Credits::from_units),
+                        action: action.parse().map_err(corrupt)?,
+                    },
+                    limit_reached_month: told.map(Timestamp::from_micros),
+                },
+                MonthSpend {
+                    month_start: Timestamp::from_micros(month_start),
+                    spent: Credits::from_units(spent),
+                },
+            ))
+        },
+    )
     .transpose()
+}
+
+/// The account's spending limit and recorded month spend.
+fn load_spending<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Option<(SpendingLimit, MonthSpend)>, TxError<E>> {
+    Ok(load_controls::<E>(conn, account_id)?.map(|(settings, spend)| (settings.limit, spend)))
+}
+
+/// Writes one outbox item per channel of each notice.
+fn enqueue_notices<E: From<StoreError>>(
+    conn: &mut Conn,
+    notices: &[Notice],
+) -> Result<(), TxError<E>> {
+    let rows = notices
+        .iter()
+        .flat_map(|n| Channel::for_topic(n.topic).iter().map(move |c| NewOutboxRow::new(n, *c)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TxError::Op(E::from(e)))?;
+    if !rows.is_empty() {
+        diesel::insert_into(outbox::table).values(&rows).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// After a posting or a capture (under the wallet's lock): the notices its debit tells
+/// ([`debit_notices`]), written to the outbox, and the month the limit was told.
+fn notify_debit<E: From<StoreError>>(
+    conn: &mut Conn,
+    settings: &NoticeSettings,
+    debit: &Debit<'_>,
+) -> Result<(), TxError<E>> {
+    let (notices, told) = debit_notices(settings, debit);
+    enqueue_notices::<E>(conn, &notices)?;
+    if told != settings.limit_reached_month {
+        diesel::update(accounts::table.find(debit.account_id.as_str()))
+            .set(accounts::limit_told_month.eq(told.map(Timestamp::as_micros)))
+            .execute(conn)?;
+    }
+    Ok(())
 }
 
 fn save_spend<E: From<StoreError>>(
@@ -526,16 +616,18 @@ fn save_spend<E: From<StoreError>>(
     Ok(())
 }
 
-/// Applies the spending rules to a posting about to be written and records the new spend.
+/// Applies the spending rules to a posting about to be written and records the new spend;
+/// answers the wallet's notification settings and its spend after the posting.
 fn spend_in_tx<E: From<StoreError> + From<PostingRuleError>>(
     conn: &mut Conn,
     posting: &Posting,
     held: Credits,
-) -> Result<(), TxError<E>> {
+) -> Result<Option<(NoticeSettings, MonthSpend)>, TxError<E>> {
     let account_id = &posting.account_id;
-    let Some((limit, spend)) = load_spending::<E>(conn, account_id)? else {
-        return Ok(());
+    let Some((settings, spend)) = load_controls::<E>(conn, account_id)? else {
+        return Ok(None);
     };
+    let limit = &settings.limit;
     let refundable = if posting.refund_of.is_empty() {
         Credits::ZERO
     } else {
@@ -549,7 +641,7 @@ fn spend_in_tx<E: From<StoreError> + From<PostingRuleError>>(
         .map_err(|e| TxError::Op(E::from(e)))?
     };
     let next = apply_spending(
-        &limit,
+        limit,
         spend,
         held,
         posting.entries.iter().map(|e| (e.kind, e.amount)),
@@ -561,7 +653,7 @@ fn spend_in_tx<E: From<StoreError> + From<PostingRuleError>>(
     if next != spend {
         save_spend::<E>(conn, account_id, next)?;
     }
-    Ok(())
+    Ok(Some((settings, next)))
 }
 
 pub(crate) fn spending(
@@ -582,6 +674,7 @@ pub(crate) fn set_spending_limit(
             accounts::limit_enabled.eq(limit.enabled),
             accounts::limit_monthly.eq(monthly),
             accounts::limit_action.eq(limit.action.as_str()),
+            accounts::limit_told_month.eq(None::<i64>),
         ))
         .execute(conn)
         .map_err(db_err)?;
@@ -789,10 +882,48 @@ fn transition_in_tx(
     topup.status = target;
     topup.failure_reason = reason;
     topup.updated_at = now;
+    if let Some(notice) = topup_notice(conn, &topup, &credited, now)? {
+        enqueue_notices::<StoreError>(conn, &[notice])?;
+    }
     Ok(Some(TransitionOutcome::Applied {
         topup,
         entries: credited,
     }))
+}
+
+/// `topup.completed` (the credits it added, the balance after) or `topup.failed`.
+fn topup_notice(
+    conn: &mut Conn,
+    topup: &TopUp,
+    credited: &[LedgerEntry],
+    now: Timestamp,
+) -> Result<Option<Notice>, TxError<StoreError>> {
+    let cause = Cause::TopUp(topup.id.as_str().to_owned());
+    Ok(match topup.status {
+        TopUpStatus::Completed => {
+            let balance = credited
+                .last()
+                .map(|e| e.balance_after)
+                .ok_or_else(|| TxError::Op(StoreError::Corrupt(format!("top-up {} credited nothing", topup.id))))?;
+            let added = Credits::sum(credited.iter().map(|e| e.amount))
+                .map_err(|e| TxError::Op(StoreError::Corrupt(e.to_string())))?;
+            Some(Notice {
+                amount: Some(added),
+                ..Notice::new(Topic::TopUpCompleted, &topup.account_id, balance, cause, now)
+            })
+        }
+        TopUpStatus::Failed => {
+            let balance: i64 = accounts::table
+                .find(topup.account_id.as_str())
+                .select(accounts::balance)
+                .first(conn)?;
+            Some(Notice {
+                reason: topup.failure_reason.clone(),
+                ..Notice::new(Topic::TopUpFailed, &topup.account_id, Credits::from_units(balance), cause, now)
+            })
+        }
+        TopUpStatus::Pending => None,
+    })
 }
 
 pub(crate) fn transition_topup(
@@ -1072,4 +1203,98 @@ pub(crate) fn touch_pending_topup(
     .execute(conn)
     .map_err(db_err)?;
     Ok(())
+}
+
+pub(crate) fn low_balance_alert(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Option<LowBalanceAlert>, StoreError> {
+    finish(load_controls::<StoreError>(conn, account_id)).map(|c| c.map(|(s, _)| s.alert))
+}
+
+pub(crate) fn set_low_balance_alert(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    alert: &LowBalanceAlert,
+) -> Result<bool, StoreError> {
+    let threshold = alert.threshold.map(units).transpose()?;
+    let updated = diesel::update(accounts::table.find(account_id.as_str()))
+        .set((
+            accounts::alert_enabled.eq(alert.enabled),
+            accounts::alert_threshold.eq(threshold),
+        ))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(updated == 1)
+}
+
+pub(crate) fn claim_outbox(
+    conn: &mut Conn,
+    now: Timestamp,
+    lease_until: Timestamp,
+    limit: u32,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    let due: Vec<OutboxRow> = outbox::table
+        .filter(outbox::status.eq("pending"))
+        .filter(outbox::next_attempt_at.le(now.as_micros()))
+        .order(outbox::next_attempt_at.asc())
+        .limit(i64::from(limit))
+        .select(OutboxRow::as_select())
+        .load(conn)
+        .map_err(db_err)?;
+    let mut claimed = Vec::with_capacity(due.len());
+    for row in due {
+        // Taken only if no other worker took it since it was read.
+        let taken = diesel::update(
+            outbox::table
+                .filter(outbox::notice_id.eq(&row.notice_id))
+                .filter(outbox::channel.eq(&row.channel))
+                .filter(outbox::status.eq("pending"))
+                .filter(outbox::next_attempt_at.eq(row.next_attempt_at)),
+        )
+        .set(outbox::next_attempt_at.eq(lease_until.as_micros()))
+        .execute(conn)
+        .map_err(db_err)?;
+        if taken == 1 {
+            claimed.push(OutboxItem::try_from(row)?);
+        }
+    }
+    Ok(claimed)
+}
+
+pub(crate) fn finish_outbox(
+    conn: &mut Conn,
+    notice_id: &str,
+    channel: Channel,
+    outcome: &OutboxOutcome,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let item = outbox::table
+        .filter(outbox::notice_id.eq(notice_id))
+        .filter(outbox::channel.eq(channel.as_str()));
+    let (status, next, error) = match outcome {
+        OutboxOutcome::Delivered => ("delivered", None, None),
+        OutboxOutcome::Retry { at, error } => ("pending", Some(at.as_micros()), Some(error.as_str())),
+        OutboxOutcome::GaveUp { error } => ("given_up", None, Some(error.as_str())),
+    };
+    // A finished item's next_attempt_at records when it finished.
+    diesel::update(item)
+        .set((
+            outbox::status.eq(status),
+            outbox::attempts.eq(outbox::attempts + 1),
+            outbox::last_error.eq(error),
+            outbox::next_attempt_at.eq(next.unwrap_or(now.as_micros())),
+        ))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) fn outbox_depth(conn: &mut Conn) -> Result<(u64, Option<Timestamp>), StoreError> {
+    let (count, oldest): (i64, Option<i64>) = outbox::table
+        .filter(outbox::status.eq("pending"))
+        .select((diesel::dsl::count_star(), diesel::dsl::min(outbox::created_at)))
+        .first(conn)
+        .map_err(db_err)?;
+    Ok((u64::try_from(count).unwrap_or(0), oldest.map(Timestamp::from_micros)))
 }

@@ -6,13 +6,15 @@ use billing_core::holds::{Hold, HoldStatus};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{EntryKind, LedgerEntry};
 use billing_core::money::{Credits, Currency, Money};
+use billing_core::notices::{Cause, Channel, Notice};
+use billing_core::ports::OutboxItem;
 use billing_core::ports::{Account, ApiKeyRecord, KeyScope, StoreError};
 use billing_core::pricing::{Rate, UsageDetail};
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use diesel::prelude::*;
 
-use crate::schema::{accounts, api_keys, holds, ledger_entries, packs, rates, topups};
+use crate::schema::{accounts, api_keys, holds, ledger_entries, outbox, packs, rates, topups};
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -471,6 +473,96 @@ impl TryFrom<HoldRow> for Hold {
             created_at: Timestamp::from_micros(row.created_at),
             expires_at: Timestamp::from_micros(row.expires_at),
             updated_at: Timestamp::from_micros(row.updated_at),
+        })
+    }
+}
+
+/// One outbox item as written (pending, no attempt yet).
+#[derive(Insertable)]
+#[diesel(table_name = outbox)]
+pub(crate) struct NewOutboxRow {
+    pub notice_id: String,
+    pub channel: String,
+    pub topic: String,
+    pub account_id: String,
+    pub balance: i64,
+    pub cause_kind: String,
+    pub cause_id: String,
+    pub threshold: Option<i64>,
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+    pub status: String,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+}
+
+impl NewOutboxRow {
+    pub(crate) fn new(notice: &Notice, channel: Channel) -> Result<NewOutboxRow, StoreError> {
+        Ok(NewOutboxRow {
+            notice_id: notice.id.clone(),
+            channel: channel.as_str().to_owned(),
+            topic: notice.topic.as_str().to_owned(),
+            account_id: notice.account_id.as_str().to_owned(),
+            balance: units(notice.balance)?,
+            cause_kind: notice.cause.kind().to_owned(),
+            cause_id: notice.cause.id().to_owned(),
+            threshold: notice.threshold.map(units).transpose()?,
+            amount: notice.amount.map(units).transpose()?,
+            reason: notice.reason.clone(),
+            status: "pending".to_owned(),
+            next_attempt_at: notice.created_at.as_micros(),
+            created_at: notice.created_at.as_micros(),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+pub(crate) struct OutboxRow {
+    pub notice_id: String,
+    pub channel: String,
+    pub topic: String,
+    pub account_id: String,
+    pub balance: i64,
+    pub cause_kind: String,
+    pub cause_id: String,
+    pub threshold: Option<i64>,
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+    pub attempts: i32,
+    pub next_attempt_at: i64,
+    pub created_at: i64,
+}
+
+impl TryFrom<OutboxRow> for OutboxItem {
+    type Error = StoreError;
+    fn try_from(row: OutboxRow) -> Result<OutboxItem, StoreError> {
+        let channel = Channel::parse(&row.channel).ok_or_else(|| {
+            corrupt(format!(
+                "outbox {}: channel {:?}",
+                row.notice_id, row.channel
+            ))
+        })?;
+        let cause = Cause::from_parts(&row.cause_kind, row.cause_id).ok_or_else(|| {
+            corrupt(format!(
+                "outbox {}: cause {:?}",
+                row.notice_id, row.cause_kind
+            ))
+        })?;
+        Ok(OutboxItem {
+            notice: Notice {
+                topic: row.topic.parse().map_err(corrupt)?,
+                id: row.notice_id,
+                account_id: AccountId::new(row.account_id),
+                balance: Credits::from_units(row.balance),
+                cause,
+                threshold: row.threshold.map(Credits::from_units),
+                amount: row.amount.map(Credits::from_units),
+                reason: row.reason,
+                created_at: Timestamp::from_micros(row.created_at),
+            },
+            channel,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
         })
     }
 }

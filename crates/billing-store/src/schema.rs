@@ -12,6 +12,30 @@ diesel::table! {
         limit_action -> Text,
         spend_month_start -> BigInt,
         spend_month -> BigInt,
+        alert_enabled -> Bool,
+        alert_threshold -> Nullable<BigInt>,
+        limit_told_month -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    outbox (seq) {
+        seq -> BigInt,
+        notice_id -> Text,
+        channel -> Text,
+        topic -> Text,
+        account_id -> Text,
+        balance -> BigInt,
+        cause_kind -> Text,
+        cause_id -> Text,
+        threshold -> Nullable<BigInt>,
+        amount -> Nullable<BigInt>,
+        reason -> Nullable<Text>,
+        status -> Text,
+        attempts -> Integer,
+        next_attempt_at -> BigInt,
+        last_error -> Nullable<Text>,
+        created_at -> BigInt,
     }
 }
 
@@ -133,4 +157,10 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(accounts, ledger_entries, refund_links, topups);
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    ledger_entries,
+    outbox,
+    refund_links,
+    topups
+);

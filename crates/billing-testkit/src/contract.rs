@@ -18,9 +18,11 @@ use billing_core::ledger::{
     EntryKind, LedgerEntry, NewEntry, PostingRuleError, RefundRuleError, verify_history,
 };
 use billing_core::money::{Credits, Currency, Money};
+use billing_core::notices::{Channel, LowBalanceAlert, Topic};
 use billing_core::ports::{
     Account, ApiKeyRecord, EntryQuery, HoldError, IdempotencyClaim, InsertTopUpError, Inserted,
-    KeyPage, KeyQuery, KeyScope, PostError, Posted, Posting, Store, StoreError, TransitionOutcome,
+    KeyPage, KeyQuery, KeyScope, OutboxOutcome, PostError, Posted, Posting, Store, StoreError,
+    TransitionOutcome,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -1471,6 +1473,189 @@ pub async fn spending_limit_is_exact_under_concurrency(store: Handle, other: Han
     .expect("consistent");
 }
 
+/// Notices are decided under the wallet's lock: racing debits across the alert's threshold
+/// write exactly one `balance.low` (email and event) and one `balance.depleted`; the
+/// spending limit is told once a month; an outbox item is claimed by one worker at a time,
+/// comes back when its retry is due, and never after it was delivered.
+pub async fn notices_are_written_once_and_claimed_once(store: Handle, other: Handle) {
+    let account = new_account(&store).await;
+    assert_eq!(
+        store.low_balance_alert(&account).await.expect("get"),
+        Some(LowBalanceAlert::default())
+    );
+    assert_eq!(
+        store
+            .low_balance_alert(&AccountId::new("acct_none"))
+            .await
+            .expect("get"),
+        None
+    );
+    let alert = LowBalanceAlert::new(true, Some(cr("10"))).expect("alert");
+    assert!(
+        store
+            .set_low_balance_alert(&account, &alert)
+            .await
+            .expect("set")
+    );
+    assert_eq!(
+        other.low_balance_alert(&account).await.expect("get"),
+        Some(alert.clone())
+    );
+    credit(&store, &account, cr("20")).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let account = account.clone();
+        tasks.push(tokio::spawn(async move {
+            debit(&handle, &account, cr("1")).await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("debit");
+    }
+    let t = now();
+    let lease = t.plus_secs(60);
+    let (a, b) = tokio::join!(
+        store.claim_outbox(t, lease, 100),
+        other.claim_outbox(t, lease, 100)
+    );
+    let mut claimed = a.expect("claim");
+    claimed.extend(b.expect("claim"));
+    let mut seen: Vec<(Topic, Channel)> = claimed
+        .iter()
+        .map(|i| (i.notice.topic, i.channel))
+        .collect();
+    seen.sort_by_key(|(t, c)| (t.as_str(), c.as_str()));
+    assert_eq!(
+        seen,
+        vec![
+            (Topic::BalanceDepleted, Channel::Event),
+            (Topic::BalanceLow, Channel::Email),
+            (Topic::BalanceLow, Channel::Event),
+        ],
+        "one crossing, one depletion, each claimed by one worker"
+    );
+    let low = claimed
+        .iter()
+        .find(|i| i.notice.topic == Topic::BalanceLow)
+        .expect("low");
+    assert_eq!(low.notice.balance, cr("9"));
+    assert_eq!(low.notice.threshold, Some(cr("10")));
+    assert_eq!(low.notice.account_id, account);
+    assert_eq!(low.attempts, 0);
+    assert!(
+        store
+            .claim_outbox(t, lease, 100)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(store.outbox_depth().await.expect("depth"), (3, Some(t)));
+    // One retried, the others delivered.
+    for item in &claimed {
+        let outcome = if item.notice.topic == Topic::BalanceDepleted {
+            OutboxOutcome::Retry {
+                at: t.plus_secs(10),
+                error: "503".into(),
+            }
+        } else {
+            OutboxOutcome::Delivered
+        };
+        other
+            .finish_outbox(&item.notice.id, item.channel, &outcome, t)
+            .await
+            .expect("finish");
+    }
+    assert!(
+        store
+            .claim_outbox(t.plus_secs(9), lease, 100)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let again = store
+        .claim_outbox(t.plus_secs(10), t.plus_secs(70), 100)
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        (again[0].notice.topic, again[0].attempts),
+        (Topic::BalanceDepleted, 1)
+    );
+    store
+        .finish_outbox(
+            &again[0].notice.id,
+            again[0].channel,
+            &OutboxOutcome::Delivered,
+            t,
+        )
+        .await
+        .expect("finish");
+    assert_eq!(store.outbox_depth().await.expect("depth"), (0, None));
+    assert!(
+        store
+            .claim_outbox(t.plus_secs(7_200), t.plus_secs(7_300), 100)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // Back above the threshold re-arms the alert.
+    credit(&store, &account, cr("15")).await;
+    debit(&other, &account, cr("6"))
+        .await
+        .expect("crossing again");
+    let rearmed = store.claim_outbox(t, lease, 100).await.expect("claim");
+    assert_eq!(rearmed.len(), 2);
+    assert!(rearmed.iter().all(|i| i.notice.topic == Topic::BalanceLow));
+
+    // The spending limit: told once a month, when it is reached.
+    let limited = new_account(&store).await;
+    credit(&store, &limited, cr("100")).await;
+    let limit = SpendingLimit::new(true, Some(cr("10")), LimitAction::Block).expect("limit");
+    store
+        .set_spending_limit(&limited, &limit)
+        .await
+        .expect("set");
+    debit(&store, &limited, cr("9")).await.expect("under");
+    debit(&other, &limited, cr("1")).await.expect("reaches");
+    assert!(debit(&store, &limited, cr("1")).await.is_err());
+    let told = store.claim_outbox(t, lease, 100).await.expect("claim");
+    let mut topics: Vec<(Topic, Channel)> =
+        told.iter().map(|i| (i.notice.topic, i.channel)).collect();
+    topics.sort_by_key(|(t, c)| (t.as_str(), c.as_str()));
+    assert_eq!(
+        topics,
+        vec![
+            (Topic::SpendingLimitReached, Channel::Email),
+            (Topic::SpendingLimitReached, Channel::Event)
+        ]
+    );
+    assert_eq!(told[0].notice.amount, Some(cr("10")));
+    let alert_only = SpendingLimit::new(true, Some(cr("10")), LimitAction::Alert).expect("limit");
+    store
+        .set_spending_limit(&limited, &alert_only)
+        .await
+        .expect("set");
+    debit(&store, &limited, cr("1")).await.expect("passes");
+    debit(&store, &limited, cr("1"))
+        .await
+        .expect("passes again");
+    assert_eq!(
+        store
+            .claim_outbox(t, lease, 100)
+            .await
+            .expect("claim")
+            .len(),
+        2,
+        "a new limit is told once"
+    );
+}
+
 /// Generates one `#[tokio::test]` per contract check. `$factory` is an async function
 /// `fn(&'static str) -> Option<(Handle, Handle)>` that returns two handles on one fresh
 /// store, or `None` when the backend is unavailable and the suite is allowed to skip (it
@@ -1494,7 +1679,8 @@ macro_rules! store_contract_tests {
             rates_and_priced_usage_round_trip,
             holds_reserve_capture_release_and_expire,
             racing_holds_and_debits_never_overdraw,
-            spending_limit_is_exact_under_concurrency
+            spending_limit_is_exact_under_concurrency,
+            notices_are_written_once_and_claimed_once
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

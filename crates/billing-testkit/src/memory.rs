@@ -15,11 +15,14 @@ use billing_core::holds::{
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry, check_refund, plan_posting};
 use billing_core::money::Credits;
+use billing_core::notices::{
+    Cause, Channel, Debit, LowBalanceAlert, Notice, NoticeSettings, Topic, debit_notices,
+};
 use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
     HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
-    KeyQuery, LedgerStore, PackStore, PostError, Posted, Posting, RateStore, StoreError, TopUpPage,
-    TopUpStore, TransitionOutcome, Wallet,
+    KeyQuery, LedgerStore, OutboxItem, OutboxOutcome, OutboxStore, PackStore, PostError, Posted,
+    Posting, RateStore, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -38,6 +41,10 @@ struct State {
     rates: BTreeMap<String, Rate>,
     holds: Vec<Hold>,
     spending: HashMap<AccountId, (SpendingLimit, MonthSpend)>,
+    alerts: HashMap<AccountId, LowBalanceAlert>,
+    limit_told: HashMap<AccountId, Timestamp>,
+    /// Items, whether still pending, and when each is next due.
+    outbox: Vec<(OutboxItem, bool, Timestamp)>,
 }
 
 /// All storage ports in memory.
@@ -64,6 +71,55 @@ impl State {
             .get(account_id)
             .cloned()
             .unwrap_or_else(|| (SpendingLimit::default(), MonthSpend::empty(now)))
+    }
+
+    /// Writes the notices a debit tells to the outbox (see `billing_core::notices`).
+    fn notify_debit(
+        &mut self,
+        account_id: &AccountId,
+        before: Credits,
+        planned: &[LedgerEntry],
+        now: Timestamp,
+    ) {
+        let Some(last) = planned.last() else { return };
+        let (limit, spend) = self.spending_of(account_id, now);
+        let settings = NoticeSettings {
+            alert: self.alerts.get(account_id).cloned().unwrap_or_default(),
+            limit,
+            limit_reached_month: self.limit_told.get(account_id).copied(),
+        };
+        let (notices, told) = debit_notices(
+            &settings,
+            &Debit {
+                account_id,
+                entry_id: last.id.as_str(),
+                balance_before: before,
+                balance_after: last.balance_after,
+                spend_after: spend,
+                now,
+            },
+        );
+        if let Some(told) = told {
+            self.limit_told.insert(account_id.clone(), told);
+        }
+        self.enqueue(notices);
+    }
+
+    fn enqueue(&mut self, notices: Vec<Notice>) {
+        for notice in notices {
+            for channel in Channel::for_topic(notice.topic) {
+                let due = notice.created_at;
+                self.outbox.push((
+                    OutboxItem {
+                        notice: notice.clone(),
+                        channel: *channel,
+                        attempts: 0,
+                    },
+                    true,
+                    due,
+                ));
+            }
+        }
     }
 
     fn reserved(&self, account_id: &AccountId, now: Timestamp) -> Result<Credits, StoreError> {
@@ -203,6 +259,7 @@ impl State {
         self.append(&posting.account_id, &planned);
         self.spending
             .insert(posting.account_id.clone(), (limit, spend));
+        self.notify_debit(&posting.account_id, balance, &planned, posting.now);
         if let Some(claim) = &posting.idempotency {
             let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
             self.claims.insert(
@@ -439,8 +496,35 @@ impl TopUpStore for InMemoryStore {
         stored.status = target;
         stored.failure_reason = reason;
         stored.updated_at = now;
+        let topup = stored.clone();
+        let balance = state
+            .accounts
+            .get(&topup.account_id)
+            .map(|(_, b)| *b)
+            .unwrap_or(Credits::ZERO);
+        let cause = Cause::TopUp(topup.id.as_str().to_owned());
+        let notice = if target == TopUpStatus::Completed {
+            let added = Credits::sum(credited.iter().map(|e| e.amount))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Notice {
+                amount: Some(added),
+                ..Notice::new(
+                    Topic::TopUpCompleted,
+                    &topup.account_id,
+                    balance,
+                    cause,
+                    now,
+                )
+            }
+        } else {
+            Notice {
+                reason: topup.failure_reason.clone(),
+                ..Notice::new(Topic::TopUpFailed, &topup.account_id, balance, cause, now)
+            }
+        };
+        state.enqueue(vec![notice]);
         Ok(Some(TransitionOutcome::Applied {
-            topup: stored.clone(),
+            topup,
             entries: credited,
         }))
     }
@@ -563,7 +647,93 @@ impl ControlsStore for InMemoryStore {
         state
             .spending
             .insert(account_id.clone(), (limit.clone(), spend));
+        state.limit_told.remove(account_id);
         Ok(true)
+    }
+
+    async fn low_balance_alert(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<LowBalanceAlert>, StoreError> {
+        let state = self.lock()?;
+        if !state.accounts.contains_key(account_id) {
+            return Ok(None);
+        }
+        Ok(Some(
+            state.alerts.get(account_id).cloned().unwrap_or_default(),
+        ))
+    }
+
+    async fn set_low_balance_alert(
+        &self,
+        account_id: &AccountId,
+        alert: &LowBalanceAlert,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        if !state.accounts.contains_key(account_id) {
+            return Ok(false);
+        }
+        state.alerts.insert(account_id.clone(), alert.clone());
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl OutboxStore for InMemoryStore {
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut state = self.lock()?;
+        let mut due: Vec<&mut (OutboxItem, bool, Timestamp)> = state
+            .outbox
+            .iter_mut()
+            .filter(|(_, pending, at)| *pending && *at <= now)
+            .collect();
+        due.sort_by_key(|(_, _, at)| *at);
+        Ok(due
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|entry| {
+                entry.2 = lease_until;
+                entry.0.clone()
+            })
+            .collect())
+    }
+
+    async fn finish_outbox(
+        &self,
+        notice_id: &str,
+        channel: Channel,
+        outcome: &OutboxOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if let Some(entry) = state
+            .outbox
+            .iter_mut()
+            .find(|(item, _, _)| item.notice.id == notice_id && item.channel == channel)
+        {
+            entry.0.attempts += 1;
+            match outcome {
+                OutboxOutcome::Delivered | OutboxOutcome::GaveUp { .. } => {
+                    entry.1 = false;
+                    entry.2 = now;
+                }
+                OutboxOutcome::Retry { at, .. } => entry.2 = *at,
+            }
+        }
+        Ok(())
+    }
+
+    async fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {
+        let state = self.lock()?;
+        let pending = state.outbox.iter().filter(|(_, pending, _)| *pending);
+        let count = pending.clone().count();
+        let oldest = pending.map(|(item, _, _)| item.notice.created_at).min();
+        Ok((u64::try_from(count).unwrap_or(u64::MAX), oldest))
     }
 }
 
@@ -639,6 +809,7 @@ impl HoldStore for InMemoryStore {
         .map_err(HoldRuleError::from)?;
         state.spending.insert(account_id.clone(), (limit, spend));
         state.append(account_id, &change.entries);
+        state.notify_debit(account_id, balance, &change.entries, now);
         state.holds[index] = change.hold;
         state.remember(idempotency, id);
         state.hold_outcome(id.as_str(), false)

@@ -1,4 +1,4 @@
-//! Wallet controls: the monthly spending limit.
+//! Wallet controls: the monthly spending limit and the low-balance alert.
 
 use rust_decimal::Decimal;
 
@@ -6,6 +6,7 @@ use super::Billing;
 use crate::controls::{LimitAction, MonthSpend, SpendingLimit};
 use crate::ids::AccountId;
 use crate::money::Credits;
+use crate::notices::LowBalanceAlert;
 use crate::ports::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,15 +46,7 @@ impl Billing {
     ) -> Result<SpendingLimit, SetControlError> {
         let action: LimitAction = action.parse().map_err(SetControlError::Invalid)?;
         let monthly_limit = monthly_limit
-            .map(|limit| {
-                if limit.normalize().scale() > decimals {
-                    return Err(SetControlError::Invalid(format!(
-                        "monthly_limit has more than {decimals} decimals"
-                    )));
-                }
-                Credits::positive(limit)
-                    .map_err(|e| SetControlError::Invalid(format!("monthly_limit: {e}")))
-            })
+            .map(|limit| positive_setting("monthly_limit", limit, decimals))
             .transpose()?;
         let limit =
             SpendingLimit::new(enabled, monthly_limit, action).map_err(SetControlError::Invalid)?;
@@ -62,4 +55,45 @@ impl Billing {
         }
         Ok(limit)
     }
+
+    /// The account's low-balance alert; `None` for no account.
+    pub async fn low_balance_alert(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<LowBalanceAlert>, StoreError> {
+        self.store.low_balance_alert(account_id).await
+    }
+
+    /// Replaces the low-balance alert. `threshold` is positive with at most `decimals`
+    /// decimals, required when enabled.
+    pub async fn set_low_balance_alert(
+        &self,
+        account_id: &AccountId,
+        enabled: bool,
+        threshold: Option<Decimal>,
+        decimals: u32,
+    ) -> Result<LowBalanceAlert, SetControlError> {
+        let threshold = threshold
+            .map(|t| positive_setting("threshold", t, decimals))
+            .transpose()?;
+        let alert = LowBalanceAlert::new(enabled, threshold).map_err(SetControlError::Invalid)?;
+        if !self.store.set_low_balance_alert(account_id, &alert).await? {
+            return Err(SetControlError::AccountNotFound);
+        }
+        Ok(alert)
+    }
+}
+
+/// A positive credit amount a customer sets, with at most `decimals` decimals.
+fn positive_setting(
+    field: &str,
+    value: Decimal,
+    decimals: u32,
+) -> Result<Credits, SetControlError> {
+    if value.normalize().scale() > decimals {
+        return Err(SetControlError::Invalid(format!(
+            "{field} has more than {decimals} decimals"
+        )));
+    }
+    Credits::positive(value).map_err(|e| SetControlError::Invalid(format!("{field}: {e}")))
 }

@@ -1,0 +1,123 @@
+//! Delivering the outbox: emails to customers and signed events to the platform, at least
+//! once, with retries and back-off, from any number of processes.
+
+use std::sync::Arc;
+
+use crate::notices::{Channel, RetryPolicy, email_for};
+use crate::ports::{Clock, EventSink, Notifier, OutboxItem, OutboxOutcome, Store, StoreError};
+
+/// How long a claimed item stays with the worker that claimed it before another may take it.
+pub const OUTBOX_LEASE_SECS: i64 = 60;
+
+/// What one pass of the worker did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutboxRun {
+    pub delivered: u32,
+    /// Failed attempts, for the caller to log: the notice, its channel, the error, and
+    /// whether the item was given up.
+    pub failures: Vec<(String, Channel, String, bool)>,
+}
+
+/// The outbox worker's use case: claim due items, deliver each on its channel, record the
+/// outcome.
+pub struct OutboxDelivery {
+    store: Arc<dyn Store>,
+    notifier: Arc<dyn Notifier>,
+    events: Arc<dyn EventSink>,
+    clock: Arc<dyn Clock>,
+    policy: RetryPolicy,
+    public_url: Option<String>,
+}
+
+impl OutboxDelivery {
+    pub fn new(
+        store: Arc<dyn Store>,
+        notifier: Arc<dyn Notifier>,
+        events: Arc<dyn EventSink>,
+        clock: Arc<dyn Clock>,
+        policy: RetryPolicy,
+        public_url: Option<String>,
+    ) -> OutboxDelivery {
+        OutboxDelivery {
+            store,
+            notifier,
+            events,
+            clock,
+            policy,
+            public_url,
+        }
+    }
+
+    /// One pass over at most `limit` due items.
+    pub async fn run_once(&self, limit: u32) -> Result<OutboxRun, StoreError> {
+        let now = self.clock.now();
+        let items = self
+            .store
+            .claim_outbox(now, now.plus_secs(OUTBOX_LEASE_SECS), limit)
+            .await?;
+        let mut run = OutboxRun::default();
+        for item in items {
+            let result = self.deliver(&item).await;
+            let now = self.clock.now();
+            let outcome = match result {
+                Ok(()) => {
+                    run.delivered += 1;
+                    OutboxOutcome::Delivered
+                }
+                Err(error) => {
+                    let attempts = item.attempts.saturating_add(1);
+                    match self
+                        .policy
+                        .next_attempt(item.notice.created_at, attempts, now)
+                    {
+                        Some(at) => {
+                            run.failures.push((
+                                item.notice.id.clone(),
+                                item.channel,
+                                error.clone(),
+                                false,
+                            ));
+                            OutboxOutcome::Retry { at, error }
+                        }
+                        None => {
+                            run.failures.push((
+                                item.notice.id.clone(),
+                                item.channel,
+                                error.clone(),
+                                true,
+                            ));
+                            OutboxOutcome::GaveUp { error }
+                        }
+                    }
+                }
+            };
+            self.store
+                .finish_outbox(&item.notice.id, item.channel, &outcome, now)
+                .await?;
+        }
+        Ok(run)
+    }
+
+    async fn deliver(&self, item: &OutboxItem) -> Result<(), String> {
+        match item.channel {
+            Channel::Event => self.events.deliver(&item.notice).await.map_err(|e| e.0),
+            Channel::Email => {
+                let account = self
+                    .store
+                    .account(&item.notice.account_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("account {} is gone", item.notice.account_id))?;
+                let Some(email) = email_for(
+                    &item.notice,
+                    &account.email,
+                    &account.name,
+                    self.public_url.as_deref(),
+                ) else {
+                    return Ok(());
+                };
+                self.notifier.send(&email).await.map_err(|e| e.0)
+            }
+        }
+    }
+}
