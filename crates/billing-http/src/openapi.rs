@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::amount::request_amount_schema;
-use crate::routes::{controls, gateway, holds, platform, rates, wallet};
+use crate::routes::{alerts, controls, gateway, holds, platform, rates, wallet};
 
 struct BearerAuth;
 
@@ -60,6 +60,10 @@ Every error is `{\"error\": {\"code\", \"message\"}}`. Amounts are JSON numbers 
         controls::put_spending_limit,
         controls::admin_get_spending_limit,
         controls::admin_put_spending_limit,
+        alerts::get_alert,
+        alerts::put_alert,
+        alerts::admin_get_alert,
+        alerts::admin_put_alert,
         holds::place,
         holds::get_hold,
         holds::capture,
@@ -162,12 +166,17 @@ fn request_schemas(settings: &DocSettings) -> Vec<(&'static str, &'static str, V
         (
             "SpendingLimitFields",
             "monthly_limit",
-            nullable(limit_amount),
+            nullable(limit_amount.clone()),
         ),
         (
             "SpendingLimitFields",
             "action",
             json!({"type": "string", "enum": ["block", "alert"]}),
+        ),
+        (
+            "LowBalanceAlertFields",
+            "threshold",
+            nullable(limit_amount.clone()),
         ),
         ("HoldBody", "amount", nullable(credits.clone())),
         ("HoldBody", "model", nullable(model.clone())),
@@ -415,17 +424,24 @@ pub fn document(settings: &DocSettings) -> Value {
             &["enabled", "monthly_limit", "action"][..],
         ),
         ("SpendingLimitBody", &["spending_limit"][..]),
+        ("LowBalanceAlertFields", &["enabled", "threshold"][..]),
+        ("LowBalanceAlertBody", &["low_balance_alert"][..]),
     ] {
         if let Some(body) = doc.pointer_mut(&format!("/components/schemas/{schema}")) {
             body["required"] = json!(required);
         }
     }
-    // An enabled limit needs an amount; a disabled one may keep `null`.
-    if let Some(fields) = doc.pointer_mut("/components/schemas/SpendingLimitFields") {
-        fields["oneOf"] = json!([
-            {"properties": {"enabled": {"const": true}, "monthly_limit": {"not": {"type": "null"}}}},
-            {"properties": {"enabled": {"const": false}}},
-        ]);
+    // An enabled limit or alert needs an amount; a disabled one may keep `null`.
+    for (schema, field) in [
+        ("SpendingLimitFields", "monthly_limit"),
+        ("LowBalanceAlertFields", "threshold"),
+    ] {
+        if let Some(fields) = doc.pointer_mut(&format!("/components/schemas/{schema}")) {
+            fields["oneOf"] = json!([
+                {"properties": {"enabled": {"const": true}, field: {"not": {"type": "null"}}}},
+                {"properties": {"enabled": {"const": false}}},
+            ]);
+        }
     }
     let parameters = parameter_schemas();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use billing_core::notices::Email;
 use billing_core::ports::{DeliveryError, Notifier};
-use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
+use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 /// Sends email through an SMTP server.

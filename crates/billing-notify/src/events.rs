@@ -16,7 +16,8 @@ pub const SIGNATURE_HEADER: &str = "Billing-Signature";
 
 /// An amount as a JSON number with its exact digits.
 fn amount(credits: Credits) -> Value {
-    serde_json::from_str(&credits.to_string()).unwrap_or_else(|_| Value::String(credits.to_string()))
+    serde_json::from_str(&credits.to_string())
+        .unwrap_or_else(|_| Value::String(credits.to_string()))
 }
 
 /// The event's JSON body: `{"id", "type", "created_at", "data"}`; `data` holds the account,
@@ -70,7 +71,10 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &str) -> String {
         HmacSha256::new_from_slice(b"").unwrap_or_else(|_| unreachable!())
     });
     mac.update(format!("{timestamp}.{body}").as_bytes());
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 /// What a receiver does: checks `header` against `body` in constant time, and that `t` is
@@ -149,7 +153,10 @@ impl EventSink for HttpEventSink {
         if status.is_success() {
             Ok(())
         } else {
-            Err(DeliveryError(format!("event {}: receiver answered {status}", notice.id)))
+            Err(DeliveryError(format!(
+                "event {}: receiver answered {status}",
+                notice.id
+            )))
         }
     }
 }
@@ -177,9 +184,18 @@ mod tests {
         let header = sign(b"whsec", 1_700_000_000, "{}");
         assert!(header.starts_with("t=1700000000,v1="));
         assert!(verify(b"whsec", &header, "{}", 1_700_000_100, 300));
-        assert!(!verify(b"whsec", &header, "{ }", 1_700_000_100, 300), "body changed");
-        assert!(!verify(b"other", &header, "{}", 1_700_000_100, 300), "wrong secret");
-        assert!(!verify(b"whsec", &header, "{}", 1_700_000_400, 300), "too old");
+        assert!(
+            !verify(b"whsec", &header, "{ }", 1_700_000_100, 300),
+            "body changed"
+        );
+        assert!(
+            !verify(b"other", &header, "{}", 1_700_000_100, 300),
+            "wrong secret"
+        );
+        assert!(
+            !verify(b"whsec", &header, "{}", 1_700_000_400, 300),
+            "too old"
+        );
         assert!(!verify(b"whsec", "t=1,v1=zz", "{}", 1, 300));
     }
 
@@ -199,6 +215,11 @@ mod tests {
         assert_eq!(body["data"]["transaction_id"], "txn_1");
         assert_eq!(body["data"]["balance"].to_string(), "9.123456789");
         assert_eq!(body["data"]["threshold"].to_string(), "10");
-        assert!(body["created_at"].as_str().expect("time").starts_with("2026-01-15T"));
+        assert!(
+            body["created_at"]
+                .as_str()
+                .expect("time")
+                .starts_with("2026-01-15T")
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use billing_core::Decimal;
 use billing_core::money::{Currency, parse_decimal};
+use billing_core::notices::RetryPolicy;
 use billing_core::pricing::Rate;
 use billing_core::service::PackInput;
 use billing_core::topup::{BonusTier, TopUpPolicy};
@@ -223,6 +224,101 @@ pub struct Config {
     /// Failed authentications a client address may make a minute, and whether the client
     /// address comes from `X-Forwarded-For`.
     pub auth: AuthSettings,
+    /// Email and events, and the outbox worker that delivers them.
+    pub notify: NotifySettings,
+}
+
+/// Where notices go and how failed deliveries are retried.
+#[derive(Clone)]
+pub struct NotifySettings {
+    /// `BILLING_SMTP_URL` (`smtp://user:pass@host:port`, `smtps://…`); none: emails are
+    /// logged.
+    pub smtp_url: Option<String>,
+    /// `BILLING_EMAIL_FROM`, required with SMTP.
+    pub email_from: Option<String>,
+    /// `BILLING_EVENTS_URL` and `BILLING_EVENTS_SECRET` (both or neither).
+    pub events_url: Option<String>,
+    pub events_secret: Option<String>,
+    /// `BILLING_OUTBOX_RETRY_BASE_SECS` (10) and `BILLING_OUTBOX_RETRY_HOURS` (24).
+    pub retry: RetryPolicy,
+    /// How often the outbox is polled, in milliseconds (`BILLING_OUTBOX_INTERVAL_MS`, 1000).
+    pub interval_ms: u64,
+}
+
+impl std::fmt::Debug for NotifySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifySettings")
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
+            .field("email_from", &self.email_from)
+            .field("events_url", &self.events_url)
+            .field(
+                "events_secret",
+                &self.events_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("retry", &self.retry)
+            .field("interval_ms", &self.interval_ms)
+            .finish()
+    }
+}
+
+impl NotifySettings {
+    fn from_env(env: &HashMap<String, String>) -> Result<NotifySettings, ConfigError> {
+        let get = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        let smtp_url = get("BILLING_SMTP_URL");
+        let email_from = get("BILLING_EMAIL_FROM");
+        if smtp_url.is_some() && email_from.is_none() {
+            return Err(ConfigError::Invalid(
+                "BILLING_SMTP_URL needs BILLING_EMAIL_FROM (the sender's address)".into(),
+            ));
+        }
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            return Err(ConfigError::Invalid(
+                "BILLING_SMTP_URL must start with smtp:// or smtps://".into(),
+            ));
+        }
+        let events_url = get("BILLING_EVENTS_URL");
+        let events_secret = get("BILLING_EVENTS_SECRET");
+        match (&events_url, &events_secret) {
+            (Some(url), Some(_)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(ConfigError::Invalid(
+                        "BILLING_EVENTS_URL must be an http:// or https:// URL".into(),
+                    ));
+                }
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "BILLING_EVENTS_URL and BILLING_EVENTS_SECRET go together".into(),
+                ));
+            }
+        }
+        let defaults = RetryPolicy::default();
+        let base_secs: u64 =
+            env_parse(env, "BILLING_OUTBOX_RETRY_BASE_SECS")?.unwrap_or(defaults.base_secs);
+        let hours: u64 = env_parse(env, "BILLING_OUTBOX_RETRY_HOURS")?.unwrap_or(24);
+        if base_secs == 0 || hours == 0 || hours > 24 * 365 {
+            return Err(ConfigError::Invalid(
+                "BILLING_OUTBOX_RETRY_BASE_SECS must be at least 1 and BILLING_OUTBOX_RETRY_HOURS between 1 and 8760".into(),
+            ));
+        }
+        Ok(NotifySettings {
+            smtp_url,
+            email_from,
+            events_url,
+            events_secret,
+            retry: RetryPolicy {
+                base_secs,
+                max_delay_secs: defaults.max_delay_secs.max(base_secs),
+                window_secs: hours * 3_600,
+            },
+            interval_ms: env_parse(env, "BILLING_OUTBOX_INTERVAL_MS")?
+                .unwrap_or(1_000)
+                .max(10),
+        })
+    }
 }
 
 /// The packs of the credit-packs seed document, priced in USD; credits are in the wallet's
@@ -271,6 +367,7 @@ impl std::fmt::Debug for Config {
             .field("policy", &self.policy)
             .field("reconcile_after_secs", &self.reconcile_after_secs)
             .field("auth", &self.auth)
+            .field("notify", &self.notify)
             .finish_non_exhaustive()
     }
 }
@@ -463,6 +560,7 @@ impl Config {
                 trust_forwarded_for: env_parse(env, "BILLING_TRUST_FORWARDED_FOR")?
                     .unwrap_or(false),
             },
+            notify: NotifySettings::from_env(env)?,
         })
     }
 }

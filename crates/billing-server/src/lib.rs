@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod system;
+mod workers;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -12,17 +13,19 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::web;
 use billing_core::ids::{AccountId, PackId};
 use billing_core::ports::{
-    ApiKeyStore, KeyScope, PackStore, PaymentGateway, RateStore, Store, StoreError,
+    ApiKeyStore, EventSink, KeyScope, Notifier, PackStore, PaymentGateway, RateStore, Store,
+    StoreError,
 };
-use billing_core::service::{Billing, Gateways, ManagePackError, SettleOutcome};
+use billing_core::service::{Billing, Gateways, ManagePackError, OutboxDelivery};
 use billing_http::auth::{AuthGuard, IssuedKey, issue_key, key_record};
 use billing_http::sandbox::SandboxGateway;
 use billing_http::{AppState, WalletUnit};
 use billing_myfatoorah::{MyFatoorahConfig, MyFatoorahGateway};
+use billing_notify::{HttpEventSink, LogNotifier, NoEvents, SmtpNotifier};
 use billing_store::{DieselStore, StoreOptions};
 use billing_stripe::{StripeConfig, StripeGateway};
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, NotifySettings};
 use system::{RandomIds, SystemClock};
 
 /// Why the service could not start.
@@ -207,6 +210,7 @@ pub struct Running {
     pub billing: Billing,
     reconciler: tokio::task::JoinHandle<()>,
     expirer: tokio::task::JoinHandle<()>,
+    outbox: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -220,6 +224,7 @@ impl Running {
         let result = self.server.await;
         self.reconciler.abort();
         self.expirer.abort();
+        self.outbox.abort();
         result
     }
 }
@@ -261,12 +266,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         }
     })?;
-    let reconciler = tokio::spawn(reconcile_forever(
+    let delivery = OutboxDelivery::new(
+        parts.store.clone() as Arc<dyn Store>,
+        notifier(&config.notify)?,
+        event_sink(&config.notify)?,
+        Arc::new(SystemClock),
+        config.notify.retry,
+        Some(public_url.clone()),
+    );
+    let outbox = tokio::spawn(workers::deliver_outbox_forever(
+        delivery,
+        Duration::from_millis(config.notify.interval_ms),
+    ));
+    let reconciler = tokio::spawn(workers::reconcile_forever(
         parts.billing.clone(),
         config.reconcile_after_secs,
         config.reconcile_interval_secs,
     ));
-    let expirer = tokio::spawn(expire_holds_forever(
+    let expirer = tokio::spawn(workers::expire_holds_forever(
         parts.billing.clone(),
         config.hold_expiry_interval_secs,
     ));
@@ -285,55 +302,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         billing: parts.billing,
         reconciler,
         expirer,
+        outbox,
     })
 }
 
-/// Holds written down as expired per round.
-const EXPIRE_BATCH_MAX: u32 = 1000;
-
-/// Every `interval_secs`, writes `expired` on holds past their expiry. They stopped counting
-/// against the available balance at their expiry already; this only records it.
-async fn expire_holds_forever(billing: Billing, interval_secs: u64) {
-    let mut interval = tokio::time::interval(Duration::from_secs(interval_secs.max(1)));
-    loop {
-        interval.tick().await;
-        match billing.expire_holds(EXPIRE_BATCH_MAX).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(holds = n, "holds expired"),
-            Err(e) => tracing::warn!(error = %e, "hold expiry round failed"),
+/// Email over SMTP when `BILLING_SMTP_URL` is set, else to the log.
+fn notifier(settings: &NotifySettings) -> Result<Arc<dyn Notifier>, StartError> {
+    match (&settings.smtp_url, &settings.email_from) {
+        (Some(url), Some(from)) => SmtpNotifier::new(url, from)
+            .map(|n| Arc::new(n) as Arc<dyn Notifier>)
+            .map_err(|e| StartError::Invalid(e.to_string())),
+        _ => {
+            tracing::info!("no BILLING_SMTP_URL: customer emails are written to the log");
+            Ok(Arc::new(LogNotifier))
         }
     }
 }
 
-/// Pending top-ups re-checked per round.
-const RECONCILE_BATCH_MAX: u32 = 100;
-
-/// Every `interval_secs`, re-checks pending top-ups older than `after_secs` with their
-/// gateway, so that a lost notification never leaves credits missing.
-async fn reconcile_forever(billing: Billing, after_secs: i64, interval_secs: u64) {
-    let mut interval = tokio::time::interval(Duration::from_secs(interval_secs));
-    loop {
-        interval.tick().await;
-        match billing.reconcile(after_secs, RECONCILE_BATCH_MAX).await {
-            Ok(outcomes) => {
-                for outcome in outcomes {
-                    match outcome {
-                        Ok(SettleOutcome::Completed(t)) => {
-                            tracing::info!(topup = %t.id, "reconciliation completed a top-up")
-                        }
-                        Ok(SettleOutcome::Failed(t)) => {
-                            tracing::info!(topup = %t.id, "reconciliation failed a top-up")
-                        }
-                        Ok(SettleOutcome::AmountMismatch(t)) => tracing::error!(
-                            topup = %t.id,
-                            "gateway reports a different paid amount; left pending"
-                        ),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "reconciliation check failed"),
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "reconciliation round failed"),
-        }
+/// Signed events when `BILLING_EVENTS_URL` is set, else none.
+fn event_sink(settings: &NotifySettings) -> Result<Arc<dyn EventSink>, StartError> {
+    match (&settings.events_url, &settings.events_secret) {
+        (Some(url), Some(secret)) => HttpEventSink::new(url, secret)
+            .map(|s| Arc::new(s) as Arc<dyn EventSink>)
+            .map_err(StartError::Invalid),
+        _ => Ok(Arc::new(NoEvents)),
     }
 }

@@ -70,7 +70,7 @@ pub struct SpendingLimitFields {
 }
 
 /// A field that must be present, `null` allowed.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Amount>, D::Error> {
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Amount>, D::Error> {
     Option::<Amount>::deserialize(d)
 }
 

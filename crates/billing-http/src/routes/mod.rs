@@ -1,6 +1,7 @@
 //! The handlers, by audience: the customer's wallet (`wallet`), the platform and admins
 //! (`platform`), gateways and operations (`gateway`).
 
+pub mod alerts;
 pub mod controls;
 pub mod gateway;
 pub mod holds;

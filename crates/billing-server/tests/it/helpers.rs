@@ -36,7 +36,7 @@ impl Drop for TestApp {
 }
 
 /// A database URL for a fresh database, or `None` (announced) when PostgreSQL is not set up.
-fn database_url(backend: Backend, name: &str) -> Option<String> {
+pub fn database_url(backend: Backend, name: &str) -> Option<String> {
     match backend {
         Backend::Sqlite => {
             let dir =

@@ -7,6 +7,7 @@ mod gateways;
 mod helpers;
 mod holds;
 mod logs;
+mod notices;
 mod pricing;
 mod scenarios;
 mod startup;
@@ -14,6 +15,7 @@ mod tenancy;
 
 use controls::*;
 use holds::*;
+use notices::*;
 use pricing::*;
 use scenarios::*;
 use startup::*;
@@ -64,6 +66,9 @@ on_both_backends!(
     hold_lifecycle,
     processes_start_together,
     spending_limit_blocks_exactly,
+    low_balance_alert_emails_once_per_crossing,
+    spending_limit_reached_is_told_once,
+    notices_survive_kill_9,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -93,6 +93,15 @@ async fn snapshot(app: &TestApp, a: &Customer, b: &Customer) -> Value {
         );
         let (_, history) = app.get("/api/billing/topup-history", &customer.key).await;
         state.insert(format!("{name}_topups"), history);
+        for setting in ["low-balance-alert", "spending-limit"] {
+            let (_, value) = app
+                .get(
+                    &format!("/v1/admin/accounts/{}/{setting}", customer.account_id),
+                    ADMIN_KEY,
+                )
+                .await;
+            state.insert(format!("{name}_{setting}"), value);
+        }
     }
     let (_, keys) = app.get("/v1/admin/api-keys?limit=100", ADMIN_KEY).await;
     let keys: Vec<Value> = keys["api_keys"]
@@ -105,6 +114,20 @@ async fn snapshot(app: &TestApp, a: &Customer, b: &Customer) -> Value {
     let (_, packs) = app.get("/v1/admin/packs", ADMIN_KEY).await;
     state.insert("packs".into(), packs);
     serde_json::to_value(state).expect("json")
+}
+
+/// The wallet settings and a `PUT` body for each (one that lets the matrix's debits pass).
+fn settings() -> [(&'static str, Value); 2] {
+    [
+        (
+            "low-balance-alert",
+            json!({"low_balance_alert": {"enabled": true, "threshold": 1}}),
+        ),
+        (
+            "spending-limit",
+            json!({"spending_limit": {"enabled": false, "monthly_limit": null, "action": "block"}}),
+        ),
+    ]
 }
 
 async fn issue(app: &TestApp, path: &str, body: Value) -> Value {
@@ -317,6 +340,42 @@ pub async fn tenancy_matrix(backend: Backend) {
             None,
             Admin,
             foreign,
+            200,
+        ));
+        for (setting, body) in settings() {
+            routes.push(route(
+                Method::GET,
+                format!("/v1/admin/accounts/{id}/{setting}"),
+                None,
+                Admin,
+                foreign,
+                200,
+            ));
+            routes.push(route(
+                Method::PUT,
+                format!("/v1/admin/accounts/{id}/{setting}"),
+                Some(body),
+                Admin,
+                foreign,
+                200,
+            ));
+        }
+    }
+    for (setting, body) in settings() {
+        routes.push(route(
+            Method::GET,
+            format!("/v1/wallet/{setting}"),
+            None,
+            Cust,
+            false,
+            200,
+        ));
+        routes.push(route(
+            Method::PUT,
+            format!("/v1/wallet/{setting}"),
+            Some(body),
+            Cust,
+            false,
             200,
         ));
     }
