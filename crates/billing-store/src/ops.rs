@@ -1269,9 +1269,12 @@ pub(crate) fn finish_outbox(
     outcome: &OutboxOutcome,
     now: Timestamp,
 ) -> Result<(), StoreError> {
+    // Only a pending item changes: a late outcome from a worker whose lease ran out never
+    // reopens an item another worker delivered.
     let item = outbox::table
         .filter(outbox::notice_id.eq(notice_id))
-        .filter(outbox::channel.eq(channel.as_str()));
+        .filter(outbox::channel.eq(channel.as_str()))
+        .filter(outbox::status.eq("pending"));
     let (status, next, error) = match outcome {
         OutboxOutcome::Delivered => ("delivered", None, None),
         OutboxOutcome::Retry { at, error } => ("pending", Some(at.as_micros()), Some(error.as_str())),

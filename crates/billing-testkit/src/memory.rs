@@ -711,11 +711,9 @@ impl OutboxStore for InMemoryStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let mut state = self.lock()?;
-        if let Some(entry) = state
-            .outbox
-            .iter_mut()
-            .find(|(item, _, _)| item.notice.id == notice_id && item.channel == channel)
-        {
+        if let Some(entry) = state.outbox.iter_mut().find(|(item, pending, _)| {
+            *pending && item.notice.id == notice_id && item.channel == channel
+        }) {
             entry.0.attempts += 1;
             match outcome {
                 OutboxOutcome::Delivered | OutboxOutcome::GaveUp { .. } => {

@@ -69,7 +69,7 @@ impl Smtp {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("billing-smtp-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let child = Command::new(python)
+        let mut child = Command::new(python)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
@@ -84,6 +84,8 @@ impl Smtp {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("aiosmtpd did not listen on {port}");
     }
 
