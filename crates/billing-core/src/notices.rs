@@ -229,7 +229,13 @@ pub fn debit_notices(
         notices.push(notice(Topic::BalanceDepleted));
     }
     let mut told = settings.limit_reached_month;
-    if let (true, Some(limit)) = (settings.limit.enabled, settings.limit.monthly_limit) {
+    // Only a debit reaches the limit (a grant or refund after a new limit is set does not).
+    let debited = debit.balance_after < debit.balance_before;
+    if let (true, true, Some(limit)) = (
+        debited,
+        settings.limit.enabled,
+        settings.limit.monthly_limit,
+    ) {
         let spent = debit.spend_after.spent;
         let reached = match settings.limit.action {
             LimitAction::Block => spent >= limit,

@@ -539,6 +539,8 @@ pub struct OutboxItem {
     pub channel: Channel,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// Until when this claim holds the item; after it another worker may take it.
+    pub lease_until: Timestamp,
 }
 
 /// What became of one delivery attempt.
@@ -571,14 +573,15 @@ pub trait OutboxStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<OutboxItem>, StoreError>;
 
-    /// Records an attempt's outcome.
+    /// Records an attempt's outcome on a claimed item, only if the claim still holds it
+    /// (pending, and not taken again since): answers `false` when it no longer did, so a
+    /// late outcome never reopens or overwrites another worker's.
     async fn finish_outbox(
         &self,
-        notice_id: &str,
-        channel: Channel,
+        item: &OutboxItem,
         outcome: &OutboxOutcome,
         now: Timestamp,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
 
     /// How many items wait, and when the oldest was written.
     async fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError>;

@@ -92,7 +92,7 @@ pub fn verify(secret: &[u8], header: &str, body: &str, now: i64, tolerance_secs:
     let (Some(t), Some(v1)) = (t, v1) else {
         return false;
     };
-    if (now - t).abs() > tolerance_secs {
+    if now.abs_diff(t) > tolerance_secs.unsigned_abs() {
         return false;
     }
     let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {

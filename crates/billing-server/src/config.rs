@@ -250,7 +250,7 @@ impl std::fmt::Debug for NotifySettings {
         f.debug_struct("NotifySettings")
             .field("smtp_url", &self.smtp_url.as_deref().map(redact_url))
             .field("email_from", &self.email_from)
-            .field("events_url", &self.events_url)
+            .field("events_url", &self.events_url.as_deref().map(redact_url))
             .field(
                 "events_secret",
                 &self.events_secret.as_ref().map(|_| "<redacted>"),

@@ -24,7 +24,7 @@ use billing_core::holds::{Hold, HoldAction};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{LedgerEntry, NewEntry};
 use billing_core::money::Credits;
-use billing_core::notices::{Channel, LowBalanceAlert};
+use billing_core::notices::LowBalanceAlert;
 use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
     HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
@@ -596,15 +596,12 @@ impl OutboxStore for DieselStore {
 
     async fn finish_outbox(
         &self,
-        notice_id: &str,
-        channel: Channel,
+        item: &OutboxItem,
         outcome: &OutboxOutcome,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
-        let (notice_id, outcome) = (notice_id.to_owned(), outcome.clone());
-        on_write_conn!(self, |c| ops::finish_outbox(
-            c, &notice_id, channel, &outcome, now
-        ))
+    ) -> Result<bool, StoreError> {
+        let (item, outcome) = (item.clone(), outcome.clone());
+        on_write_conn!(self, |c| ops::finish_outbox(c, &item, &outcome, now))
     }
 
     async fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {

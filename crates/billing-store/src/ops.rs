@@ -669,15 +669,29 @@ pub(crate) fn set_spending_limit(
     limit: &SpendingLimit,
 ) -> Result<bool, StoreError> {
     let monthly = limit.monthly_limit.map(units).transpose()?;
+    let Some((current, _)) = finish(load_spending::<StoreError>(conn, account_id))? else {
+        return Ok(false);
+    };
+    // A changed limit may be told again this month; the same one saved again is not.
+    let told_reset = if &current == limit {
+        None
+    } else {
+        Some(accounts::limit_told_month.eq(None::<i64>))
+    };
     let updated = diesel::update(accounts::table.find(account_id.as_str()))
         .set((
             accounts::limit_enabled.eq(limit.enabled),
             accounts::limit_monthly.eq(monthly),
             accounts::limit_action.eq(limit.action.as_str()),
-            accounts::limit_told_month.eq(None::<i64>),
         ))
         .execute(conn)
         .map_err(db_err)?;
+    if let Some(reset) = told_reset {
+        diesel::update(accounts::table.find(account_id.as_str()))
+            .set(reset)
+            .execute(conn)
+            .map_err(db_err)?;
+    }
     Ok(updated == 1)
 }
 
@@ -1244,19 +1258,36 @@ pub(crate) fn claim_outbox(
         .map_err(db_err)?;
     let mut claimed = Vec::with_capacity(due.len());
     for row in due {
-        // Taken only if no other worker took it since it was read.
-        let taken = diesel::update(
-            outbox::table
-                .filter(outbox::notice_id.eq(&row.notice_id))
-                .filter(outbox::channel.eq(&row.channel))
-                .filter(outbox::status.eq("pending"))
-                .filter(outbox::next_attempt_at.eq(row.next_attempt_at)),
-        )
-        .set(outbox::next_attempt_at.eq(lease_until.as_micros()))
-        .execute(conn)
-        .map_err(db_err)?;
-        if taken == 1 {
-            claimed.push(OutboxItem::try_from(row)?);
+        let mine = outbox::table
+            .filter(outbox::notice_id.eq(row.notice_id.clone()))
+            .filter(outbox::channel.eq(row.channel.clone()))
+            .filter(outbox::status.eq("pending"))
+            .filter(outbox::next_attempt_at.eq(row.next_attempt_at));
+        let (notice_id, channel) = (row.notice_id.clone(), row.channel.clone());
+        match OutboxItem::try_from(row) {
+            Ok(mut item) => {
+                // Taken only if no other worker took it since it was read.
+                let taken = diesel::update(mine)
+                    .set(outbox::next_attempt_at.eq(lease_until.as_micros()))
+                    .execute(conn)
+                    .map_err(db_err)?;
+                if taken == 1 {
+                    item.lease_until = lease_until;
+                    claimed.push(item);
+                }
+            }
+            Err(e) => {
+                // A row this version cannot read (written by a newer one?) is set aside
+                // with its reason rather than blocking every pass.
+                tracing::error!(notice = %notice_id, channel = %channel, error = %e, "unreadable outbox item given up");
+                diesel::update(mine)
+                    .set((
+                        outbox::status.eq("given_up"),
+                        outbox::last_error.eq(e.to_string()),
+                    ))
+                    .execute(conn)
+                    .map_err(db_err)?;
+            }
         }
     }
     Ok(claimed)
@@ -1264,24 +1295,24 @@ pub(crate) fn claim_outbox(
 
 pub(crate) fn finish_outbox(
     conn: &mut Conn,
-    notice_id: &str,
-    channel: Channel,
+    item: &OutboxItem,
     outcome: &OutboxOutcome,
     now: Timestamp,
-) -> Result<(), StoreError> {
-    // Only a pending item changes: a late outcome from a worker whose lease ran out never
-    // reopens an item another worker delivered.
-    let item = outbox::table
-        .filter(outbox::notice_id.eq(notice_id))
-        .filter(outbox::channel.eq(channel.as_str()))
-        .filter(outbox::status.eq("pending"));
+) -> Result<bool, StoreError> {
+    // Only while this claim holds the item: pending and not taken again since, so a late
+    // outcome never reopens or overwrites another worker's.
+    let mine = outbox::table
+        .filter(outbox::notice_id.eq(&item.notice.id))
+        .filter(outbox::channel.eq(item.channel.as_str()))
+        .filter(outbox::status.eq("pending"))
+        .filter(outbox::next_attempt_at.eq(item.lease_until.as_micros()));
     let (status, next, error) = match outcome {
         OutboxOutcome::Delivered => ("delivered", None, None),
         OutboxOutcome::Retry { at, error } => ("pending", Some(at.as_micros()), Some(error.as_str())),
         OutboxOutcome::GaveUp { error } => ("given_up", None, Some(error.as_str())),
     };
     // A finished item's next_attempt_at records when it finished.
-    diesel::update(item)
+    let updated = diesel::update(mine)
         .set((
             outbox::status.eq(status),
             outbox::attempts.eq(outbox::attempts + 1),
@@ -1290,7 +1321,7 @@ pub(crate) fn finish_outbox(
         ))
         .execute(conn)
         .map_err(db_err)?;
-    Ok(())
+    Ok(updated == 1)
 }
 
 pub(crate) fn outbox_depth(conn: &mut Conn) -> Result<(u64, Option<Timestamp>), StoreError> {

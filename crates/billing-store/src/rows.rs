@@ -563,6 +563,7 @@ impl TryFrom<OutboxRow> for OutboxItem {
             },
             channel,
             attempts: u32::try_from(row.attempts).unwrap_or(0),
+            lease_until: Timestamp::from_micros(row.next_attempt_at),
         })
     }
 }

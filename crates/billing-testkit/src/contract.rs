@@ -1565,10 +1565,12 @@ pub async fn notices_are_written_once_and_claimed_once(store: Handle, other: Han
         } else {
             OutboxOutcome::Delivered
         };
-        other
-            .finish_outbox(&item.notice.id, item.channel, &outcome, t)
-            .await
-            .expect("finish");
+        assert!(
+            other
+                .finish_outbox(item, &outcome, t)
+                .await
+                .expect("finish")
+        );
     }
     assert!(
         store
@@ -1586,15 +1588,42 @@ pub async fn notices_are_written_once_and_claimed_once(store: Handle, other: Han
         (again[0].notice.topic, again[0].attempts),
         (Topic::BalanceDepleted, 1)
     );
-    store
-        .finish_outbox(
-            &again[0].notice.id,
-            again[0].channel,
-            &OutboxOutcome::Delivered,
-            t,
-        )
-        .await
-        .expect("finish");
+    // A stale outcome (from the first claim, whose lease another claim replaced) changes
+    // nothing.
+    let stale = claimed
+        .iter()
+        .find(|i| i.notice.topic == Topic::BalanceDepleted)
+        .expect("depleted");
+    assert!(
+        !other
+            .finish_outbox(stale, &OutboxOutcome::Delivered, t)
+            .await
+            .expect("finish")
+    );
+    assert!(
+        store
+            .finish_outbox(&again[0], &OutboxOutcome::Delivered, t)
+            .await
+            .expect("finish")
+    );
+    let delivered_low = claimed
+        .iter()
+        .find(|i| i.notice.topic == Topic::BalanceLow)
+        .expect("low");
+    assert!(
+        !store
+            .finish_outbox(
+                delivered_low,
+                &OutboxOutcome::Retry {
+                    at: t,
+                    error: "late".into()
+                },
+                t
+            )
+            .await
+            .expect("finish"),
+        "a late outcome never reopens a delivered item"
+    );
     assert_eq!(store.outbox_depth().await.expect("depth"), (0, None));
     assert!(
         store
@@ -1653,6 +1682,43 @@ pub async fn notices_are_written_once_and_claimed_once(store: Handle, other: Han
             .len(),
         2,
         "a new limit is told once"
+    );
+    // The same limit saved again is not told again this month.
+    store
+        .set_spending_limit(&limited, &alert_only)
+        .await
+        .expect("set");
+    debit(&store, &limited, cr("1")).await.expect("passes");
+    assert!(
+        store
+            .claim_outbox(t, lease, 100)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // A changed one is, on the next debit, not on a credit.
+    let lower = SpendingLimit::new(true, Some(cr("9")), LimitAction::Alert).expect("limit");
+    store
+        .set_spending_limit(&limited, &lower)
+        .await
+        .expect("set");
+    credit(&store, &limited, cr("1")).await;
+    assert!(
+        store
+            .claim_outbox(t, lease, 100)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a grant does not reach the limit"
+    );
+    debit(&store, &limited, cr("1")).await.expect("passes");
+    assert_eq!(
+        store
+            .claim_outbox(t, lease, 100)
+            .await
+            .expect("claim")
+            .len(),
+        2
     );
 }
 

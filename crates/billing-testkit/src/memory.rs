@@ -114,6 +114,7 @@ impl State {
                         notice: notice.clone(),
                         channel: *channel,
                         attempts: 0,
+                        lease_until: due,
                     },
                     true,
                     due,
@@ -644,10 +645,13 @@ impl ControlsStore for InMemoryStore {
                 month_start: Timestamp::from_micros(0),
                 spent: Credits::ZERO,
             });
+        let unchanged = state.spending.get(account_id).map(|(l, _)| l) == Some(limit);
         state
             .spending
             .insert(account_id.clone(), (limit.clone(), spend));
-        state.limit_told.remove(account_id);
+        if !unchanged {
+            state.limit_told.remove(account_id);
+        }
         Ok(true)
     }
 
@@ -698,6 +702,7 @@ impl OutboxStore for InMemoryStore {
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .map(|entry| {
                 entry.2 = lease_until;
+                entry.0.lease_until = lease_until;
                 entry.0.clone()
             })
             .collect())
@@ -705,25 +710,28 @@ impl OutboxStore for InMemoryStore {
 
     async fn finish_outbox(
         &self,
-        notice_id: &str,
-        channel: Channel,
+        item: &OutboxItem,
         outcome: &OutboxOutcome,
         now: Timestamp,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut state = self.lock()?;
-        if let Some(entry) = state.outbox.iter_mut().find(|(item, pending, _)| {
-            *pending && item.notice.id == notice_id && item.channel == channel
-        }) {
-            entry.0.attempts += 1;
-            match outcome {
-                OutboxOutcome::Delivered | OutboxOutcome::GaveUp { .. } => {
-                    entry.1 = false;
-                    entry.2 = now;
-                }
-                OutboxOutcome::Retry { at, .. } => entry.2 = *at,
+        let Some(entry) = state.outbox.iter_mut().find(|(stored, pending, due)| {
+            *pending
+                && *due == item.lease_until
+                && stored.notice.id == item.notice.id
+                && stored.channel == item.channel
+        }) else {
+            return Ok(false);
+        };
+        entry.0.attempts += 1;
+        match outcome {
+            OutboxOutcome::Delivered | OutboxOutcome::GaveUp { .. } => {
+                entry.1 = false;
+                entry.2 = now;
             }
+            OutboxOutcome::Retry { at, .. } => entry.2 = *at,
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn outbox_depth(&self) -> Result<(u64, Option<Timestamp>), StoreError> {

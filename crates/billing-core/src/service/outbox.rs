@@ -57,6 +57,10 @@ impl OutboxDelivery {
             .await?;
         let mut run = OutboxRun::default();
         for item in items {
+            // A claim that ran out (a slow batch) is left to whoever takes the item next.
+            if self.clock.now() >= item.lease_until {
+                continue;
+            }
             let result = self.deliver(&item).await;
             let now = self.clock.now();
             let outcome = match result {
@@ -91,9 +95,14 @@ impl OutboxDelivery {
                     }
                 }
             };
-            self.store
-                .finish_outbox(&item.notice.id, item.channel, &outcome, now)
-                .await?;
+            if let Err(e) = self.store.finish_outbox(&item, &outcome, now).await {
+                run.failures.push((
+                    item.notice.id.clone(),
+                    item.channel,
+                    format!("outcome not recorded: {e}"),
+                    false,
+                ));
+            }
         }
         Ok(run)
     }
