@@ -11,10 +11,12 @@
 //! - [`pricing`]: the rate card and the rounding rule of priced usage.
 //! - [`holds`]: authorization holds and the available balance.
 //! - [`controls`]: the monthly spending limit.
+//! - [`autotopup`]: auto top-up's decisions (one charge per crossing, the monthly cap, failures).
 //! - [`notices`]: low-balance alerts, notifications and events, and the outbox's retries.
 //! - [`ports`]: the contracts adapters implement.
 //! - [`service`]: the use cases ([`service::Billing`]).
 
+pub mod autotopup;
 pub mod controls;
 pub mod holds;
 pub mod ids;

@@ -24,10 +24,12 @@ pub enum Topic {
     SpendingLimitReached,
     AutoTopUpFailed,
     AutoTopUpDisabled,
+    /// Internal: an auto top-up's charge to make (never an event).
+    AutoTopUpCharge,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::TopUpCompleted,
         Topic::TopUpFailed,
         Topic::BalanceLow,
@@ -35,6 +37,7 @@ impl Topic {
         Topic::SpendingLimitReached,
         Topic::AutoTopUpFailed,
         Topic::AutoTopUpDisabled,
+        Topic::AutoTopUpCharge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Topic {
             Topic::SpendingLimitReached => "spending_limit.reached",
             Topic::AutoTopUpFailed => "auto_topup.failed",
             Topic::AutoTopUpDisabled => "auto_topup.disabled",
+            Topic::AutoTopUpCharge => "auto_topup.charge",
         }
     }
 
@@ -332,6 +336,8 @@ pub fn email_for(notice: &Notice, to: &str, name: &str, public_url: Option<&str>
 pub enum Channel {
     Email,
     Event,
+    /// An auto top-up's off-session charge.
+    Charge,
 }
 
 impl Channel {
@@ -339,6 +345,7 @@ impl Channel {
         match self {
             Channel::Email => "email",
             Channel::Event => "event",
+            Channel::Charge => "charge",
         }
     }
 
@@ -346,13 +353,16 @@ impl Channel {
         match s {
             "email" => Some(Channel::Email),
             "event" => Some(Channel::Event),
+            "charge" => Some(Channel::Charge),
             _ => None,
         }
     }
 
     /// The channels a notice goes out on.
     pub fn for_topic(topic: Topic) -> &'static [Channel] {
-        if topic.emails_customer() {
+        if topic == Topic::AutoTopUpCharge {
+            &[Channel::Charge]
+        } else if topic.emails_customer() {
             &[Channel::Email, Channel::Event]
         } else {
             &[Channel::Event]

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 
+use crate::autotopup::{AutoTopUpSettings, AutoTopUpState, SavedMethod};
 use crate::controls::{MonthSpend, SpendingLimit};
 use crate::holds::{Hold, HoldAction, HoldRuleError};
 use crate::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
@@ -530,6 +531,44 @@ pub trait ControlsStore: Send + Sync {
         account_id: &AccountId,
         alert: &LowBalanceAlert,
     ) -> Result<bool, StoreError>;
+
+    /// The account's auto top-up settings and state ([`AutoTopUpSettings::off`] and a new
+    /// state when never set); `None` when there is no such account.
+    ///
+    /// Every posting and capture MUST apply [`crate::autotopup::decide_auto_topup`] under
+    /// the wallet's lock: on `Start`, insert its top-up, record the state and write an
+    /// [`crate::notices::Topic::AutoTopUpCharge`] outbox item, in the debit's transaction.
+    /// Every transition of an auto top-up MUST apply [`crate::autotopup::after_auto_topup`]
+    /// in its transaction.
+    async fn auto_topup(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<(AutoTopUpSettings, AutoTopUpState)>, StoreError>;
+
+    /// Replaces the settings; a customer's change clears `disabled_reason` and the failure
+    /// count (the state's charges and pending top-up stay). `false` for no account.
+    async fn set_auto_topup(
+        &self,
+        account_id: &AccountId,
+        settings: &AutoTopUpSettings,
+    ) -> Result<bool, StoreError>;
+
+    /// The saved payment method, if any.
+    async fn payment_method(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<SavedMethod>, StoreError>;
+
+    /// Saves (replaces) the account's payment method. `false` for no account.
+    async fn save_payment_method(
+        &self,
+        account_id: &AccountId,
+        method: &SavedMethod,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes the saved method and turns auto top-up off (`disabled_reason:
+    /// payment_method_removed`), atomically. `false` when none was saved.
+    async fn delete_payment_method(&self, account_id: &AccountId) -> Result<bool, StoreError>;
 }
 
 /// A notice waiting to go out on one channel.
@@ -785,6 +824,28 @@ pub trait PaymentGateway: Send + Sync {
     /// Creates a checkout for the top-up. MUST be idempotent per `topup_id` (a retry returns
     /// the same checkout or an equivalent one, never a second charge).
     async fn create_checkout(&self, request: &CheckoutRequest) -> Result<Checkout, GatewayError>;
+
+    /// The payment method a completed checkout saved for off-session charges (the customer
+    /// asked with `save_payment_method`), if the gateway can save one.
+    async fn saved_method(&self, _topup: &TopUp) -> Result<Option<SavedMethod>, GatewayError> {
+        Ok(None)
+    }
+
+    /// Charges `method` for `topup` without the customer. MUST be idempotent per top-up id
+    /// (a retry after a crash never charges twice). Answers the payment's reference; its
+    /// outcome arrives as a checkout's does (a notification, then a status check). A decline
+    /// is [`GatewayError::Declined`].
+    async fn charge_saved(
+        &self,
+        _method: &SavedMethod,
+        topup: &TopUp,
+    ) -> Result<String, GatewayError> {
+        Err(GatewayError::InvalidRequest(format!(
+            "{} cannot charge a saved payment method (top-up {})",
+            self.name(),
+            topup.id
+        )))
+    }
 
     /// Verifies a notification's signature (constant-time, within the gateway's replay
     /// window) before reading anything else from it. MUST return `BadSignature` for anything

@@ -2,11 +2,13 @@
 //! functions this module calls; adapters only store and transport. The rate card's use
 //! cases are in `rates`.
 
+mod autotopup;
 mod controls;
 mod holds;
 mod outbox;
 mod rates;
 
+pub use autotopup::{AutoTopUpInput, AutoTopUpView, SetAutoTopUpError};
 pub use controls::SetControlError;
 pub use holds::{CaptureCharge, HoldCharge, HoldOpError};
 pub use outbox::{OUTBOX_LEASE_SECS, OutboxDelivery, OutboxRun};
@@ -232,6 +234,7 @@ pub struct Billing {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     policy: TopUpPolicy,
+    auto_topup_failures_max: u32,
 }
 
 /// A name: not empty, and no white space at either end (refused, not trimmed, so that what
@@ -298,6 +301,7 @@ impl Billing {
             clock,
             ids,
             policy,
+            auto_topup_failures_max: crate::autotopup::AUTO_TOPUP_FAILURES_MAX,
         }
     }
 
@@ -602,6 +606,9 @@ impl Billing {
         Ok(match outcome {
             None => SettleOutcome::Ignored,
             Some(TransitionOutcome::Applied { topup, .. }) if target == TopUpStatus::Completed => {
+                // The credits landed; saving the method is best effort (a failure leaves the
+                // customer to save one with a later top-up).
+                let _ = self.remember_saved_method(&topup).await;
                 SettleOutcome::Completed(topup)
             }
             Some(TransitionOutcome::Applied { topup, .. }) => SettleOutcome::Failed(topup),
@@ -623,6 +630,11 @@ impl Billing {
         let mut outcomes = Vec::with_capacity(pending.len());
         for topup in pending {
             let id = topup.id.clone();
+            // An auto top-up not yet charged is the outbox's, not the gateway's.
+            if topup.payment_ref.is_none() && topup.origin() == crate::topup::TopUpOrigin::AutoTopUp
+            {
+                continue;
+            }
             let outcome = match self.gateways.get(&topup.gateway) {
                 Some(gateway) => self.settle(gateway.as_ref(), topup).await,
                 None => Err(HandleNotificationError::UnknownGateway(

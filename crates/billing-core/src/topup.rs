@@ -227,6 +227,46 @@ pub struct TopUp {
     pub updated_at: Timestamp,
 }
 
+impl TopUp {
+    /// A checkout the customer started, or a charge auto top-up made (its id, minted only
+    /// by [`crate::autotopup::decide_auto_topup`], starts `topup_auto_`).
+    pub fn origin(&self) -> TopUpOrigin {
+        if self.id.as_str().starts_with(AUTO_TOPUP_ID_PREFIX) {
+            TopUpOrigin::AutoTopUp
+        } else {
+            TopUpOrigin::Checkout
+        }
+    }
+}
+
+/// The id prefix of auto top-ups.
+pub const AUTO_TOPUP_ID_PREFIX: &str = "topup_auto_";
+
+/// How a top-up started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TopUpOrigin {
+    Checkout,
+    AutoTopUp,
+}
+
+impl TopUpOrigin {
+    /// The wire and storage name (`checkout`, `auto_topup`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TopUpOrigin::Checkout => "checkout",
+            TopUpOrigin::AutoTopUp => "auto_topup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TopUpOrigin> {
+        match s {
+            "checkout" => Some(TopUpOrigin::Checkout),
+            "auto_topup" => Some(TopUpOrigin::AutoTopUp),
+            _ => None,
+        }
+    }
+}
+
 /// What a store does when asked to move a top-up to `target`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {

@@ -253,6 +253,14 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(routes::alerts::put_alert)
             .service(routes::alerts::admin_get_alert)
             .service(routes::alerts::admin_put_alert)
+            .service(routes::autotopup::get_auto_topup)
+            .service(routes::autotopup::put_auto_topup)
+            .service(routes::autotopup::get_payment_method)
+            .service(routes::autotopup::delete_payment_method)
+            .service(routes::autotopup::admin_get_auto_topup)
+            .service(routes::autotopup::admin_put_auto_topup)
+            .service(routes::autotopup::admin_get_payment_method)
+            .service(routes::autotopup::admin_delete_payment_method)
             .service(routes::holds::place)
             .service(routes::holds::get_hold)
             .service(routes::holds::capture)
@@ -279,6 +287,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(routes::gateway::healthz)
             .service(sandbox::checkout_page)
             .service(sandbox::checkout_decide)
+            .service(sandbox::charges)
             .service(
                 SwaggerUi::new("/docs/{_:.*}")
                     .external_url_unchecked("/openapi.json", openapi::document(&doc_settings)),

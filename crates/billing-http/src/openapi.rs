@@ -16,7 +16,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::amount::request_amount_schema;
-use crate::routes::{alerts, controls, gateway, holds, platform, rates, wallet};
+use crate::routes::{alerts, autotopup, controls, gateway, holds, platform, rates, wallet};
 
 struct BearerAuth;
 
@@ -64,6 +64,14 @@ Every error is `{\"error\": {\"code\", \"message\"}}`. Amounts are JSON numbers 
         alerts::put_alert,
         alerts::admin_get_alert,
         alerts::admin_put_alert,
+        autotopup::get_auto_topup,
+        autotopup::put_auto_topup,
+        autotopup::get_payment_method,
+        autotopup::delete_payment_method,
+        autotopup::admin_get_auto_topup,
+        autotopup::admin_put_auto_topup,
+        autotopup::admin_get_payment_method,
+        autotopup::admin_delete_payment_method,
         holds::place,
         holds::get_hold,
         holds::capture,
@@ -178,6 +186,13 @@ fn request_schemas(settings: &DocSettings) -> Vec<(&'static str, &'static str, V
             "threshold",
             nullable(limit_amount.clone()),
         ),
+        (
+            "AutoTopUpFields",
+            "threshold",
+            nullable(limit_amount.clone()),
+        ),
+        ("AutoTopUpFields", "amount", nullable(money.clone())),
+        ("AutoTopUpFields", "monthly_cap", nullable(money.clone())),
         ("HoldBody", "amount", nullable(credits.clone())),
         ("HoldBody", "model", nullable(model.clone())),
         ("HoldBody", "max_input_tokens", tokens.clone()),
@@ -426,6 +441,8 @@ pub fn document(settings: &DocSettings) -> Value {
         ("SpendingLimitBody", &["spending_limit"][..]),
         ("LowBalanceAlertFields", &["enabled", "threshold"][..]),
         ("LowBalanceAlertBody", &["low_balance_alert"][..]),
+        ("AutoTopUpFields", &["enabled", "threshold", "amount"][..]),
+        ("AutoTopUpBody", &["auto_topup"][..]),
     ] {
         if let Some(body) = doc.pointer_mut(&format!("/components/schemas/{schema}")) {
             body["required"] = json!(required);
@@ -442,6 +459,12 @@ pub fn document(settings: &DocSettings) -> Value {
                 {"properties": {"enabled": {"const": false}}},
             ]);
         }
+    }
+    if let Some(fields) = doc.pointer_mut("/components/schemas/AutoTopUpFields") {
+        fields["oneOf"] = json!([
+            {"properties": {"enabled": {"const": true}, "threshold": {"not": {"type": "null"}}, "amount": {"not": {"type": "null"}}}},
+            {"properties": {"enabled": {"const": false}}},
+        ]);
     }
     let parameters = parameter_schemas();
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {

@@ -6,6 +6,11 @@
 //! as a real gateway would; the normal webhook path then verifies it and asks the sandbox
 //! for the payment's status before crediting.
 //!
+//! A checkout created with `save_payment_method` offers, beside pay and decline, to pay and
+//! save a card that declines later: auto top-up's failure path runs locally. Off-session
+//! charges of a saved card (`charge_saved`) are paid at once (or declined), counted, and
+//! notified like checkouts; `GET /sandbox/charges` answers the counts.
+//!
 //! Signature: `Sandbox-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "t.body")>`,
 //! 300 s tolerance (Stripe's scheme). Payment states live in this process's memory: the
 //! sandbox is for development and tests, and a restart forgets pending sandbox payments
@@ -17,6 +22,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, get, post, web};
 use async_trait::async_trait;
+use billing_core::autotopup::SavedMethod;
 use billing_core::ids::TopUpId;
 use billing_core::money::Money;
 use billing_core::ports::{
@@ -52,7 +58,15 @@ struct Payment {
     price: Money,
     description: String,
     outcome: Outcome,
+    /// The customer agreed to save the card.
+    save: bool,
+    /// The card saved with the payment: `Some(true)` declines later.
+    saved_declines: Option<bool>,
 }
+
+/// A saved sandbox card that declines every off-session charge.
+const DECLINING_CARD: &str = "sbx_pm_declines_";
+const GOOD_CARD: &str = "sbx_pm_";
 
 /// The notification the sandbox delivers.
 #[derive(Debug, Serialize, Deserialize)]
@@ -72,6 +86,8 @@ pub struct SandboxGateway {
     webhook_target: OnceLock<String>,
     payments: Mutex<HashMap<String, Payment>>,
     client: reqwest::Client,
+    /// Off-session charges made and declined.
+    charges: Mutex<(u64, u64)>,
 }
 
 impl SandboxGateway {
@@ -83,6 +99,7 @@ impl SandboxGateway {
             public_url: public_url.trim_end_matches('/').to_owned(),
             webhook_target: OnceLock::new(),
             payments: Mutex::new(HashMap::new()),
+            charges: Mutex::new((0, 0)),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -167,15 +184,21 @@ impl SandboxGateway {
             .map_err(|_| GatewayError::Transient("sandbox state poisoned".into()))
     }
 
+    /// Off-session charges made and declined so far.
+    pub fn charges(&self) -> (u64, u64) {
+        self.charges.lock().map(|c| *c).unwrap_or((0, 0))
+    }
+
     /// Records the customer's choice and delivers the signed notification. Returns whether
-    /// the webhook endpoint accepted it.
+    /// the webhook endpoint accepted it. `declining_card`: save a card that declines later.
     async fn decide(
         &self,
         payment_ref: &str,
         paid: bool,
+        declining_card: bool,
         now: Timestamp,
     ) -> Result<bool, GatewayError> {
-        let topup_id = {
+        {
             let mut payments = self.lock()?;
             let payment = payments
                 .get_mut(payment_ref)
@@ -186,9 +209,26 @@ impl SandboxGateway {
                 } else {
                     Outcome::Declined
                 };
+                if paid && payment.save {
+                    payment.saved_declines = Some(declining_card);
+                }
             }
-            payment.topup_id.clone()
-        };
+        }
+        self.notify(payment_ref, paid, now).await
+    }
+
+    /// Delivers the signed notification of a payment's outcome.
+    async fn notify(
+        &self,
+        payment_ref: &str,
+        paid: bool,
+        now: Timestamp,
+    ) -> Result<bool, GatewayError> {
+        let topup_id = self
+            .lock()?
+            .get(payment_ref)
+            .map(|p| p.topup_id.clone())
+            .ok_or_else(|| GatewayError::InvalidRequest("unknown payment".into()))?;
         let event = Event {
             id: format!(
                 "evt_sbx_{payment_ref}_{}",
@@ -248,6 +288,8 @@ impl PaymentGateway for SandboxGateway {
                 price: request.price,
                 description: request.description.clone(),
                 outcome: Outcome::Pending,
+                save: request.save_payment_method,
+                saved_declines: None,
             });
         Ok(Checkout {
             checkout_url: format!("{}/sandbox/checkout/{payment_ref}", self.public_url),
@@ -271,6 +313,73 @@ impl PaymentGateway for SandboxGateway {
             topup_id: Some(TopUpId::new(event.topup_id)),
             payment_ref: Some(event.payment_ref),
         })
+    }
+
+    async fn saved_method(&self, topup: &TopUp) -> Result<Option<SavedMethod>, GatewayError> {
+        let Some(reference) = &topup.payment_ref else {
+            return Ok(None);
+        };
+        let payments = self.lock()?;
+        Ok(payments
+            .get(reference)
+            .filter(|p| p.topup_id == topup.id && p.outcome == Outcome::Paid)
+            .and_then(|p| p.saved_declines)
+            .map(|declines| SavedMethod {
+                gateway: "sandbox".to_owned(),
+                reference: format!(
+                    "{}{}",
+                    if declines { DECLINING_CARD } else { GOOD_CARD },
+                    topup.id
+                ),
+                brand: Some("visa".to_owned()),
+                last4: Some(if declines { "0341" } else { "4242" }.to_owned()),
+                saved_at: topup.updated_at,
+            }))
+    }
+
+    /// Pays at once, or declines with a declining card; idempotent per top-up (one charge
+    /// per top-up id however often it is asked). The notification follows shortly after.
+    async fn charge_saved(
+        &self,
+        method: &SavedMethod,
+        topup: &TopUp,
+    ) -> Result<String, GatewayError> {
+        let counts = |paid: bool| {
+            if let Ok(mut c) = self.charges.lock() {
+                if paid {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
+            }
+        };
+        if method.reference.starts_with(DECLINING_CARD) {
+            counts(false);
+            return Err(GatewayError::Declined("card_declined".into()));
+        }
+        if !method.reference.starts_with(GOOD_CARD) {
+            return Err(GatewayError::InvalidRequest("not a sandbox card".into()));
+        }
+        let payment_ref = format!("sbx_{}", topup.id);
+        let new = {
+            let mut payments = self.lock()?;
+            let new = !payments.contains_key(&payment_ref);
+            payments
+                .entry(payment_ref.clone())
+                .or_insert_with(|| Payment {
+                    topup_id: topup.id.clone(),
+                    price: topup.price,
+                    description: "Auto top-up".to_owned(),
+                    outcome: Outcome::Paid,
+                    save: false,
+                    saved_declines: None,
+                });
+            new
+        };
+        if new {
+            counts(true);
+        }
+        Ok(payment_ref)
     }
 
     async fn payment_status(&self, topup: &TopUp) -> Result<PaymentStatus, GatewayError> {
@@ -313,6 +422,11 @@ pub async fn checkout_page(state: web::Data<AppState>, path: web::Path<String>) 
     let Some(payment) = payment else {
         return page(404, "Unknown payment", "<p>No such sandbox payment.</p>");
     };
+    let save_choice = if payment.save && payment.outcome == Outcome::Pending {
+        "<button class=\"pay\" name=\"outcome\" value=\"paid_card_declines_later\" type=\"submit\">Pay and save a card that declines later</button>"
+    } else {
+        ""
+    };
     let state_line = match payment.outcome {
         Outcome::Pending => String::new(),
         Outcome::Paid => "<p><strong>Already paid.</strong></p>".to_owned(),
@@ -326,7 +440,7 @@ pub async fn checkout_page(state: web::Data<AppState>, path: web::Path<String>) 
              <p><strong>{description}</strong></p><p id=\"amount\">{amount} {currency}</p>{state_line}\
              <form method=\"post\">\
              <button class=\"pay\" name=\"outcome\" value=\"paid\" type=\"submit\">Pay {amount} {currency}</button>\
-             <button class=\"decline\" name=\"outcome\" value=\"failed\" type=\"submit\">Decline</button>\
+             <button class=\"decline\" name=\"outcome\" value=\"failed\" type=\"submit\">Decline</button>{save_choice}\
              </form><p class=\"muted\">Top-up <code>{topup}</code></p>",
             description = escape(&payment.description),
             amount = payment.price.amount(),
@@ -355,9 +469,10 @@ pub async fn checkout_decide(
             "<p>The sandbox gateway is not enabled.</p>",
         );
     };
-    let paid = match form.outcome.as_str() {
-        "paid" => true,
-        "failed" => false,
+    let (paid, declining_card) = match form.outcome.as_str() {
+        "paid" => (true, false),
+        "paid_card_declines_later" => (true, true),
+        "failed" => (false, false),
         _ => return page(400, "Bad request", "<p>outcome must be paid or failed.</p>"),
     };
     let payment_ref = path.into_inner();
@@ -370,7 +485,7 @@ pub async fn checkout_decide(
         None => return page(404, "Unknown payment", "<p>No such sandbox payment.</p>"),
     };
     let delivered = match gateway
-        .decide(&payment_ref, paid, state.billing.now())
+        .decide(&payment_ref, paid, declining_card, state.billing.now())
         .await
     {
         Ok(delivered) => delivered,
@@ -401,4 +516,20 @@ pub async fn checkout_decide(
             topup = escape(topup_id.as_str()),
         ),
     )
+}
+
+/// Off-session charges the sandbox made and declined: `{"paid": n, "declined": n}`.
+#[get("/sandbox/charges")]
+pub async fn charges(state: web::Data<AppState>) -> HttpResponse {
+    match sandbox(&state) {
+        Some(gateway) => {
+            let (paid, declined) = gateway.charges();
+            HttpResponse::Ok().json(serde_json::json!({"paid": paid, "declined": declined}))
+        }
+        None => page(
+            404,
+            "Not found",
+            "<p>The sandbox gateway is not enabled.</p>",
+        ),
+    }
 }

@@ -243,6 +243,9 @@ pub struct NotifySettings {
     pub retry: RetryPolicy,
     /// How often the outbox is polled, in milliseconds (`BILLING_OUTBOX_INTERVAL_MS`, 1000).
     pub interval_ms: u64,
+    /// Consecutive failed auto top-up charges that turn it off
+    /// (`BILLING_AUTO_TOPUP_FAILURES_MAX`, 3).
+    pub auto_topup_failures_max: u32,
 }
 
 impl std::fmt::Debug for NotifySettings {
@@ -257,6 +260,7 @@ impl std::fmt::Debug for NotifySettings {
             )
             .field("retry", &self.retry)
             .field("interval_ms", &self.interval_ms)
+            .field("auto_topup_failures_max", &self.auto_topup_failures_max)
             .finish()
     }
 }
@@ -317,6 +321,15 @@ impl NotifySettings {
             interval_ms: env_parse(env, "BILLING_OUTBOX_INTERVAL_MS")?
                 .unwrap_or(1_000)
                 .max(10),
+            auto_topup_failures_max: match env_parse(env, "BILLING_AUTO_TOPUP_FAILURES_MAX")? {
+                None => billing_core::autotopup::AUTO_TOPUP_FAILURES_MAX,
+                Some(0) => {
+                    return Err(ConfigError::Invalid(
+                        "BILLING_AUTO_TOPUP_FAILURES_MAX must be at least 1".into(),
+                    ));
+                }
+                Some(n) => n,
+            },
         })
     }
 }

@@ -123,7 +123,8 @@ pub async fn build(config: &Config, public_url: &str) -> Result<Parts, StartErro
         Arc::new(SystemClock),
         ids.clone(),
         config.policy.clone(),
-    );
+    )
+    .with_auto_topup_failures_max(config.notify.auto_topup_failures_max);
     for seed in &config.packs {
         if store.pack(&PackId::new(seed.id.clone())).await?.is_some() {
             continue;
@@ -267,10 +268,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
     })?;
     let delivery = OutboxDelivery::new(
-        parts.store.clone() as Arc<dyn Store>,
+        parts.billing.clone(),
         notifier(&config.notify)?,
         event_sink(&config.notify)?,
-        Arc::new(SystemClock),
         config.notify.retry,
         Some(public_url.clone()),
     );

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use billing_core::autotopup::{AutoTopUpSettings, AutoTopUpState, SavedMethod};
 use billing_core::controls::{MonthSpend, SpendingLimit};
 use billing_core::holds::{Hold, HoldAction};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
@@ -580,6 +581,45 @@ impl ControlsStore for DieselStore {
     ) -> Result<bool, StoreError> {
         let (account_id, alert) = (account_id.clone(), alert.clone());
         on_write_conn!(self, |c| ops::set_low_balance_alert(c, &account_id, &alert))
+    }
+
+    async fn auto_topup(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<(AutoTopUpSettings, AutoTopUpState)>, StoreError> {
+        let account_id = account_id.clone();
+        on_conn!(self, |c| ops::auto_topup(c, &account_id))
+    }
+
+    async fn set_auto_topup(
+        &self,
+        account_id: &AccountId,
+        settings: &AutoTopUpSettings,
+    ) -> Result<bool, StoreError> {
+        let (account_id, settings) = (account_id.clone(), settings.clone());
+        on_write_conn!(self, |c| ops::set_auto_topup(c, &account_id, &settings))
+    }
+
+    async fn payment_method(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<SavedMethod>, StoreError> {
+        let account_id = account_id.clone();
+        on_conn!(self, |c| ops::payment_method(c, &account_id))
+    }
+
+    async fn save_payment_method(
+        &self,
+        account_id: &AccountId,
+        method: &SavedMethod,
+    ) -> Result<bool, StoreError> {
+        let (account_id, method) = (account_id.clone(), method.clone());
+        on_write_conn!(self, |c| ops::save_payment_method(c, &account_id, &method))
+    }
+
+    async fn delete_payment_method(&self, account_id: &AccountId) -> Result<bool, StoreError> {
+        let account_id = account_id.clone();
+        on_write_conn!(self, |c| ops::delete_payment_method(c, &account_id))
     }
 }
 

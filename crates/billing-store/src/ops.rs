@@ -4,6 +4,10 @@
 // `lock_topup` (`SELECT … FOR UPDATE` on PostgreSQL; the immediate transaction already holds
 // SQLite's write lock). Every rule applied here is a pure function of billing-core.
 
+use billing_core::autotopup::{
+    AfterDebit, AutoTopUpDecision, AutoTopUpSettings, AutoTopUpState, SavedMethod,
+    after_auto_topup, decide_auto_topup,
+};
 use billing_core::controls::{
     MonthSpend, SpendingLimit, apply_spending, check_spending, refundable_this_month,
 };
@@ -23,16 +27,17 @@ use billing_core::ports::{
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
-use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transition};
+use billing_core::money::Currency;
+use billing_core::topup::{Pack, TopUp, TopUpOrigin, TopUpStatus, Transition, decide_transition};
 use diesel::prelude::*;
 
 use crate::rows::{
-    AccountRow, ApiKeyRow, EntryRow, HoldRow, NewEntryRow, NewOutboxRow, OutboxRow, PackRow,
-    RateRow, TopUpRow,
+    AccountRow, ApiKeyRow, AutoTopUpRow, EntryRow, HoldRow, NewEntryRow, NewOutboxRow, OutboxRow,
+    PackRow, PaymentMethodRow, RateRow, TopUpRow,
 };
 use crate::schema::{
-    accounts, api_keys, holds, idempotency_keys, ledger_entries, outbox, packs, rates, refund_links,
-    topups, webhook_events,
+    accounts, api_keys, auto_topups, holds, idempotency_keys, ledger_entries, outbox, packs,
+    payment_methods, rates, refund_links, topups, webhook_events,
 };
 use crate::rows::units;
 use crate::{TxError, db_err, finish};
@@ -263,6 +268,19 @@ fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<Post
             },
         )?;
     }
+    if let Some(last) = planned.last()
+        && last.balance_after < Credits::from_units(balance)
+    {
+        auto_topup_after_debit::<PostError>(
+            conn,
+            &AfterDebit {
+                account_id: &posting.account_id,
+                entry_id: last.id.as_str(),
+                balance_after: last.balance_after,
+                now: posting.now,
+            },
+        )?;
+    }
     if let Some(claim) = &posting.idempotency {
         let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
         insert_claim(conn, claim, &ids.join(","), posting.now)?;
@@ -448,6 +466,19 @@ fn change_hold_in_tx(
                 balance_before: Credits::from_units(balance),
                 balance_after: last.balance_after,
                 spend_after: *spend,
+                now,
+            },
+        )?;
+    }
+    if let Some(last) = change.entries.last()
+        && last.balance_after < Credits::from_units(balance)
+    {
+        auto_topup_after_debit::<HoldError>(
+            conn,
+            &AfterDebit {
+                account_id,
+                entry_id: last.id.as_str(),
+                balance_after: last.balance_after,
                 now,
             },
         )?;
@@ -899,6 +930,9 @@ fn transition_in_tx(
     if let Some(notice) = topup_notice(conn, &topup, &credited, now)? {
         enqueue_notices::<StoreError>(conn, &[notice])?;
     }
+    if topup.origin() == TopUpOrigin::AutoTopUp {
+        auto_topup_after_transition(conn, &topup, now)?;
+    }
     Ok(Some(TransitionOutcome::Applied {
         topup,
         entries: credited,
@@ -1331,4 +1365,192 @@ pub(crate) fn outbox_depth(conn: &mut Conn) -> Result<(u64, Option<Timestamp>), 
         .first(conn)
         .map_err(db_err)?;
     Ok((u64::try_from(count).unwrap_or(0), oldest.map(Timestamp::from_micros)))
+}
+
+fn load_auto<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Option<(AutoTopUpSettings, AutoTopUpState)>, TxError<E>> {
+    let row: Option<AutoTopUpRow> = auto_topups::table
+        .find(account_id.as_str())
+        .select(AutoTopUpRow::as_select())
+        .first(conn)
+        .optional()?;
+    row.map(AutoTopUpRow::split)
+        .transpose()
+        .map_err(|e| TxError::Op(E::from(e)))
+}
+
+fn load_method<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Option<SavedMethod>, TxError<E>> {
+    let row: Option<PaymentMethodRow> = payment_methods::table
+        .find(account_id.as_str())
+        .select(PaymentMethodRow::as_select())
+        .first(conn)
+        .optional()?;
+    Ok(row.map(SavedMethod::from))
+}
+
+fn save_auto<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    settings: &AutoTopUpSettings,
+    state: &AutoTopUpState,
+) -> Result<(), TxError<E>> {
+    let row = AutoTopUpRow::new(account_id, settings, state, Currency::USD)
+        .map_err(|e| TxError::Op(E::from(e)))?;
+    diesel::insert_into(auto_topups::table)
+        .values(&row)
+        .on_conflict(auto_topups::account_id)
+        .do_update()
+        .set(&row)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// After a debit, under the wallet's lock: [`decide_auto_topup`]; a charge due becomes a
+/// pending top-up and an outbox item in this transaction.
+fn auto_topup_after_debit<E: From<StoreError>>(
+    conn: &mut Conn,
+    debit: &AfterDebit<'_>,
+) -> Result<(), TxError<E>> {
+    let Some((settings, state)) = load_auto::<E>(conn, debit.account_id)? else {
+        return Ok(());
+    };
+    if !settings.enabled || state.pending.is_some() {
+        return Ok(());
+    }
+    let method = load_method::<E>(conn, debit.account_id)?;
+    match decide_auto_topup(&settings, &state, method.as_ref(), debit) {
+        AutoTopUpDecision::Nothing => {}
+        AutoTopUpDecision::Start { topup, state } => {
+            let row = TopUpRow::try_from(&topup).map_err(|e| TxError::Op(E::from(e)))?;
+            diesel::insert_into(topups::table).values(&row).execute(conn)?;
+            save_auto::<E>(conn, debit.account_id, &settings, &state)?;
+            let charge = Notice::new(
+                Topic::AutoTopUpCharge,
+                debit.account_id,
+                debit.balance_after,
+                Cause::TopUp(topup.id.as_str().to_owned()),
+                debit.now,
+            );
+            enqueue_notices::<E>(conn, &[charge])?;
+        }
+        AutoTopUpDecision::CapReached { state, notice } => {
+            save_auto::<E>(conn, debit.account_id, &settings, &state)?;
+            enqueue_notices::<E>(conn, &[notice])?;
+        }
+    }
+    Ok(())
+}
+
+/// After an auto top-up completed or failed, in its transition's transaction:
+/// [`after_auto_topup`] (failures, the cap, turning itself off) and its notices.
+fn auto_topup_after_transition(
+    conn: &mut Conn,
+    topup: &TopUp,
+    now: Timestamp,
+) -> Result<(), TxError<StoreError>> {
+    // The wallet's lock orders this with the debits that decide new charges.
+    let Some(balance) = lock_account(conn, &topup.account_id)? else {
+        return Ok(());
+    };
+    let Some((mut settings, state)) = load_auto::<StoreError>(conn, &topup.account_id)? else {
+        return Ok(());
+    };
+    let (state, enabled, notices) =
+        after_auto_topup(&settings, &state, topup, Credits::from_units(balance), now);
+    settings.enabled = enabled;
+    save_auto::<StoreError>(conn, &topup.account_id, &settings, &state)?;
+    enqueue_notices::<StoreError>(conn, &notices)
+}
+
+pub(crate) fn auto_topup(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Option<(AutoTopUpSettings, AutoTopUpState)>, StoreError> {
+    let exists: Option<String> = accounts::table
+        .find(account_id.as_str())
+        .select(accounts::id)
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        finish(load_auto::<StoreError>(conn, account_id))?
+            .unwrap_or_else(|| (AutoTopUpSettings::off(), AutoTopUpState::new())),
+    ))
+}
+
+pub(crate) fn set_auto_topup(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    settings: &AutoTopUpSettings,
+) -> Result<bool, StoreError> {
+    finish(write_tx(conn, |conn| {
+        if lock_account(conn, account_id)?.is_none() {
+            return Ok(false);
+        }
+        let (_, mut state) = load_auto::<StoreError>(conn, account_id)?
+            .unwrap_or_else(|| (AutoTopUpSettings::off(), AutoTopUpState::new()));
+        state.disabled_reason = None;
+        state.failures = 0;
+        save_auto::<StoreError>(conn, account_id, settings, &state)?;
+        Ok(true)
+    }))
+}
+
+pub(crate) fn payment_method(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<Option<SavedMethod>, StoreError> {
+    finish(load_method::<StoreError>(conn, account_id))
+}
+
+pub(crate) fn save_payment_method(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    method: &SavedMethod,
+) -> Result<bool, StoreError> {
+    finish(write_tx(conn, |conn| {
+        if lock_account(conn, account_id)?.is_none() {
+            return Ok(false);
+        }
+        let row = PaymentMethodRow::new(account_id, method);
+        diesel::insert_into(payment_methods::table)
+            .values(&row)
+            .on_conflict(payment_methods::account_id)
+            .do_update()
+            .set(&row)
+            .execute(conn)?;
+        Ok(true)
+    }))
+}
+
+pub(crate) fn delete_payment_method(
+    conn: &mut Conn,
+    account_id: &AccountId,
+) -> Result<bool, StoreError> {
+    finish(write_tx(conn, |conn| {
+        if lock_account(conn, account_id)?.is_none() {
+            return Ok(false);
+        }
+        let deleted = diesel::delete(payment_methods::table.find(account_id.as_str())).execute(conn)?;
+        if deleted == 0 {
+            return Ok(false);
+        }
+        if let Some((mut settings, mut state)) = load_auto::<StoreError>(conn, account_id)?
+            && settings.enabled
+        {
+            settings.enabled = false;
+            state.disabled_reason =
+                Some(billing_core::autotopup::REASON_NO_PAYMENT_METHOD.to_owned());
+            save_auto::<StoreError>(conn, account_id, &settings, &state)?;
+        }
+        Ok(true)
+    }))
 }

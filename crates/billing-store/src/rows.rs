@@ -2,6 +2,7 @@
 //! here, as integer ledger units or minor units; a value that does not convert exactly is an
 //! error, never truncated.
 
+use billing_core::autotopup::{AutoTopUpSettings, AutoTopUpState, SavedMethod};
 use billing_core::holds::{Hold, HoldStatus};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, PackId, TopUpId};
 use billing_core::ledger::{EntryKind, LedgerEntry};
@@ -14,7 +15,10 @@ use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use diesel::prelude::*;
 
-use crate::schema::{accounts, api_keys, holds, ledger_entries, outbox, packs, rates, topups};
+use crate::schema::{
+    accounts, api_keys, auto_topups, holds, ledger_entries, outbox, packs, payment_methods, rates,
+    topups,
+};
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -565,5 +569,123 @@ impl TryFrom<OutboxRow> for OutboxItem {
             attempts: u32::try_from(row.attempts).unwrap_or(0),
             lease_until: Timestamp::from_micros(row.next_attempt_at),
         })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = auto_topups)]
+#[diesel(treat_none_as_null = true)]
+pub(crate) struct AutoTopUpRow {
+    pub account_id: String,
+    pub enabled: bool,
+    pub threshold: Option<i64>,
+    pub amount_minor: Option<i64>,
+    pub currency: String,
+    pub monthly_cap_minor: Option<i64>,
+    pub credits: i64,
+    pub bonus: i64,
+    pub failure_limit: i32,
+    pub pending_topup_id: Option<String>,
+    pub failures: i32,
+    pub month_start: i64,
+    pub month_charged_minor: i64,
+    pub disabled_reason: Option<String>,
+}
+
+impl AutoTopUpRow {
+    pub(crate) fn new(
+        account_id: &AccountId,
+        settings: &AutoTopUpSettings,
+        state: &AutoTopUpState,
+        currency: Currency,
+    ) -> Result<AutoTopUpRow, StoreError> {
+        let int = |n: u32| i32::try_from(n).map_err(|_| corrupt(format!("count {n} out of range")));
+        Ok(AutoTopUpRow {
+            account_id: account_id.as_str().to_owned(),
+            enabled: settings.enabled,
+            threshold: settings.threshold.map(units).transpose()?,
+            amount_minor: settings.amount.map(|m| m.minor_units()),
+            currency: settings
+                .amount
+                .map(|m| m.currency())
+                .unwrap_or(currency)
+                .code()
+                .to_owned(),
+            monthly_cap_minor: settings.monthly_cap.map(|m| m.minor_units()),
+            credits: units(settings.credits)?,
+            bonus: units(settings.bonus)?,
+            failure_limit: int(settings.failure_limit)?,
+            pending_topup_id: state.pending.as_ref().map(|t| t.as_str().to_owned()),
+            failures: int(state.failures)?,
+            month_start: state.month_start.as_micros(),
+            month_charged_minor: state.month_charged_minor,
+            disabled_reason: state.disabled_reason.clone(),
+        })
+    }
+
+    pub(crate) fn split(self) -> Result<(AutoTopUpSettings, AutoTopUpState), StoreError> {
+        let amount = self
+            .amount_minor
+            .map(|m| money(m, &self.currency))
+            .transpose()?;
+        let cap = self
+            .monthly_cap_minor
+            .map(|m| money(m, &self.currency))
+            .transpose()?;
+        Ok((
+            AutoTopUpSettings {
+                enabled: self.enabled,
+                threshold: self.threshold.map(Credits::from_units),
+                amount,
+                monthly_cap: cap,
+                credits: Credits::from_units(self.credits),
+                bonus: Credits::from_units(self.bonus),
+                failure_limit: u32::try_from(self.failure_limit).unwrap_or(1),
+            },
+            AutoTopUpState {
+                pending: self.pending_topup_id.map(TopUpId::new),
+                failures: u32::try_from(self.failures).unwrap_or(0),
+                month_start: Timestamp::from_micros(self.month_start),
+                month_charged_minor: self.month_charged_minor,
+                disabled_reason: self.disabled_reason,
+            },
+        ))
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = payment_methods)]
+#[diesel(treat_none_as_null = true)]
+pub(crate) struct PaymentMethodRow {
+    pub account_id: String,
+    pub gateway: String,
+    pub reference: String,
+    pub brand: Option<String>,
+    pub last4: Option<String>,
+    pub saved_at: i64,
+}
+
+impl PaymentMethodRow {
+    pub(crate) fn new(account_id: &AccountId, m: &SavedMethod) -> PaymentMethodRow {
+        PaymentMethodRow {
+            account_id: account_id.as_str().to_owned(),
+            gateway: m.gateway.clone(),
+            reference: m.reference.clone(),
+            brand: m.brand.clone(),
+            last4: m.last4.clone(),
+            saved_at: m.saved_at.as_micros(),
+        }
+    }
+}
+
+impl From<PaymentMethodRow> for SavedMethod {
+    fn from(row: PaymentMethodRow) -> SavedMethod {
+        SavedMethod {
+            gateway: row.gateway,
+            reference: row.reference,
+            brand: row.brand,
+            last4: row.last4,
+            saved_at: Timestamp::from_micros(row.saved_at),
+        }
     }
 }

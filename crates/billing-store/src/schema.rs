@@ -19,6 +19,36 @@ diesel::table! {
 }
 
 diesel::table! {
+    auto_topups (account_id) {
+        account_id -> Text,
+        enabled -> Bool,
+        threshold -> Nullable<BigInt>,
+        amount_minor -> Nullable<BigInt>,
+        currency -> Text,
+        monthly_cap_minor -> Nullable<BigInt>,
+        credits -> BigInt,
+        bonus -> BigInt,
+        failure_limit -> Integer,
+        pending_topup_id -> Nullable<Text>,
+        failures -> Integer,
+        month_start -> BigInt,
+        month_charged_minor -> BigInt,
+        disabled_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    payment_methods (account_id) {
+        account_id -> Text,
+        gateway -> Text,
+        reference -> Text,
+        brand -> Nullable<Text>,
+        last4 -> Nullable<Text>,
+        saved_at -> BigInt,
+    }
+}
+
+diesel::table! {
     outbox (seq) {
         seq -> BigInt,
         notice_id -> Text,

@@ -16,6 +16,10 @@ pub(crate) const CHECKOUT_EVENT_TYPES: [&str; 4] = [
     "checkout.session.expired",
 ];
 
+/// The event types that concern an off-session PaymentIntent of ours (auto top-up).
+pub(crate) const INTENT_EVENT_TYPES: [&str; 2] =
+    ["payment_intent.succeeded", "payment_intent.payment_failed"];
+
 /// Longest id accepted from an event (Stripe's ids are well below it).
 const EVENT_ID_LENGTH_MAX: usize = 255;
 
@@ -63,6 +67,9 @@ pub(crate) fn parse_event(body: &[u8]) -> Result<VerifiedNotification, GatewayEr
     if !valid_id(&event.id) {
         return Err(malformed("event has no valid id"));
     }
+    if INTENT_EVENT_TYPES.contains(&event.type_.as_str()) {
+        return intent_event(event);
+    }
     if !CHECKOUT_EVENT_TYPES.contains(&event.type_.as_str()) {
         tracing::debug!(event_id = %event.id, event_type = %event.type_, "stripe event ignored");
         return Ok(VerifiedNotification {
@@ -96,6 +103,30 @@ pub(crate) fn parse_event(body: &[u8]) -> Result<VerifiedNotification, GatewayEr
     })
 }
 
+/// `payment_intent.*`: the PaymentIntent id as `payment_ref` and the top-up from
+/// `metadata.topup_id` (set on off-session charges; a Checkout's own PaymentIntent does not
+/// match its top-up's `cs_…` reference, so the core ignores it).
+fn intent_event(event: Event) -> Result<VerifiedNotification, GatewayError> {
+    let intent: SessionObject = serde_json::from_value(event.data.object)
+        .map_err(|e| malformed(format!("{} without a payment intent: {e}", event.type_)))?;
+    if intent.object != "payment_intent" || !valid_id(&intent.id) {
+        return Err(malformed(format!(
+            "{} about a {} object",
+            event.type_, intent.object
+        )));
+    }
+    let topup_id = intent
+        .metadata
+        .and_then(|mut m| m.remove("topup_id"))
+        .filter(|id| valid_id(id))
+        .map(TopUpId::new);
+    Ok(VerifiedNotification {
+        event_id: event.id,
+        topup_id,
+        payment_ref: Some(intent.id),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +143,14 @@ mod tests {
 
     #[test]
     fn refuses_a_checkout_event_about_something_else() {
+        let intent = br#"{"id":"evt_2","type":"payment_intent.succeeded","data":{"object":
+            {"id":"pi_9","object":"payment_intent","metadata":{"topup_id":"topup_auto_txn_1"}}}}"#;
+        let parsed = parse_event(intent).expect("intent event");
+        assert_eq!(parsed.payment_ref.as_deref(), Some("pi_9"));
+        assert_eq!(
+            parsed.topup_id.map(|t| t.to_string()).as_deref(),
+            Some("topup_auto_txn_1")
+        );
         let body = br#"{"id":"evt_1","type":"checkout.session.completed","data":{"object":
             {"id":"pi_1","object":"payment_intent"}}}"#;
         assert!(matches!(parse_event(body), Err(GatewayError::Malformed(_))));

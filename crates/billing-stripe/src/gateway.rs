@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use billing_core::autotopup::SavedMethod;
 use billing_core::ids::TopUpId;
 use billing_core::money::{Currency, Money};
 use billing_core::ports::{
@@ -443,6 +444,46 @@ impl PaymentGateway for StripeGateway {
         } else {
             self.session_status(topup, reference).await
         }
+    }
+
+    /// The customer and payment method a paid Checkout Session saved for off-session use
+    /// ([`StripeGateway::saved_payment_method`]), as `cus_…/pm_…`.
+    async fn saved_method(&self, topup: &TopUp) -> Result<Option<SavedMethod>, GatewayError> {
+        let Some(session) = topup
+            .payment_ref
+            .as_deref()
+            .filter(|r| r.starts_with("cs_"))
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .saved_payment_method(session)
+            .await?
+            .map(|saved| SavedMethod {
+                gateway: GATEWAY_NAME.to_owned(),
+                reference: format!("{}/{}", saved.customer, saved.payment_method),
+                brand: None,
+                last4: None,
+                saved_at: topup.updated_at,
+            }))
+    }
+
+    /// An off-session, confirmed PaymentIntent ([`StripeGateway::charge_off_session`],
+    /// idempotent per top-up).
+    async fn charge_saved(
+        &self,
+        method: &SavedMethod,
+        topup: &TopUp,
+    ) -> Result<String, GatewayError> {
+        let Some((customer, payment_method)) = method.reference.split_once('/') else {
+            return Err(invalid("not a saved Stripe payment method"));
+        };
+        let saved = SavedPaymentMethod {
+            customer: customer.to_owned(),
+            payment_method: payment_method.to_owned(),
+        };
+        self.charge_off_session(&saved, topup.price, &topup.id)
+            .await
     }
 }
 

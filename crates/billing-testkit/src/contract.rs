@@ -1722,6 +1722,199 @@ pub async fn notices_are_written_once_and_claimed_once(store: Handle, other: Han
     );
 }
 
+/// Auto top-up is decided under the wallet's lock: debits racing across the threshold on
+/// two pools start exactly one pending top-up and one charge item; its failure is counted,
+/// and the failure limit turns auto top-up off; removing the method turns it off too.
+pub async fn auto_topup_starts_one_charge(store: Handle, other: Handle) {
+    use billing_core::autotopup::{
+        AutoTopUpSettings, REASON_NO_PAYMENT_METHOD, REASON_PAYMENT_FAILED, SavedMethod,
+    };
+    let account = new_account(&store).await;
+    assert_eq!(store.payment_method(&account).await.expect("get"), None);
+    let (settings, state) = store
+        .auto_topup(&account)
+        .await
+        .expect("get")
+        .expect("account");
+    assert_eq!((settings, state.pending), (AutoTopUpSettings::off(), None));
+    assert!(
+        store
+            .auto_topup(&AccountId::new("acct_none"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let method = SavedMethod {
+        gateway: "sandbox".into(),
+        reference: "sbx_pm_1".into(),
+        brand: Some("visa".into()),
+        last4: Some("4242".into()),
+        saved_at: now(),
+    };
+    assert!(
+        store
+            .save_payment_method(&account, &method)
+            .await
+            .expect("save")
+    );
+    assert_eq!(
+        other.payment_method(&account).await.expect("get"),
+        Some(method.clone())
+    );
+    let settings = AutoTopUpSettings {
+        enabled: true,
+        threshold: Some(cr("5")),
+        amount: Some(usd("25.00")),
+        monthly_cap: None,
+        credits: cr("25"),
+        bonus: cr("0"),
+        failure_limit: 2,
+    };
+    assert!(
+        store
+            .set_auto_topup(&account, &settings)
+            .await
+            .expect("set")
+    );
+    credit(&store, &account, cr("10")).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let account = account.clone();
+        tasks.push(tokio::spawn(async move {
+            debit(&handle, &account, cr("0.2")).await
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("debit");
+    }
+    let (_, state) = store
+        .auto_topup(&account)
+        .await
+        .expect("get")
+        .expect("account");
+    let pending = state.pending.clone().expect("one charge pending");
+    assert_eq!(state.month_charged_minor, 2_500);
+    let topup = store
+        .topup(&pending)
+        .await
+        .expect("get")
+        .expect("inserted with the debit");
+    assert_eq!(
+        (topup.status, topup.price, topup.credits),
+        (TopUpStatus::Pending, usd("25.00"), cr("25"))
+    );
+    assert_eq!(topup.origin(), billing_core::topup::TopUpOrigin::AutoTopUp);
+    let t = now();
+    let charges: Vec<_> = store
+        .claim_outbox(t, t.plus_secs(60), 100)
+        .await
+        .expect("claim")
+        .into_iter()
+        .filter(|i| i.channel == Channel::Charge)
+        .collect();
+    assert_eq!(charges.len(), 1, "one charge item");
+    assert_eq!(charges[0].notice.cause.id(), pending.as_str());
+    // A failed charge is counted; the next debit below the threshold charges again.
+    other
+        .transition_topup(
+            &pending,
+            TopUpStatus::Failed,
+            Vec::new(),
+            Some("card_declined".into()),
+            t,
+        )
+        .await
+        .expect("fail");
+    let (settings_now, state) = store
+        .auto_topup(&account)
+        .await
+        .expect("get")
+        .expect("account");
+    assert_eq!(
+        (
+            state.pending.clone(),
+            state.failures,
+            state.month_charged_minor
+        ),
+        (None, 1, 0)
+    );
+    assert!(settings_now.enabled);
+    debit(&store, &account, cr("0.1")).await.expect("debit");
+    let (_, state) = store
+        .auto_topup(&account)
+        .await
+        .expect("get")
+        .expect("account");
+    let second = state.pending.clone().expect("a second charge");
+    assert_ne!(second, pending);
+    other
+        .transition_topup(
+            &second,
+            TopUpStatus::Failed,
+            Vec::new(),
+            Some("card_declined".into()),
+            t,
+        )
+        .await
+        .expect("fail");
+    let (settings_now, state) = store
+        .auto_topup(&account)
+        .await
+        .expect("get")
+        .expect("account");
+    assert!(!settings_now.enabled, "the failure limit turns it off");
+    assert_eq!(
+        state.disabled_reason.as_deref(),
+        Some(REASON_PAYMENT_FAILED)
+    );
+    debit(&store, &account, cr("0.1")).await.expect("debit");
+    assert_eq!(
+        store
+            .auto_topup(&account)
+            .await
+            .expect("get")
+            .expect("a")
+            .1
+            .pending,
+        None
+    );
+    // A customer's PUT re-enables; removing the method turns it off.
+    assert!(
+        store
+            .set_auto_topup(&account, &settings)
+            .await
+            .expect("set")
+    );
+    let (_, state) = store
+        .auto_topup(&account)
+        .await
+        .expect("get")
+        .expect("account");
+    assert_eq!((state.failures, state.disabled_reason), (0, None));
+    assert!(store.delete_payment_method(&account).await.expect("delete"));
+    assert!(!store.delete_payment_method(&account).await.expect("delete"));
+    let (settings_now, state) = store
+        .auto_topup(&account)
+        .await
+        .expect("get")
+        .expect("account");
+    assert!(!settings_now.enabled);
+    assert_eq!(
+        state.disabled_reason.as_deref(),
+        Some(REASON_NO_PAYMENT_METHOD)
+    );
+    verify_history(
+        &store.history(&account).await.expect("history"),
+        store.wallet(&account).await.expect("w").expect("w").balance,
+    )
+    .expect("consistent");
+}
+
 /// Generates one `#[tokio::test]` per contract check. `$factory` is an async function
 /// `fn(&'static str) -> Option<(Handle, Handle)>` that returns two handles on one fresh
 /// store, or `None` when the backend is unavailable and the suite is allowed to skip (it
@@ -1746,7 +1939,8 @@ macro_rules! store_contract_tests {
             holds_reserve_capture_release_and_expire,
             racing_holds_and_debits_never_overdraw,
             spending_limit_is_exact_under_concurrency,
-            notices_are_written_once_and_claimed_once
+            notices_are_written_once_and_claimed_once,
+            auto_topup_starts_one_charge
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

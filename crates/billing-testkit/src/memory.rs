@@ -6,6 +6,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
+use billing_core::autotopup::{
+    AfterDebit, AutoTopUpDecision, AutoTopUpSettings, AutoTopUpState, REASON_NO_PAYMENT_METHOD,
+    SavedMethod, after_auto_topup, decide_auto_topup,
+};
 use billing_core::controls::{
     MonthSpend, SpendingLimit, apply_spending, check_spending, refundable_this_month,
 };
@@ -26,7 +30,7 @@ use billing_core::ports::{
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
-use billing_core::topup::{Pack, TopUp, TopUpStatus, Transition, decide_transition};
+use billing_core::topup::{Pack, TopUp, TopUpOrigin, TopUpStatus, Transition, decide_transition};
 
 #[derive(Default)]
 struct State {
@@ -45,6 +49,8 @@ struct State {
     limit_told: HashMap<AccountId, Timestamp>,
     /// Items, whether still pending, and when each is next due.
     outbox: Vec<(OutboxItem, bool, Timestamp)>,
+    auto: HashMap<AccountId, (AutoTopUpSettings, AutoTopUpState)>,
+    methods: HashMap<AccountId, SavedMethod>,
 }
 
 /// All storage ports in memory.
@@ -103,6 +109,49 @@ impl State {
             self.limit_told.insert(account_id.clone(), told);
         }
         self.enqueue(notices);
+    }
+
+    /// [`decide_auto_topup`] after a debit.
+    fn auto_after_debit(
+        &mut self,
+        account_id: &AccountId,
+        before: Credits,
+        planned: &[LedgerEntry],
+        now: Timestamp,
+    ) {
+        let Some(last) = planned.last() else { return };
+        if last.balance_after >= before {
+            return;
+        }
+        let Some((settings, state)) = self.auto.get(account_id).cloned() else {
+            return;
+        };
+        let method = self.methods.get(account_id).cloned();
+        let debit = AfterDebit {
+            account_id,
+            entry_id: last.id.as_str(),
+            balance_after: last.balance_after,
+            now,
+        };
+        match decide_auto_topup(&settings, &state, method.as_ref(), &debit) {
+            AutoTopUpDecision::Nothing => {}
+            AutoTopUpDecision::Start { topup, state } => {
+                let charge = Notice::new(
+                    Topic::AutoTopUpCharge,
+                    account_id,
+                    last.balance_after,
+                    Cause::TopUp(topup.id.as_str().to_owned()),
+                    now,
+                );
+                self.topups.push(topup);
+                self.auto.insert(account_id.clone(), (settings, state));
+                self.enqueue(vec![charge]);
+            }
+            AutoTopUpDecision::CapReached { state, notice } => {
+                self.auto.insert(account_id.clone(), (settings, state));
+                self.enqueue(vec![notice]);
+            }
+        }
     }
 
     fn enqueue(&mut self, notices: Vec<Notice>) {
@@ -261,6 +310,7 @@ impl State {
         self.spending
             .insert(posting.account_id.clone(), (limit, spend));
         self.notify_debit(&posting.account_id, balance, &planned, posting.now);
+        self.auto_after_debit(&posting.account_id, balance, &planned, posting.now);
         if let Some(claim) = &posting.idempotency {
             let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
             self.claims.insert(
@@ -524,6 +574,16 @@ impl TopUpStore for InMemoryStore {
             }
         };
         state.enqueue(vec![notice]);
+        if topup.origin() == TopUpOrigin::AutoTopUp
+            && let Some((mut settings, auto)) = state.auto.get(&topup.account_id).cloned()
+        {
+            let (auto, enabled, notices) = after_auto_topup(&settings, &auto, &topup, balance, now);
+            settings.enabled = enabled;
+            state
+                .auto
+                .insert(topup.account_id.clone(), (settings, auto));
+            state.enqueue(notices);
+        }
         Ok(Some(TransitionOutcome::Applied {
             topup,
             entries: credited,
@@ -680,6 +740,75 @@ impl ControlsStore for InMemoryStore {
         state.alerts.insert(account_id.clone(), alert.clone());
         Ok(true)
     }
+
+    async fn auto_topup(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<(AutoTopUpSettings, AutoTopUpState)>, StoreError> {
+        let state = self.lock()?;
+        if !state.accounts.contains_key(account_id) {
+            return Ok(None);
+        }
+        Ok(Some(state.auto.get(account_id).cloned().unwrap_or_else(
+            || (AutoTopUpSettings::off(), AutoTopUpState::new()),
+        )))
+    }
+
+    async fn set_auto_topup(
+        &self,
+        account_id: &AccountId,
+        settings: &AutoTopUpSettings,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        if !state.accounts.contains_key(account_id) {
+            return Ok(false);
+        }
+        let mut auto = state
+            .auto
+            .get(account_id)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
+        auto.disabled_reason = None;
+        auto.failures = 0;
+        state
+            .auto
+            .insert(account_id.clone(), (settings.clone(), auto));
+        Ok(true)
+    }
+
+    async fn payment_method(
+        &self,
+        account_id: &AccountId,
+    ) -> Result<Option<SavedMethod>, StoreError> {
+        Ok(self.lock()?.methods.get(account_id).cloned())
+    }
+
+    async fn save_payment_method(
+        &self,
+        account_id: &AccountId,
+        method: &SavedMethod,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        if !state.accounts.contains_key(account_id) {
+            return Ok(false);
+        }
+        state.methods.insert(account_id.clone(), method.clone());
+        Ok(true)
+    }
+
+    async fn delete_payment_method(&self, account_id: &AccountId) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        if state.methods.remove(account_id).is_none() {
+            return Ok(false);
+        }
+        if let Some((settings, auto)) = state.auto.get_mut(account_id)
+            && settings.enabled
+        {
+            settings.enabled = false;
+            auto.disabled_reason = Some(REASON_NO_PAYMENT_METHOD.to_owned());
+        }
+        Ok(true)
+    }
 }
 
 #[async_trait]
@@ -816,6 +945,7 @@ impl HoldStore for InMemoryStore {
         state.spending.insert(account_id.clone(), (limit, spend));
         state.append(account_id, &change.entries);
         state.notify_debit(account_id, balance, &change.entries, now);
+        state.auto_after_debit(account_id, balance, &change.entries, now);
         state.holds[index] = change.hold;
         state.remember(idempotency, id);
         state.hold_outcome(id.as_str(), false)

@@ -6,7 +6,7 @@ ALTER TABLE accounts ADD COLUMN limit_told_month BIGINT;
 CREATE TABLE outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     notice_id TEXT NOT NULL,
-    channel TEXT NOT NULL CHECK (channel IN ('email', 'event')),
+    channel TEXT NOT NULL CHECK (channel IN ('email', 'event', 'charge')),
     topic TEXT NOT NULL,
     account_id TEXT NOT NULL REFERENCES accounts (id),
     balance BIGINT NOT NULL,

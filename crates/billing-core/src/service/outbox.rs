@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use super::Billing;
+use crate::ids::TopUpId;
 use crate::notices::{Channel, RetryPolicy, email_for};
 use crate::ports::{Clock, EventSink, Notifier, OutboxItem, OutboxOutcome, Store, StoreError};
 
@@ -21,6 +23,7 @@ pub struct OutboxRun {
 /// The outbox worker's use case: claim due items, deliver each on its channel, record the
 /// outcome.
 pub struct OutboxDelivery {
+    billing: Billing,
     store: Arc<dyn Store>,
     notifier: Arc<dyn Notifier>,
     events: Arc<dyn EventSink>,
@@ -30,19 +33,20 @@ pub struct OutboxDelivery {
 }
 
 impl OutboxDelivery {
+    /// Delivers `billing`'s outbox (auto top-up charges go through `billing`).
     pub fn new(
-        store: Arc<dyn Store>,
+        billing: Billing,
         notifier: Arc<dyn Notifier>,
         events: Arc<dyn EventSink>,
-        clock: Arc<dyn Clock>,
         policy: RetryPolicy,
         public_url: Option<String>,
     ) -> OutboxDelivery {
         OutboxDelivery {
-            store,
+            store: billing.store.clone(),
+            clock: billing.clock.clone(),
+            billing,
             notifier,
             events,
-            clock,
             policy,
             public_url,
         }
@@ -109,6 +113,19 @@ impl OutboxDelivery {
 
     async fn deliver(&self, item: &OutboxItem) -> Result<(), String> {
         match item.channel {
+            Channel::Charge => {
+                let last_attempt = self
+                    .policy
+                    .next_attempt(
+                        item.notice.created_at,
+                        item.attempts.saturating_add(1),
+                        self.clock.now(),
+                    )
+                    .is_none();
+                self.billing
+                    .charge_auto_topup(&TopUpId::new(item.notice.cause.id()), last_attempt)
+                    .await
+            }
             Channel::Event => self.events.deliver(&item.notice).await.map_err(|e| e.0),
             Channel::Email => {
                 let account = self

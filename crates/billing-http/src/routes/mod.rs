@@ -2,6 +2,7 @@
 //! (`platform`), gateways and operations (`gateway`).
 
 pub mod alerts;
+pub mod autotopup;
 pub mod controls;
 pub mod gateway;
 pub mod holds;

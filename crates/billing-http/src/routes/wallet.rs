@@ -83,13 +83,17 @@ pub struct TopUpResponse {
     pub bonus: Amount,
     pub pack_id: Option<String>,
     pub gateway: String,
+    /// `checkout` (the customer paid at a checkout) or `auto_topup` (charged off-session).
+    pub origin: String,
+    /// Why the top-up failed, once it has.
+    pub failure_reason: Option<String>,
     pub created_at: String,
 }
 
 impl TopUpResponse {
     pub(crate) fn new(topup: &TopUp, state: &AppState) -> TopUpResponse {
         TopUpResponse {
-            checkout_url: topup.checkout_url.clone(),
+            checkout_url: topup.checkout_url.clone().filter(|u| !u.is_empty()),
             amount: Amount::money(&topup.price),
             currency: topup.price.currency().code().to_owned(),
             id: topup.id.to_string(),
@@ -98,6 +102,8 @@ impl TopUpResponse {
             bonus: state.unit.show(topup.bonus),
             pack_id: topup.pack_id.as_ref().map(ToString::to_string),
             gateway: topup.gateway.clone(),
+            origin: topup.origin().as_str().to_owned(),
+            failure_reason: topup.failure_reason.clone(),
             created_at: topup.created_at.to_rfc3339(),
         }
     }
@@ -378,6 +384,8 @@ pub struct HistoryItem {
     pub currency: String,
     /// `pending`, `completed` or `failed`.
     pub status: String,
+    /// `checkout` or `auto_topup`.
+    pub origin: String,
     pub created_at: String,
 }
 
@@ -447,6 +455,7 @@ pub async fn topup_history(
                 amount_paid: Amount::money(&t.price),
                 currency: t.price.currency().code().to_owned(),
                 status: t.status.to_string(),
+                origin: t.origin().as_str().to_owned(),
                 created_at: t.created_at.to_rfc3339(),
             }
         })

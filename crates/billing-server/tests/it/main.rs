@@ -2,6 +2,7 @@
 //! PostgreSQL database per test. The PostgreSQL variants run when
 //! `BILLING_TEST_POSTGRES_URL` is set and say SKIPPED otherwise.
 
+mod autotopup;
 mod controls;
 mod gateways;
 mod helpers;
@@ -13,6 +14,7 @@ mod scenarios;
 mod startup;
 mod tenancy;
 
+use autotopup::*;
 use controls::*;
 use holds::*;
 use notices::*;
@@ -69,7 +71,14 @@ on_both_backends!(
     low_balance_alert_emails_once_per_crossing,
     spending_limit_reached_is_told_once,
     notices_survive_kill_9,
+    auto_topup_charges_once,
 );
+
+/// Several processes on one database is the PostgreSQL deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_auto_topup_across_processes() {
+    autotopup::auto_topup_across_processes(helpers::Backend::Postgres).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn secrets_never_reach_the_logs() {
