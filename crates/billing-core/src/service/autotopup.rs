@@ -8,7 +8,7 @@ use crate::autotopup::{AutoTopUpSettings, AutoTopUpState, SavedMethod};
 use crate::ids::{AccountId, TopUpId};
 use crate::money::{Credits, Money};
 use crate::ports::{GatewayError, StoreError};
-use crate::topup::{TopUp, TopUpOrigin, TopUpStatus};
+use crate::topup::{TopUp, TopUpOrigin, TopUpRuleError, TopUpStatus};
 
 /// Why auto top-up settings were refused. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,6 +16,11 @@ pub enum SetAutoTopUpError {
     /// A field is missing or out of range (names it).
     #[error("{0}")]
     Invalid(String),
+    /// `amount` is below the top-up minimum (`below_minimum`) or at or above the
+    /// contact-sales threshold (`contact_sales`): the same rules, and answers, as a custom
+    /// top-up's.
+    #[error("amount: {0}")]
+    Amount(TopUpRuleError),
     /// Enabling needs a saved payment method (a top-up paid with `save_payment_method`).
     #[error(
         "auto top-up needs a saved payment method: pay a top-up with \"save_payment_method\": true first"
@@ -92,9 +97,10 @@ impl Billing {
         let quote = input
             .amount
             .map(|a| {
-                self.policy
-                    .quote_amount(a)
-                    .map_err(|e| invalid(format!("amount: {e}")))
+                self.policy.quote_amount(a).map_err(|e| match e {
+                    TopUpRuleError::Amount(e) => invalid(format!("amount: {e}")),
+                    rule => SetAutoTopUpError::Amount(rule),
+                })
             })
             .transpose()?;
         let currency = self.policy.currency;
@@ -103,15 +109,12 @@ impl Billing {
             .map(|c| {
                 let cap =
                     Money::new(c, currency).map_err(|e| invalid(format!("monthly_cap: {e}")))?;
+                // A cap below `amount` is allowed: it lets no charge through (auto top-up
+                // pauses at its first crossing and says so).
                 if cap.is_zero() || c < Decimal::ZERO {
                     return Err(invalid("monthly_cap must be greater than zero".into()));
                 }
-                match &quote {
-                    Some(q) if cap.minor_units() < q.price.minor_units() => {
-                        Err(invalid("monthly_cap must be at least amount".into()))
-                    }
-                    _ => Ok(cap),
-                }
+                Ok(cap)
             })
             .transpose()?;
         if input.enabled && threshold.is_none() {

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, delete, get, put, web};
 use billing_core::autotopup::SavedMethod;
 use billing_core::ids::AccountId;
 use billing_core::service::{AutoTopUpInput, AutoTopUpView, SetAutoTopUpError};
+use billing_core::topup::TopUpRuleError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -23,6 +24,17 @@ impl From<SetAutoTopUpError> for ApiError {
                 "payment_method_required",
                 e.to_string(),
             ),
+            SetAutoTopUpError::Amount(rule) => {
+                let code = match rule {
+                    TopUpRuleError::BelowMinimum { .. } => "below_minimum",
+                    _ => "contact_sales",
+                };
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    code,
+                    format!("amount: {rule}"),
+                )
+            }
             SetAutoTopUpError::AccountNotFound => ApiError::account_not_found(),
             SetAutoTopUpError::Store(e) => e.into(),
         }
@@ -165,10 +177,14 @@ async fn method(state: &AppState, account: &AccountId) -> Result<PaymentMethodRe
     })
 }
 
+/// Idempotent: `204` whether or not a method was saved (a retried `DELETE` succeeds).
 async fn remove(state: &AppState, account: &AccountId) -> Result<HttpResponse, ApiError> {
-    method(state, account).await?;
-    state.billing.delete_payment_method(account).await?;
-    tracing::info!(account = %account, "payment method removed; auto top-up off");
+    if state.billing.store().account(account).await?.is_none() {
+        return Err(ApiError::account_not_found());
+    }
+    if state.billing.delete_payment_method(account).await? {
+        tracing::info!(account = %account, "payment method removed; auto top-up off");
+    }
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -188,7 +204,7 @@ pub async fn get_auto_topup(
     tag = "wallet",
     security(("bearer" = [])),
     request_body = AutoTopUpBody,
-    responses((status = 200, body = AutoTopUpResponse), (status = 422, description = "payment_method_required", body = ErrorBody))
+    responses((status = 200, body = AutoTopUpResponse), (status = 422, description = "payment_method_required, below_minimum, contact_sales", body = ErrorBody))
 )]
 #[put("/v1/wallet/auto-top-up")]
 pub async fn put_auto_topup(
@@ -213,11 +229,11 @@ pub async fn get_payment_method(
     Ok(web::Json(method(&state, &account).await?))
 }
 
-/// Removes the saved payment method; auto top-up turns off.
+/// Removes the saved payment method (if any); auto top-up turns off. Idempotent.
 #[utoipa::path(
     tag = "wallet",
     security(("bearer" = [])),
-    responses((status = 204, description = "Removed"), (status = 404, description = "no_payment_method", body = ErrorBody))
+    responses((status = 204, description = "Removed, or none was saved"))
 )]
 #[delete("/v1/wallet/payment-method")]
 pub async fn delete_payment_method(
@@ -277,11 +293,11 @@ pub async fn admin_get_payment_method(
     Ok(web::Json(method(&state, &account).await?))
 }
 
-/// Removes an account's saved payment method (admin); auto top-up turns off.
+/// Removes an account's saved payment method (admin), if any; auto top-up turns off.
 #[utoipa::path(
     tag = "admin",
     security(("bearer" = [])),
-    responses((status = 204, description = "Removed"), (status = 404, description = "account_not_found or no_payment_method", body = ErrorBody))
+    responses((status = 204, description = "Removed, or none was saved"), (status = 404, description = "account_not_found", body = ErrorBody))
 )]
 #[delete("/v1/admin/accounts/{id}/payment-method")]
 pub async fn admin_delete_payment_method(

@@ -150,15 +150,23 @@ pub async fn auto_topup_charges_once(backend: Backend) {
     assert_eq!(method["payment_method"]["gateway"], "sandbox");
     assert_eq!(method["payment_method"]["last4"], "4242");
     // Every field validated; nothing changes on a refusal.
-    for (bad, names) in [
+    for (bad, code) in [
         (
             json!({"enabled": true, "threshold": 5, "amount": 1}),
-            "amount",
+            "below_minimum",
         ),
         (
             json!({"enabled": true, "threshold": 5, "amount": 600}),
-            "amount",
+            "contact_sales",
         ),
+    ] {
+        let (status, err) = put_auto(&app, &customer, bad.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad} -> {err}");
+        assert_eq!(err["error"]["code"], code);
+        let message = err["error"]["message"].as_str().unwrap_or("");
+        assert!(message.starts_with("amount: "), "{message}");
+    }
+    for (bad, names) in [
         (
             json!({"enabled": true, "threshold": 5, "amount": "25.001"}),
             "amount",
@@ -168,7 +176,7 @@ pub async fn auto_topup_charges_once(backend: Backend) {
             "threshold",
         ),
         (
-            json!({"enabled": true, "threshold": 5, "amount": 25, "monthly_cap": 10}),
+            json!({"enabled": true, "threshold": 5, "amount": 25, "monthly_cap": 0}),
             "monthly_cap",
         ),
         (
@@ -385,6 +393,16 @@ pub async fn auto_topup_charges_once(backend: Backend) {
     assert_eq!(auto["auto_topup"]["payment_method"], Value::Null);
     let (status, _) = app.get("/v1/wallet/payment-method", &capped.key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            "/v1/wallet/payment-method",
+            Some(&capped.key),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "a retried DELETE succeeds");
 }
 
 fn launch(url: &str) -> (Child, String) {

@@ -121,9 +121,11 @@ pub async fn top_up_through_the_sandbox(backend: Backend) {
             "amount_paid",
             "currency",
             "status",
+            "origin",
             "created_at"
         ])
     );
+    assert_eq!(item["origin"], "checkout");
     assert_eq!(item["pack_name"], "Pro Pack");
     assert_eq!(item["amount_paid"].to_string(), "20.00");
     let (status, page2) = app.get("/api/billing/topup-history?page=2", &ada.key).await;

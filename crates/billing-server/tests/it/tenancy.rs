@@ -93,7 +93,7 @@ async fn snapshot(app: &TestApp, a: &Customer, b: &Customer) -> Value {
         );
         let (_, history) = app.get("/api/billing/topup-history", &customer.key).await;
         state.insert(format!("{name}_topups"), history);
-        for setting in ["low-balance-alert", "spending-limit"] {
+        for setting in ["low-balance-alert", "spending-limit", "auto-top-up"] {
             let (_, value) = app
                 .get(
                     &format!("/v1/admin/accounts/{}/{setting}", customer.account_id),
@@ -117,8 +117,12 @@ async fn snapshot(app: &TestApp, a: &Customer, b: &Customer) -> Value {
 }
 
 /// The wallet settings and a `PUT` body for each (one that lets the matrix's debits pass).
-fn settings() -> [(&'static str, Value); 2] {
+fn settings() -> [(&'static str, Value); 3] {
     [
+        (
+            "auto-top-up",
+            json!({"auto_topup": {"enabled": false, "threshold": null, "amount": null}}),
+        ),
         (
             "low-balance-alert",
             json!({"low_balance_alert": {"enabled": true, "threshold": 1}}),
@@ -360,6 +364,28 @@ pub async fn tenancy_matrix(backend: Backend) {
                 200,
             ));
         }
+        for (method, ok) in [(Method::GET, 404), (Method::DELETE, 204)] {
+            routes.push(route(
+                method,
+                format!("/v1/admin/accounts/{id}/payment-method"),
+                None,
+                Admin,
+                foreign,
+                ok,
+            ));
+        }
+    }
+    // No payment method is saved: a permitted GET answers 404 no_payment_method, a
+    // DELETE 204 (idempotent).
+    for (method, ok) in [(Method::GET, 404), (Method::DELETE, 204)] {
+        routes.push(route(
+            method,
+            "/v1/wallet/payment-method".into(),
+            None,
+            Cust,
+            false,
+            ok,
+        ));
     }
     for (setting, body) in settings() {
         routes.push(route(

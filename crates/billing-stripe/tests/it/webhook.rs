@@ -78,7 +78,7 @@ async fn other_event_types_are_about_nothing() {
             NOW,
         ),
         sign_event(
-            "payment_intent.succeeded",
+            "payment_intent.created",
             json!({ "id": "pi_123", "object": "payment_intent", "metadata": { "topup_id": "topup_other" } }),
             &[WEBHOOK_SECRET],
             NOW,
@@ -101,6 +101,25 @@ async fn other_event_types_are_about_nothing() {
                 topup_id: None,
                 payment_ref: None,
             })
+        );
+    }
+    // An off-session charge's outcome names its PaymentIntent and top-up (auto top-up).
+    for kind in ["payment_intent.succeeded", "payment_intent.payment_failed"] {
+        let event = sign_event(
+            kind,
+            json!({ "id": "pi_123", "object": "payment_intent", "metadata": { "topup_id": "topup_auto_txn_1" } }),
+            &[WEBHOOK_SECRET],
+            NOW,
+        );
+        let verified = h
+            .gateway
+            .verify_notification(&notification(&event), now())
+            .await
+            .expect("verified");
+        assert_eq!(verified.payment_ref.as_deref(), Some("pi_123"));
+        assert_eq!(
+            verified.topup_id.map(|t| t.to_string()).as_deref(),
+            Some("topup_auto_txn_1")
         );
     }
 }
