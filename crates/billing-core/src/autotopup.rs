@@ -21,6 +21,9 @@ pub const MONTHLY_CAP_MULTIPLE: i64 = 10;
 pub const REASON_MONTHLY_CAP: &str = "monthly_cap_reached";
 pub const REASON_PAYMENT_FAILED: &str = "payment_failed";
 pub const REASON_NO_PAYMENT_METHOD: &str = "payment_method_removed";
+/// A pending auto top-up's failure reason when auto top-up was turned off (or its method
+/// removed) before its charge: not a failed payment, not counted, nobody emailed.
+pub const REASON_CANCELLED: &str = "auto_topup_cancelled";
 
 /// A payment method saved for off-session charges (from a top-up paid with
 /// `save_payment_method`).
@@ -249,13 +252,16 @@ pub fn after_auto_topup(
             (next, settings.enabled, Vec::new())
         }
         TopUpStatus::Failed => {
-            next.failures = next.failures.saturating_add(1);
             if next.month_start.month_start() == topup.created_at.month_start() {
                 next.month_charged_minor = next
                     .month_charged_minor
                     .saturating_sub(topup.price.minor_units())
                     .max(0);
             }
+            if topup.failure_reason.as_deref() == Some(REASON_CANCELLED) {
+                return (next, settings.enabled, Vec::new());
+            }
+            next.failures = next.failures.saturating_add(1);
             let reason = topup.failure_reason.as_deref().unwrap_or("declined");
             let mut notices = vec![notice(Topic::AutoTopUpFailed, reason)];
             let mut enabled = settings.enabled;
@@ -441,6 +447,26 @@ mod tests {
             state.disabled_reason.as_deref(),
             Some(REASON_PAYMENT_FAILED)
         );
+        // A charge cancelled because auto top-up was turned off is not a failed payment.
+        let mut cancelled = topup.clone();
+        cancelled.failure_reason = Some(REASON_CANCELLED.into());
+        let fresh = AutoTopUpState {
+            pending: Some(cancelled.id.clone()),
+            month_start: now.month_start(),
+            month_charged_minor: 2_500,
+            ..AutoTopUpState::new()
+        };
+        let (next, _, notices) =
+            after_auto_topup(&settings(), &fresh, &cancelled, Credits::ZERO, now);
+        assert_eq!(
+            (
+                next.failures,
+                next.pending.clone(),
+                next.month_charged_minor
+            ),
+            (0, None, 0)
+        );
+        assert!(notices.is_empty());
         topup.status = TopUpStatus::Completed;
         let (next, _, notices) = after_auto_topup(&settings(), &state, &topup, Credits::ZERO, now);
         assert_eq!((next.failures, notices.len()), (0, 0));

@@ -8,7 +8,9 @@ mod holds;
 mod outbox;
 mod rates;
 
-pub use autotopup::{AutoTopUpInput, AutoTopUpView, SetAutoTopUpError};
+pub use autotopup::{
+    AUTO_TOPUP_CHARGE_WINDOW_SECS, AutoTopUpInput, AutoTopUpView, SetAutoTopUpError,
+};
 pub use controls::SetControlError;
 pub use holds::{CaptureCharge, HoldCharge, HoldOpError};
 pub use outbox::{OUTBOX_LEASE_SECS, OutboxDelivery, OutboxRun};
@@ -566,6 +568,18 @@ impl Billing {
         {
             return Ok(SettleOutcome::Ignored);
         }
+        // An auto top-up whose charge's answer was lost (a timeout, a decline) has no
+        // reference yet: the signed event names its payment, which the status check below
+        // then confirms with the gateway (the payment must name this top-up).
+        let mut topup = topup;
+        if let (None, Some(reference), crate::topup::TopUpOrigin::AutoTopUp) =
+            (&topup.payment_ref, &verified.payment_ref, topup.origin())
+        {
+            self.store
+                .set_checkout(&topup.id, reference, "", self.clock.now())
+                .await?;
+            topup.payment_ref = Some(reference.clone());
+        }
         let outcome = self.settle(gateway.as_ref(), topup).await?;
         if !matches!(outcome, SettleOutcome::StillPending(_)) {
             self.store
@@ -630,9 +644,28 @@ impl Billing {
         let mut outcomes = Vec::with_capacity(pending.len());
         for topup in pending {
             let id = topup.id.clone();
-            // An auto top-up not yet charged is the outbox's, not the gateway's.
+            // An auto top-up not yet charged is the outbox's, not the gateway's; one the
+            // outbox never charged within its window fails, so that the next may start.
             if topup.payment_ref.is_none() && topup.origin() == crate::topup::TopUpOrigin::AutoTopUp
             {
+                let now = self.clock.now();
+                if topup
+                    .created_at
+                    .plus_secs(AUTO_TOPUP_CHARGE_WINDOW_SECS + 3_600)
+                    < now
+                {
+                    self.store
+                        .transition_topup(
+                            &topup.id,
+                            TopUpStatus::Failed,
+                            Vec::new(),
+                            Some("charge not made".into()),
+                            now,
+                        )
+                        .await?;
+                } else {
+                    self.store.touch_pending_topup(&id, now).await?;
+                }
                 continue;
             }
             let outcome = match self.gateways.get(&topup.gateway) {

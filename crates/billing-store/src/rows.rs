@@ -607,6 +607,7 @@ impl AutoTopUpRow {
             amount_minor: settings.amount.map(|m| m.minor_units()),
             currency: settings
                 .amount
+                .or(settings.monthly_cap)
                 .map(|m| m.currency())
                 .unwrap_or(currency)
                 .code()

@@ -304,6 +304,16 @@ impl StripeGateway {
                 amount: collected(&what, Some(intent.amount_received), Some(&intent.currency))?,
             });
         }
+        // An off-session charge has no customer present to authenticate or confirm it:
+        // waiting would leave the auto top-up pending forever.
+        if matches!(
+            intent.status,
+            PaymentIntentStatus::RequiresAction | PaymentIntentStatus::RequiresConfirmation
+        ) {
+            return Ok(PaymentStatus::Failed {
+                reason: "authentication_required".to_owned(),
+            });
+        }
         Ok(match intent_failure(&intent) {
             Some(reason) => PaymentStatus::Failed { reason },
             None => PaymentStatus::Pending,

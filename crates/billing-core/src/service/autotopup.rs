@@ -10,6 +10,10 @@ use crate::money::{Credits, Money};
 use crate::ports::{GatewayError, StoreError};
 use crate::topup::{TopUp, TopUpOrigin, TopUpRuleError, TopUpStatus};
 
+/// How long an auto top-up's charge is retried: under the 24 hours gateways keep an
+/// idempotency key (Stripe), so a late retry can never make a second charge.
+pub const AUTO_TOPUP_CHARGE_WINDOW_SECS: i64 = 23 * 3_600;
+
 /// Why auto top-up settings were refused. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetAutoTopUpError {
@@ -205,6 +209,26 @@ impl Billing {
         if topup.status != TopUpStatus::Pending || topup.payment_ref.is_some() {
             return Ok(());
         }
+        // Turned off (or its method removed) since the debit decided: no charge.
+        let (settings, state) = self
+            .store
+            .auto_topup(&topup.account_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("account {} is gone", topup.account_id))?;
+        if !settings.enabled || state.pending.as_ref() != Some(&topup.id) {
+            self.store
+                .transition_topup(
+                    &topup.id,
+                    TopUpStatus::Failed,
+                    Vec::new(),
+                    Some(crate::autotopup::REASON_CANCELLED.to_owned()),
+                    self.clock.now(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
         let method = self
             .store
             .payment_method(&topup.account_id)
@@ -234,7 +258,9 @@ impl Billing {
                 return Ok(());
             }
             Err(GatewayError::Declined(reason)) => reason,
-            Err(GatewayError::InvalidRequest(reason)) => format!("charge refused: {reason}"),
+            // Anything else may be passing (an outage, a key being rotated) or may even have
+            // charged (a timeout): retried with the same idempotency key, and only on the
+            // last attempt failed (a late notification still credits it).
             Err(e) if last_attempt => format!("charge not made: {e}"),
             Err(e) => return Err(e.to_string()),
         };

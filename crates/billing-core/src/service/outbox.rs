@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::Billing;
+use super::{AUTO_TOPUP_CHARGE_WINDOW_SECS, Billing};
 use crate::ids::TopUpId;
 use crate::notices::{Channel, RetryPolicy, email_for};
 use crate::ports::{Clock, EventSink, Notifier, OutboxItem, OutboxOutcome, Store, StoreError};
@@ -114,14 +114,16 @@ impl OutboxDelivery {
     async fn deliver(&self, item: &OutboxItem) -> Result<(), String> {
         match item.channel {
             Channel::Charge => {
+                let now = self.clock.now();
                 let last_attempt = self
                     .policy
-                    .next_attempt(
-                        item.notice.created_at,
-                        item.attempts.saturating_add(1),
-                        self.clock.now(),
-                    )
-                    .is_none();
+                    .next_attempt(item.notice.created_at, item.attempts.saturating_add(1), now)
+                    .is_none()
+                    || item
+                        .notice
+                        .created_at
+                        .plus_secs(AUTO_TOPUP_CHARGE_WINDOW_SECS)
+                        <= now;
                 self.billing
                     .charge_auto_topup(&TopUpId::new(item.notice.cause.id()), last_attempt)
                     .await

@@ -37,6 +37,8 @@ struct World {
 fn gateway() -> MockPaymentGateway {
     let mut gateway = MockPaymentGateway::new();
     gateway.expect_name().return_const("sandbox".to_owned());
+    // After a completion the core asks whether the checkout saved a payment method.
+    gateway.expect_saved_method().returning(|_| Ok(None));
     gateway
 }
 
