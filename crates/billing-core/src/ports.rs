@@ -825,6 +825,11 @@ pub trait PaymentGateway: Send + Sync {
     /// the same checkout or an equivalent one, never a second charge).
     async fn create_checkout(&self, request: &CheckoutRequest) -> Result<Checkout, GatewayError>;
 
+    /// Whether a checkout can save the customer's payment method for off-session charges.
+    fn saves_payment_methods(&self) -> bool {
+        false
+    }
+
     /// The payment method a completed checkout saved for off-session charges (the customer
     /// asked with `save_payment_method`), if the gateway can save one.
     async fn saved_method(&self, _topup: &TopUp) -> Result<Option<SavedMethod>, GatewayError> {

@@ -108,6 +108,11 @@ pub enum CreateTopUpError {
     Rule(#[from] TopUpRuleError),
     #[error("idempotency key already used with a different request")]
     IdempotencyConflict,
+    /// `save_payment_method` with a gateway that cannot save one (MyFatoorah).
+    #[error(
+        "{0} cannot save a payment method for auto top-up: pay with a gateway that can (stripe, sandbox) or leave save_payment_method out"
+    )]
+    CannotSaveMethod(String),
     #[error(transparent)]
     Gateway(#[from] GatewayError),
     #[error(transparent)]
@@ -443,6 +448,9 @@ impl Billing {
             .get(gateway_name)
             .ok_or_else(|| CreateTopUpError::UnknownGateway(gateway_name.to_owned()))?
             .clone();
+        if save_payment_method && !gateway.saves_payment_methods() {
+            return Err(CreateTopUpError::CannotSaveMethod(gateway_name.to_owned()));
+        }
         let account = self
             .store
             .account(account_id)

@@ -229,6 +229,11 @@ impl From<CreateTopUpError> for ApiError {
                 ApiError::bad_request("invalid_amount", format!("amount: {e}"))
             }
             CreateTopUpError::IdempotencyConflict => conflict(),
+            cannot @ CreateTopUpError::CannotSaveMethod(_) => ApiError::new(
+                unprocessable,
+                "payment_method_not_savable",
+                cannot.to_string(),
+            ),
             CreateTopUpError::Gateway(e) => e.into(),
             CreateTopUpError::Store(e) => e.into(),
         }

@@ -315,6 +315,10 @@ impl PaymentGateway for SandboxGateway {
         })
     }
 
+    fn saves_payment_methods(&self) -> bool {
+        true
+    }
+
     async fn saved_method(&self, topup: &TopUp) -> Result<Option<SavedMethod>, GatewayError> {
         let Some(reference) = &topup.payment_ref else {
             return Ok(None);

@@ -456,6 +456,10 @@ impl PaymentGateway for StripeGateway {
         }
     }
 
+    fn saves_payment_methods(&self) -> bool {
+        true
+    }
+
     /// The customer and payment method a paid Checkout Session saved for off-session use
     /// ([`StripeGateway::saved_payment_method`]), as `cus_…/pm_…`.
     async fn saved_method(&self, topup: &TopUp) -> Result<Option<SavedMethod>, GatewayError> {

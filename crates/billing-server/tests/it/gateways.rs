@@ -357,6 +357,24 @@ pub async fn myfatoorah_end_to_end(backend: Backend) {
     };
     let webhook = app.url("/webhooks/myfatoorah");
     let ada = app.customer("ada").await;
+    // MyFatoorah cannot save a card for auto top-up, and says so; nothing is written.
+    let (status, err) = app
+        .post(
+            "/v1/wallet/top-up",
+            &ada.key,
+            json!({"pack_id": "pack_pro", "save_payment_method": true}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert_eq!(err["error"]["code"], "payment_method_not_savable");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("myfatoorah")
+    );
+    let (_, history) = app.get("/api/billing/topup-history", &ada.key).await;
+    assert_eq!(history["meta"]["total"], 0);
 
     let pack = app.top_up(&ada, json!({"pack_id": "pack_pro"})).await;
     assert_eq!(pack["amount"].to_string(), "6.000");

@@ -541,8 +541,8 @@ pub async fn spending_limit_reached_is_told_once(backend: Backend) {
     assert_eq!(smtp.messages().len(), 1);
 }
 
-/// `kill -9` after a debit commits and before its email and event go out: after a restart,
-/// exactly one email and one event arrive.
+/// `kill -9` after a debit commits and before its email, event and auto top-up charge go
+/// out: after a restart, exactly one email, one event and one charge.
 pub async fn notices_survive_kill_9(backend: Backend) {
     let Some(smtp) = Smtp::start(&format!("kill-{backend:?}")) else {
         return;
@@ -595,7 +595,27 @@ pub async fn notices_survive_kill_9(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    app.grant(&customer.account_id, "10").await;
+    app.grant(&customer.account_id, "5").await;
+    // A card saved at the sandbox checkout (5 credits), and auto top-up on it.
+    let topup = app
+        .top_up(
+            &customer,
+            json!({"pack_id": "pack_starter", "save_payment_method": true}),
+        )
+        .await;
+    app.press(topup["checkout_url"].as_str().expect("url"), "paid")
+        .await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/v1/wallet/auto-top-up",
+            Some(&customer.key),
+            Some(json!({"auto_topup": {"enabled": true, "threshold": 5, "amount": 25}})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The debit commits the alert's email and event and the auto top-up's charge.
     assert_eq!(
         usage(&app, &platform, &customer.account_id, "6").await,
         StatusCode::CREATED
@@ -608,13 +628,39 @@ pub async fn notices_survive_kill_9(backend: Backend) {
         "nothing went out before the kill"
     );
 
-    let (mut second, _base) = launch("100");
+    let (mut second, base) = launch("100");
+    let restarted = TestApp::at(base, None);
     let emails = wait_for(1, || smtp.messages()).await;
     let low = wait_for(1, || receiver.of_type("balance.low")).await;
+    let mut balance = String::new();
+    for _ in 0..150 {
+        balance = restarted.balance(&customer).await;
+        if balance == "29.00" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let (emails_after, low_after) = (smtp.messages(), receiver.of_type("balance.low"));
+    let (_, charges) = restarted.get("/sandbox/charges", ADMIN_KEY).await;
+    let (_, history) = restarted
+        .get("/api/billing/topup-history", &customer.key)
+        .await;
     let _ = second.kill();
     let _ = second.wait();
+    assert_eq!(balance, "29.00", "4 + the auto top-up's 25");
+    assert_eq!(
+        charges,
+        json!({"paid": 1, "declined": 0}),
+        "exactly one charge"
+    );
+    let autos = history["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter(|t| t["origin"] == "auto_topup")
+        .count();
+    assert_eq!(autos, 1);
     assert_eq!(
         (emails.len(), emails_after.len()),
         (1, 1),
