@@ -816,6 +816,13 @@ impl FakeStripe {
         self.state().intents.get(id).cloned()
     }
 
+    /// The ids of every PaymentIntent created or submitted, sorted.
+    pub fn payment_intent_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.state().intents.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     /// The ids of every Checkout Session created, in no particular order.
     pub fn session_ids(&self) -> Vec<String> {
         self.state().sessions.keys().cloned().collect()

@@ -10,21 +10,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, Backend, Customer, TestApp, dec, rand_suffix, spawn};
+use crate::helpers::{ADMIN_KEY, Backend, Customer, TestApp, dec, spawn};
 use crate::notices::Receiver;
-
-async fn usage(app: &TestApp, platform: &str, account: &str, amount: &str) -> StatusCode {
-    let key = format!("auto-{}", rand_suffix());
-    app.call(
-        Method::POST,
-        "/v1/usage",
-        Some(platform),
-        Some(json!({"account_id": account, "amount": amount})),
-        &[("Idempotency-Key", &key)],
-    )
-    .await
-    .0
-}
 
 async fn put_auto(app: &TestApp, customer: &Customer, body: Value) -> (StatusCode, Value) {
     app.call(
@@ -224,7 +211,9 @@ pub async fn auto_topup_charges_once(backend: Backend) {
                 customer.account_id.clone(),
             );
             tokio::spawn(async move {
-                usage(&TestApp::at(base, None), &platform, &account, "0.04").await
+                TestApp::at(base, None)
+                    .usage(&platform, &account, "0.04")
+                    .await
             })
         })
         .collect();
@@ -275,7 +264,7 @@ pub async fn auto_topup_charges_once(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     for round in 1..=3 {
         assert_eq!(
-            usage(&app, &platform, &declining.account_id, "0.5").await,
+            app.usage(&platform, &declining.account_id, "0.5").await,
             StatusCode::CREATED
         );
         assert!(
@@ -312,7 +301,7 @@ pub async fn auto_topup_charges_once(backend: Backend) {
         (StatusCode::OK, &json!("card_declined"))
     );
     assert_eq!(
-        usage(&app, &platform, &declining.account_id, "0.5").await,
+        app.usage(&platform, &declining.account_id, "0.5").await,
         StatusCode::CREATED
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -340,12 +329,12 @@ pub async fn auto_topup_charges_once(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
-        usage(&app, &platform, &capped.account_id, "1").await,
+        app.usage(&platform, &capped.account_id, "1").await,
         StatusCode::CREATED
     );
     assert!(until(async || app.balance(&capped).await == "29.00").await);
     assert_eq!(
-        usage(&app, &platform, &capped.account_id, "26").await,
+        app.usage(&platform, &capped.account_id, "26").await,
         StatusCode::CREATED
     );
     assert!(
@@ -356,7 +345,7 @@ pub async fn auto_topup_charges_once(backend: Backend) {
         .await
     );
     assert_eq!(
-        usage(&app, &platform, &capped.account_id, "1").await,
+        app.usage(&platform, &capped.account_id, "1").await,
         StatusCode::CREATED
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -460,7 +449,9 @@ pub async fn auto_topup_across_processes(backend: Backend) {
                 customer.account_id.clone(),
             );
             tokio::spawn(async move {
-                usage(&TestApp::at(base, None), &platform, &account, "0.04").await
+                TestApp::at(base, None)
+                    .usage(&platform, &account, "0.04")
+                    .await
             })
         })
         .collect();

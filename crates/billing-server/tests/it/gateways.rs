@@ -2,7 +2,7 @@
 //! billing-testkit (real HTTP both ways, real signatures). Nothing here calls the internet.
 
 use billing_testkit::fake_myfatoorah::{FakeMyFatoorah, WebhookVersion};
-use billing_testkit::fake_stripe::{FakeStripe, deliver};
+use billing_testkit::fake_stripe::{FakeStripe, deliver, sign_event};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -522,4 +522,135 @@ pub async fn myfatoorah_reconciliation(backend: Backend) {
     let balance = eventually(&"2.250".to_owned(), || app.balance(&ada)).await;
     assert_eq!(balance, "2.250");
     assert_eq!(history_statuses(&app, &ada).await, ["completed"]);
+}
+
+/// Auto top-up through Stripe: the card saved by a Checkout with `save_payment_method`,
+/// 100 debits racing across the threshold make one off-session PaymentIntent at the local
+/// Stripe server (under the top-up's idempotency key) and credit it; a decline fails the
+/// next one, and its `payment_intent.payment_failed` webhook settles instead of erroring.
+pub async fn stripe_auto_topup(backend: Backend) {
+    let fake = FakeStripe::start(STRIPE_KEY).await.expect("fake Stripe");
+    let Some(app) = stripe_app(
+        backend,
+        "stripe_auto_topup",
+        &fake,
+        &[("BILLING_OUTBOX_INTERVAL_MS", "100")],
+    )
+    .await
+    else {
+        return;
+    };
+    let webhook = app.url("/webhooks/stripe");
+    let ada = app.customer("ada").await;
+    let platform = app.platform_key(&ada.account_id).await;
+    let saved = app
+        .top_up(&ada, json!({"amount": 5, "save_payment_method": true}))
+        .await;
+    let session = session_of(&fake, &saved);
+    fake.complete_paid(&session);
+    let event = fake.event(
+        "checkout.session.completed",
+        &session,
+        STRIPE_WEBHOOK_SECRET,
+        now_secs(),
+    );
+    assert_eq!(
+        deliver(&webhook, &event).await.expect("delivered").status,
+        200
+    );
+    assert_eq!(app.balance(&ada).await, "5.00");
+    let (status, method) = app.get("/v1/wallet/payment-method", &ada.key).await;
+    assert_eq!(status, StatusCode::OK, "{method}");
+    assert_eq!(method["payment_method"]["gateway"], "stripe");
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/wallet/auto-top-up",
+            Some(&ada.key),
+            Some(json!({"auto_topup": {"enabled": true, "threshold": 5, "amount": 25}})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (base, platform, account) =
+                (app.base.clone(), platform.clone(), ada.account_id.clone());
+            tokio::spawn(async move {
+                TestApp::at(base, None)
+                    .usage(&platform, &account, "0.04")
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), StatusCode::CREATED);
+    }
+    let balance = eventually(&"26.00".to_owned(), || app.balance(&ada)).await;
+    assert_eq!(balance, "26.00", "5 - 4 + 25");
+    let charges = fake.requests_to("POST", "/v1/payment_intents");
+    assert_eq!(charges.len(), 1, "one charge at the Stripe server");
+    let charge = &charges[0];
+    assert_eq!(charge.param("off_session"), Some("true"));
+    assert_eq!(charge.param("confirm"), Some("true"));
+    assert_eq!(charge.param("amount"), Some("2500"));
+    let topup_id = charge
+        .param("metadata[topup_id]")
+        .expect("topup id")
+        .to_owned();
+    assert!(topup_id.starts_with("topup_auto_"));
+    assert_eq!(
+        charge.idempotency_key(),
+        Some(format!("offsession-{topup_id}").as_str())
+    );
+
+    // A decline fails the next auto top-up.
+    fake.decline_next_charge();
+    assert_eq!(
+        app.usage(&platform, &ada.account_id, "22").await,
+        StatusCode::CREATED
+    );
+    let statuses = eventually(
+        &vec![
+            "failed".to_owned(),
+            "completed".to_owned(),
+            "completed".to_owned(),
+        ],
+        || history_statuses(&app, &ada),
+    )
+    .await;
+    assert_eq!(statuses, vec!["failed", "completed", "completed"]);
+    assert_eq!(fake.requests_to("POST", "/v1/payment_intents").len(), 2);
+    // Its webhook names the PaymentIntent: recorded, status-checked, settled (200).
+    let declined_topup = {
+        let (_, history) = app.get("/api/billing/topup-history", &ada.key).await;
+        history["data"][0]["id"].as_str().expect("id").to_owned()
+    };
+    let declined = fake
+        .payment_intent_ids()
+        .into_iter()
+        .filter_map(|id| fake.payment_intent(&id))
+        .find(|pi| pi["metadata"]["topup_id"] == declined_topup.as_str())
+        .expect("the declined PaymentIntent");
+    let event = sign_event(
+        "payment_intent.payment_failed",
+        declined.clone(),
+        &[STRIPE_WEBHOOK_SECRET],
+        now_secs(),
+    );
+    let answer = deliver(&webhook, &event).await.expect("delivered");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let (status, topup) = app
+        .get(&format!("/v1/wallet/top-ups/{declined_topup}"), &ada.key)
+        .await;
+    assert_eq!(
+        (status, &topup["status"]),
+        (StatusCode::OK, &json!("failed"))
+    );
+    assert_eq!(
+        app.balance(&ada).await,
+        "4.00",
+        "nothing credited for a decline"
+    );
 }

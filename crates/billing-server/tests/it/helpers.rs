@@ -189,6 +189,20 @@ impl TestApp {
         key["key"].as_str().expect("key").to_owned()
     }
 
+    /// A usage debit of `amount` on `account` with a fresh idempotency key; its status.
+    pub async fn usage(&self, platform: &str, account: &str, amount: &str) -> StatusCode {
+        let key = format!("use-{}", rand_suffix());
+        self.call(
+            Method::POST,
+            "/v1/usage",
+            Some(platform),
+            Some(json!({"account_id": account, "amount": amount})),
+            &[("Idempotency-Key", &key)],
+        )
+        .await
+        .0
+    }
+
     pub async fn grant(&self, account_id: &str, amount: &str) {
         let key = format!("grant-{}", rand_suffix());
         let (status, body) = self

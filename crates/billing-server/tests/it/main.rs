@@ -72,6 +72,7 @@ on_both_backends!(
     spending_limit_reached_is_told_once,
     notices_survive_kill_9,
     auto_topup_charges_once,
+    stripe_auto_topup,
 );
 
 /// Several processes on one database is the PostgreSQL deployment.

@@ -14,7 +14,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, Backend, Customer, TestApp, dec, now_secs, rand_suffix, spawn};
+use crate::helpers::{ADMIN_KEY, Backend, Customer, TestApp, dec, now_secs, spawn};
 
 const EVENTS_SECRET: &str = "whsec_events_e2e";
 
@@ -204,19 +204,6 @@ impl Receiver {
     }
 }
 
-async fn usage(app: &TestApp, platform: &str, account: &str, amount: &str) -> StatusCode {
-    let key = format!("use-{}", rand_suffix());
-    app.call(
-        Method::POST,
-        "/v1/usage",
-        Some(platform),
-        Some(json!({"account_id": account, "amount": amount})),
-        &[("Idempotency-Key", &key)],
-    )
-    .await
-    .0
-}
-
 async fn put_alert(app: &TestApp, customer: &Customer, body: Value) -> (StatusCode, Value) {
     app.call(
         Method::PUT,
@@ -360,7 +347,7 @@ pub async fn low_balance_alert_emails_once_per_crossing(backend: Backend) {
                 );
                 tokio::spawn(async move {
                     let app = TestApp::at(base, None);
-                    usage(&app, &platform, &account, amount).await
+                    app.usage(&platform, &account, amount).await
                 })
             })
             .collect();
@@ -427,7 +414,7 @@ pub async fn low_balance_alert_emails_once_per_crossing(backend: Backend) {
     // Back at or above the threshold re-arms the alert: one more email on the next crossing.
     app.grant(&customer.account_id, "15").await;
     assert_eq!(
-        usage(&app, &platform, &customer.account_id, "6").await,
+        app.usage(&platform, &customer.account_id, "6").await,
         StatusCode::CREATED
     );
     let emails = wait_for(2, || smtp.messages()).await;
@@ -502,15 +489,15 @@ pub async fn spending_limit_reached_is_told_once(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
-        usage(&app, &platform, &customer.account_id, "9").await,
+        app.usage(&platform, &customer.account_id, "9").await,
         StatusCode::CREATED
     );
     assert_eq!(
-        usage(&app, &platform, &customer.account_id, "1").await,
+        app.usage(&platform, &customer.account_id, "1").await,
         StatusCode::CREATED
     );
     assert_eq!(
-        usage(&app, &platform, &customer.account_id, "1").await,
+        app.usage(&platform, &customer.account_id, "1").await,
         StatusCode::PAYMENT_REQUIRED
     );
     let reached = wait_for(1, || receiver.of_type("spending_limit.reached")).await;
@@ -617,7 +604,7 @@ pub async fn notices_survive_kill_9(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{body}");
     // The debit commits the alert's email and event and the auto top-up's charge.
     assert_eq!(
-        usage(&app, &platform, &customer.account_id, "6").await,
+        app.usage(&platform, &customer.account_id, "6").await,
         StatusCode::CREATED
     );
     // SIGKILL: no shutdown, nothing flushed.
