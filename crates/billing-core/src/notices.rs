@@ -271,7 +271,13 @@ pub struct Email {
 }
 
 /// The email a notice sends, if its topic emails the customer.
-pub fn email_for(notice: &Notice, to: &str, name: &str, public_url: Option<&str>) -> Option<Email> {
+pub fn email_for(
+    notice: &Notice,
+    to: &str,
+    name: &str,
+    public_url: Option<&str>,
+    checkout_url: Option<&str>,
+) -> Option<Email> {
     if !notice.topic.emails_customer() {
         return None;
     }
@@ -316,6 +322,11 @@ pub fn email_for(notice: &Notice, to: &str, name: &str, public_url: Option<&str>
         _ => return None,
     };
     let mut body = format!("Hello {name},\n\n{lead}\n");
+    if let Some(url) = checkout_url {
+        body.push_str(&format!(
+            "\nYour bank wants you to confirm this payment. Pay it here: {url}\n"
+        ));
+    }
     if let Some(url) = public_url {
         body.push_str(&format!(
             "\nManage your credits: {}/dashboard/billing\n",
@@ -539,6 +550,7 @@ mod tests {
             "a@example.com",
             "Ada",
             Some("https://billing.example/"),
+            None,
         )
         .expect("email");
         assert!(email.subject.contains("9.5"), "{}", email.subject);
@@ -557,7 +569,10 @@ mod tests {
             Cause::TopUp("top_1".into()),
             now,
         );
-        assert_eq!(email_for(&completed, "a@example.com", "Ada", None), None);
+        assert_eq!(
+            email_for(&completed, "a@example.com", "Ada", None, None),
+            None
+        );
     }
 
     #[test]

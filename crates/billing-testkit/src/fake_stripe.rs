@@ -292,6 +292,7 @@ struct State {
     requests: Vec<RecordedRequest>,
     fail_next: u32,
     decline_next: u32,
+    authenticate_next: u32,
 }
 
 #[derive(Default, Clone)]
@@ -562,6 +563,21 @@ fn create_intent(state: &mut State, form: &[(String, String)]) -> (u16, Value) {
             "description": param(form, "description"),
         }),
     );
+    if off_session && confirm && state.authenticate_next > 0 {
+        state.authenticate_next -= 1;
+        let error = json!({
+            "type": "card_error",
+            "code": "authentication_required",
+            "decline_code": "authentication_required",
+            "message": "Your card was declined. This transaction requires authentication.",
+        });
+        intent["status"] = json!("requires_payment_method");
+        intent["last_payment_error"] = error.clone();
+        state.intents.insert(id, intent.clone());
+        let mut body = error;
+        body["payment_intent"] = intent;
+        return stripe_error(402, body);
+    }
     if confirm && state.decline_next > 0 {
         state.decline_next -= 1;
         intent["last_payment_error"] = json!({
@@ -980,6 +996,12 @@ impl FakeStripe {
     /// The next confirmed PaymentIntent creation answers 402 `card_declined`.
     pub fn decline_next_charge(&self) {
         self.state().decline_next += 1;
+    }
+
+    /// The next off-session charge answers 402 `authentication_required` (the bank wants
+    /// the customer), as Stripe does for an off-session charge that needs 3-D Secure.
+    pub fn require_authentication_next_charge(&self) {
+        self.state().authenticate_next += 1;
     }
 
     /// A `{event_type}` event about the session as it is now, signed with `secret` at

@@ -191,6 +191,42 @@ impl Billing {
         Ok(())
     }
 
+    /// For the email about an auto top-up that failed because the bank wants the customer
+    /// (`authentication_required`): a checkout for the same amount, with the card saved
+    /// again, whose link the email carries. Idempotent per notice (a retried email links the
+    /// same checkout). `None` for any other notice.
+    pub(super) async fn authentication_checkout(
+        &self,
+        notice: &crate::notices::Notice,
+    ) -> Result<Option<String>, String> {
+        let needs_customer = notice.topic == crate::notices::Topic::AutoTopUpFailed
+            && notice
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("authentication_required"));
+        if !needs_customer {
+            return Ok(None);
+        }
+        let failed = self
+            .store
+            .topup(&TopUpId::new(notice.cause.id()))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("top-up {} is missing", notice.cause.id()))?;
+        let key = format!("authenticate-{}", notice.id);
+        let checkout = self
+            .create_topup_with(
+                &notice.account_id,
+                &super::TopUpRequest::Amount(failed.price.amount()),
+                Some(&failed.gateway),
+                Some(&key),
+                true,
+            )
+            .await
+            .map_err(|e| format!("checkout for {}: {e}", notice.id))?;
+        Ok(checkout.checkout_url)
+    }
+
     /// Makes an auto top-up's off-session charge (from the outbox). Idempotent: the gateway
     /// charges once per top-up id, and a top-up already charged or settled is left alone.
     /// A decline fails the top-up (the store counts it). `Err` is a failure to retry; on

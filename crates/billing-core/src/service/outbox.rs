@@ -136,11 +136,13 @@ impl OutboxDelivery {
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("account {} is gone", item.notice.account_id))?;
+                let checkout = self.billing.authentication_checkout(&item.notice).await?;
                 let Some(email) = email_for(
                     &item.notice,
                     &account.email,
                     &account.name,
                     self.public_url.as_deref(),
+                    checkout.as_deref(),
                 ) else {
                     return Ok(());
                 };

@@ -6,7 +6,7 @@ use billing_testkit::fake_stripe::{FakeStripe, deliver, sign_event};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, Customer, TestApp, eventually, now_secs, spawn};
+use crate::helpers::{Backend, Customer, TestApp, dec, eventually, now_secs, spawn};
 
 const STRIPE_KEY: &str = "sk_test_e2e";
 const STRIPE_WEBHOOK_SECRET: &str = "whsec_e2e";
@@ -653,4 +653,118 @@ pub async fn stripe_auto_topup(backend: Backend) {
         "4.00",
         "nothing credited for a decline"
     );
+}
+
+/// An off-session charge the bank wants the customer to confirm (`authentication_required`):
+/// the auto top-up fails with that reason, and the customer is emailed a checkout link for
+/// the same amount (one, however often the email is retried).
+pub async fn stripe_auto_topup_needs_the_customer(backend: Backend) {
+    let Some(smtp) = crate::notices::Smtp::start(&format!("stripe-auth-{backend:?}")) else {
+        return;
+    };
+    let fake = FakeStripe::start(STRIPE_KEY).await.expect("fake Stripe");
+    let smtp_url = smtp.url();
+    let Some(app) = stripe_app(
+        backend,
+        "stripe_auto_topup_auth",
+        &fake,
+        &[
+            ("BILLING_OUTBOX_INTERVAL_MS", "100"),
+            ("BILLING_SMTP_URL", smtp_url.as_str()),
+            ("BILLING_EMAIL_FROM", "billing@example.com"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let webhook = app.url("/webhooks/stripe");
+    let ada = app.customer("ada").await;
+    let platform = app.platform_key(&ada.account_id).await;
+    let saved = app
+        .top_up(&ada, json!({"amount": 5, "save_payment_method": true}))
+        .await;
+    let session = session_of(&fake, &saved);
+    fake.complete_paid(&session);
+    let event = fake.event(
+        "checkout.session.completed",
+        &session,
+        STRIPE_WEBHOOK_SECRET,
+        now_secs(),
+    );
+    assert_eq!(
+        deliver(&webhook, &event).await.expect("delivered").status,
+        200
+    );
+    let (status, body) = app
+        .call(
+            reqwest::Method::PUT,
+            "/v1/wallet/auto-top-up",
+            Some(&ada.key),
+            Some(json!({"auto_topup": {"enabled": true, "threshold": 5, "amount": 25}})),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    fake.require_authentication_next_charge();
+    assert_eq!(
+        app.usage(&platform, &ada.account_id, "1").await,
+        StatusCode::CREATED
+    );
+    let mut emails = Vec::new();
+    for _ in 0..150 {
+        emails = smtp.messages();
+        if !emails.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert_eq!(smtp.messages().len(), 1, "{emails:#?}");
+    let email = &emails[0];
+    assert!(email.contains("confirm this payment"), "{email}");
+    // The link is a Checkout Session at the (local) Stripe server, for the same 25.00.
+    let (_, history) = app.get("/api/billing/topup-history", &ada.key).await;
+    let data = history["data"].as_array().expect("data").clone();
+    let auto = data
+        .iter()
+        .find(|t| t["origin"] == "auto_topup")
+        .expect("auto top-up");
+    assert_eq!(auto["status"], "failed");
+    let (_, failed) = app
+        .get(
+            &format!("/v1/wallet/top-ups/{}", auto["id"].as_str().expect("id")),
+            &ada.key,
+        )
+        .await;
+    assert!(
+        failed["failure_reason"]
+            .as_str()
+            .expect("reason")
+            .contains("authentication_required"),
+        "{failed}"
+    );
+    let checkouts: Vec<&Value> = data
+        .iter()
+        .filter(|t| t["origin"] == "checkout" && t["status"] == "pending")
+        .collect();
+    assert_eq!(
+        checkouts.len(),
+        1,
+        "one checkout for the customer: {data:#?}"
+    );
+    let (_, checkout) = app
+        .get(
+            &format!(
+                "/v1/wallet/top-ups/{}",
+                checkouts[0]["id"].as_str().expect("id")
+            ),
+            &ada.key,
+        )
+        .await;
+    assert_eq!(dec(&checkout["amount"].to_string()), dec("25"));
+    let url = checkout["checkout_url"].as_str().expect("checkout url");
+    // The body is quoted-printable: soft line breaks undone.
+    let body = email.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    assert!(body.contains(url), "the email links {url}: {email}");
 }

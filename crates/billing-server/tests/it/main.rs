@@ -73,6 +73,7 @@ on_both_backends!(
     notices_survive_kill_9,
     auto_topup_charges_once,
     stripe_auto_topup,
+    stripe_auto_topup_needs_the_customer,
 );
 
 /// Several processes on one database is the PostgreSQL deployment.

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 pub use crate::gateways::{
     myfatoorah_end_to_end, myfatoorah_reconciliation, stripe_auto_topup,
-    stripe_checkout_end_to_end, stripe_reconciliation,
+    stripe_auto_topup_needs_the_customer, stripe_checkout_end_to_end, stripe_reconciliation,
 };
 use crate::helpers::{
     ADMIN_KEY, Backend, SANDBOX_SECRET, dec, eventually, ledger_sum, now_secs, spawn,
