@@ -231,7 +231,8 @@ pub fn after_auto_topup(
     now: Timestamp,
 ) -> (AutoTopUpState, bool, Vec<Notice>) {
     let mut next = state.clone();
-    if next.pending.as_ref() == Some(&topup.id) {
+    let was_pending = next.pending.as_ref() == Some(&topup.id);
+    if was_pending {
         next.pending = None;
     }
     let notice = |topic, reason: &str| {
@@ -248,6 +249,13 @@ pub fn after_auto_topup(
     };
     match topup.status {
         TopUpStatus::Completed => {
+            // A completion after the top-up had failed (its answer was lost, a late
+            // notification): its amount counts toward the month's cap again.
+            if !was_pending && next.month_start.month_start() == topup.created_at.month_start() {
+                next.month_charged_minor = next
+                    .month_charged_minor
+                    .saturating_add(topup.price.minor_units());
+            }
             next.failures = 0;
             (next, settings.enabled, Vec::new())
         }

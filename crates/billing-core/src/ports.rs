@@ -228,7 +228,8 @@ pub trait TopUpStore: Send + Sync {
         idempotency: Option<&IdempotencyClaim>,
     ) -> Result<Inserted<TopUp>, InsertTopUpError>;
 
-    /// Records the gateway's payment reference and checkout URL. MUST return
+    /// Records the gateway's payment reference and checkout URL, once: a top-up that has a
+    /// reference keeps it (a racing notification may have recorded it first). MUST return
     /// `StoreError::Duplicate` if another top-up of the same gateway has this reference.
     async fn set_checkout(
         &self,

@@ -849,7 +849,12 @@ pub(crate) fn set_checkout(
     checkout_url: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    diesel::update(topups::table.filter(topups::id.eq(id.as_str())))
+    // Set once: a reference already recorded (by a racing notification) stays.
+    diesel::update(
+        topups::table
+            .filter(topups::id.eq(id.as_str()))
+            .filter(topups::payment_ref.is_null()),
+    )
         .set((
             topups::payment_ref.eq(payment_ref),
             topups::checkout_url.eq(checkout_url),

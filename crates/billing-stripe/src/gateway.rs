@@ -133,13 +133,16 @@ fn intent_failure(intent: &PaymentIntent) -> Option<String> {
     match intent.status {
         PaymentIntentStatus::Canceled => Some("payment canceled".to_owned()),
         PaymentIntentStatus::RequiresPaymentMethod => intent.last_payment_error.as_ref().map(|e| {
-            let detail = e
-                .message
+            // The code first (`authentication_required`, `card_declined`): what callers match.
+            let code = e
+                .decline_code
                 .clone()
-                .or_else(|| e.decline_code.clone())
                 .or_else(|| e.code.as_ref().map(|c| c.as_str().to_owned()))
                 .unwrap_or_else(|| e.type_.as_str().to_owned());
-            format!("payment failed: {detail}")
+            match &e.message {
+                Some(message) => format!("payment failed: {code}: {message}"),
+                None => format!("payment failed: {code}"),
+            }
         }),
         _ => None,
     }

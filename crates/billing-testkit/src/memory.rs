@@ -484,7 +484,11 @@ impl TopUpStore for InMemoryStore {
         }) {
             return Err(StoreError::Duplicate(format!("payment {payment_ref}")));
         }
-        if let Some(t) = state.topups.iter_mut().find(|t| &t.id == id) {
+        if let Some(t) = state
+            .topups
+            .iter_mut()
+            .find(|t| &t.id == id && t.payment_ref.is_none())
+        {
             t.payment_ref = Some(payment_ref.to_owned());
             t.checkout_url = Some(checkout_url.to_owned());
             t.updated_at = now;

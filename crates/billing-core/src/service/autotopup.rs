@@ -235,6 +235,7 @@ impl Billing {
         &self,
         topup_id: &TopUpId,
         last_attempt: bool,
+        past_window: bool,
     ) -> Result<(), String> {
         let topup = self
             .store
@@ -273,6 +274,7 @@ impl Billing {
             .filter(|m| m.gateway == topup.gateway);
         let gateway = self.gateways.get(&topup.gateway).cloned();
         let outcome = match (method, gateway) {
+            _ if past_window => Err(GatewayError::Transient("past the charge window".to_owned())),
             (Some(method), Some(gateway)) => gateway.charge_saved(&method, &topup).await,
             _ => Err(GatewayError::Declined("payment_method_removed".into())),
         };

@@ -115,17 +115,24 @@ impl OutboxDelivery {
         match item.channel {
             Channel::Charge => {
                 let now = self.clock.now();
-                let last_attempt = self
-                    .policy
-                    .next_attempt(item.notice.created_at, item.attempts.saturating_add(1), now)
-                    .is_none()
-                    || item
-                        .notice
-                        .created_at
-                        .plus_secs(AUTO_TOPUP_CHARGE_WINDOW_SECS)
-                        <= now;
+                // Past the window the gateway may have forgotten the idempotency key: no
+                // charge is made any more (a late notification still credits one made).
+                let past_window = item
+                    .notice
+                    .created_at
+                    .plus_secs(AUTO_TOPUP_CHARGE_WINDOW_SECS)
+                    <= now;
+                let last_attempt = past_window
+                    || self
+                        .policy
+                        .next_attempt(item.notice.created_at, item.attempts.saturating_add(1), now)
+                        .is_none();
                 self.billing
-                    .charge_auto_topup(&TopUpId::new(item.notice.cause.id()), last_attempt)
+                    .charge_auto_topup(
+                        &TopUpId::new(item.notice.cause.id()),
+                        last_attempt,
+                        past_window,
+                    )
                     .await
             }
             Channel::Event => self.events.deliver(&item.notice).await.map_err(|e| e.0),
@@ -136,7 +143,14 @@ impl OutboxDelivery {
                     .await
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("account {} is gone", item.notice.account_id))?;
-                let checkout = self.billing.authentication_checkout(&item.notice).await?;
+                // A checkout that cannot be made (a rule changed, the gateway is gone) leaves
+                // the email without its link rather than unsent.
+                let checkout = self
+                    .billing
+                    .authentication_checkout(&item.notice)
+                    .await
+                    .ok()
+                    .flatten();
                 let Some(email) = email_for(
                     &item.notice,
                     &account.email,

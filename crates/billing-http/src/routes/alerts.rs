@@ -37,9 +37,10 @@ pub struct LowBalanceAlertBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LowBalanceAlertFields {
+    #[serde(deserialize_with = "crate::routes::controls::enabled_field")]
     pub enabled: bool,
     /// Present: a positive amount, or `null` while disabled.
-    #[serde(deserialize_with = "crate::routes::controls::present")]
+    #[serde(deserialize_with = "crate::routes::controls::threshold_field")]
     #[schema(value_type = Option<Amount>)]
     pub threshold: Option<Amount>,
 }

@@ -94,14 +94,19 @@ pub struct AutoTopUpBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AutoTopUpFields {
+    #[serde(deserialize_with = "crate::routes::controls::enabled_field")]
     pub enabled: bool,
-    #[serde(deserialize_with = "crate::routes::controls::present")]
+    #[serde(deserialize_with = "crate::routes::controls::threshold_field")]
     #[schema(value_type = Option<Amount>)]
     pub threshold: Option<Amount>,
-    #[serde(deserialize_with = "crate::routes::controls::present")]
+    #[serde(deserialize_with = "crate::routes::controls::amount_field")]
     #[schema(value_type = Option<Amount>)]
     pub amount: Option<Amount>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "crate::routes::controls::monthly_cap_field"
+    )]
+    #[schema(value_type = Option<Amount>)]
     pub monthly_cap: Option<Amount>,
 }
 

@@ -61,18 +61,33 @@ pub struct SpendingLimitBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpendingLimitFields {
+    #[serde(deserialize_with = "enabled_field")]
     pub enabled: bool,
     /// Present: a positive amount, or `null` while disabled.
-    #[serde(deserialize_with = "present")]
+    #[serde(deserialize_with = "monthly_limit_field")]
     #[schema(value_type = Option<Amount>)]
     pub monthly_limit: Option<Amount>,
+    #[serde(deserialize_with = "action_field")]
     pub action: String,
 }
 
-/// A field that must be present, `null` allowed.
-pub(crate) fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Amount>, D::Error> {
-    Option::<Amount>::deserialize(d)
+/// Deserializers that name their field in a type error (serde itself names only the
+/// position: `invalid type: string "yes", expected a boolean at line 1 column 37`). The
+/// `Option` ones also make the key required (`null` allowed): without `#[serde(default)]`
+/// a missing key is an error naming it.
+macro_rules! named_field {
+    ($fn:ident, $name:literal, $ty:ty) => {
+        pub(crate) fn $fn<'de, D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+            <$ty>::deserialize(d).map_err(|e| serde::de::Error::custom(format!("{}: {e}", $name)))
+        }
+    };
 }
+named_field!(enabled_field, "enabled", bool);
+named_field!(action_field, "action", String);
+named_field!(monthly_limit_field, "monthly_limit", Option<Amount>);
+named_field!(threshold_field, "threshold", Option<Amount>);
+named_field!(amount_field, "amount", Option<Amount>);
+named_field!(monthly_cap_field, "monthly_cap", Option<Amount>);
 
 fn response(state: &AppState, limit: &SpendingLimit, spend: MonthSpend) -> SpendingLimitResponse {
     SpendingLimitResponse {

@@ -173,6 +173,18 @@ pub async fn auto_topup_charges_once(backend: Backend) {
         (json!({"enabled": true, "threshold": 5}), "amount"),
         (json!({"enabled": true, "amount": 25}), "threshold"),
         (
+            json!({"enabled": 1, "threshold": 5, "amount": 25}),
+            "enabled: ",
+        ),
+        (
+            json!({"enabled": true, "threshold": 5, "amount": [25]}),
+            "amount: ",
+        ),
+        (
+            json!({"enabled": true, "threshold": 5, "amount": 25, "monthly_cap": false}),
+            "monthly_cap: ",
+        ),
+        (
             json!({"enabled": true, "threshold": 5, "amount": 25, "cap": 1}),
             "cap",
         ),

@@ -765,6 +765,9 @@ pub async fn stripe_auto_topup_needs_the_customer(backend: Backend) {
     assert_eq!(dec(&checkout["amount"].to_string()), dec("25"));
     let url = checkout["checkout_url"].as_str().expect("checkout url");
     // The body is quoted-printable: soft line breaks undone.
-    let body = email.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+    let body = email
+        .replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=");
     assert!(body.contains(url), "the email links {url}: {email}");
 }

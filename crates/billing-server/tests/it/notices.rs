@@ -288,10 +288,13 @@ pub async fn low_balance_alert_emails_once_per_crossing(backend: Backend) {
             json!({"low_balance_alert": {"enabled": true, "threshold": "1.0000000001"}}),
             "threshold",
         ),
-        // serde names the position, not the field, of a wrong type.
         (
             json!({"low_balance_alert": {"enabled": "yes", "threshold": 10}}),
-            "boolean",
+            "enabled: invalid type",
+        ),
+        (
+            json!({"low_balance_alert": {"enabled": true, "threshold": true}}),
+            "threshold: ",
         ),
         (
             json!({"low_balance_alert": {"enabled": true, "threshold": 10, "extra": 1}}),
