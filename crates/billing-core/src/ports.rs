@@ -681,6 +681,13 @@ pub trait EventStore: Send + Sync {
     async fn event_seen(&self, gateway: &str, event_id: &str) -> Result<bool, StoreError>;
 }
 
+/// Whether the store can serve: the database answers and has every migration this build
+/// expects (a load balancer's readiness check).
+#[async_trait]
+pub trait Readiness: Send + Sync {
+    async fn ready(&self) -> Result<(), StoreError>;
+}
+
 /// Everything the core stores.
 pub trait Store:
     AccountStore
@@ -693,6 +700,7 @@ pub trait Store:
     + HoldStore
     + ControlsStore
     + OutboxStore
+    + Readiness
 {
 }
 
@@ -707,6 +715,7 @@ impl<T> Store for T where
         + HoldStore
         + ControlsStore
         + OutboxStore
+        + Readiness
 {
 }
 

@@ -285,6 +285,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(routes::gateway::webhook)
             .service(routes::gateway::checkout_return)
             .service(routes::gateway::healthz)
+            .service(routes::gateway::readyz)
             .service(sandbox::checkout_page)
             .service(sandbox::checkout_decide)
             .service(sandbox::charges)

@@ -95,6 +95,7 @@ Every error is `{\"error\": {\"code\", \"message\"}}`. Amounts are JSON numbers 
         platform::deactivate_pack,
         gateway::webhook,
         gateway::healthz,
+        gateway::readyz,
     )
 )]
 pub struct ApiDoc;

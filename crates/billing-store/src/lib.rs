@@ -30,7 +30,7 @@ use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
     HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
     KeyQuery, LedgerStore, OutboxItem, OutboxOutcome, OutboxStore, PackStore, PostError, Posted,
-    Posting, RateStore, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    Posting, RateStore, Readiness, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -620,6 +620,19 @@ impl ControlsStore for DieselStore {
     async fn delete_payment_method(&self, account_id: &AccountId) -> Result<bool, StoreError> {
         let account_id = account_id.clone();
         on_write_conn!(self, |c| ops::delete_payment_method(c, &account_id))
+    }
+}
+
+#[async_trait]
+impl Readiness for DieselStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        let pending = on_conn!(self, |c| ops::migrations_pending(c))?;
+        if pending {
+            return Err(StoreError::Unavailable(
+                "the database lacks migrations this build expects".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

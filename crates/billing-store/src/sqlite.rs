@@ -5,6 +5,13 @@ use diesel::sqlite::SqliteConnection;
 
 pub(crate) type Conn = SqliteConnection;
 
+/// Whether this database lacks a migration this build has (a readiness check).
+pub(crate) fn migrations_pending(conn: &mut Conn) -> Result<bool, billing_core::ports::StoreError> {
+    use diesel_migrations::MigrationHarness;
+    conn.has_pending_migration(crate::SQLITE_MIGRATIONS)
+        .map_err(|e| billing_core::ports::StoreError::Unavailable(e.to_string()))
+}
+
 pub(crate) fn write_tx<T, E>(
     conn: &mut Conn,
     f: impl FnOnce(&mut Conn) -> Result<T, E>,

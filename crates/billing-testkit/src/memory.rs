@@ -26,7 +26,7 @@ use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
     HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
     KeyQuery, LedgerStore, OutboxItem, OutboxOutcome, OutboxStore, PackStore, PostError, Posted,
-    Posting, RateStore, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    Posting, RateStore, Readiness, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -812,6 +812,13 @@ impl ControlsStore for InMemoryStore {
             auto.disabled_reason = Some(REASON_NO_PAYMENT_METHOD.to_owned());
         }
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl Readiness for InMemoryStore {
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.lock().map(|_| ())
     }
 }
 

@@ -171,6 +171,26 @@ pub struct Health {
     pub storage: String,
 }
 
+/// Readiness for a load balancer: the database answers and has every migration this build
+/// expects. `503` otherwise (take the process out of rotation; it keeps running).
+#[utoipa::path(tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.billing.store().ready().await {
+        Ok(()) => HttpResponse::Ok().json(Health {
+            status: "ready".into(),
+            storage: "ok".into(),
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check: not ready");
+            HttpResponse::ServiceUnavailable().json(Health {
+                status: "not_ready".into(),
+                storage: "unavailable".into(),
+            })
+        }
+    }
+}
+
 /// Liveness and storage reachability.
 #[utoipa::path(tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
 #[get("/healthz")]

@@ -74,6 +74,7 @@ on_both_backends!(
     auto_topup_charges_once,
     stripe_auto_topup,
     stripe_auto_topup_needs_the_customer,
+    readiness_follows_the_database,
 );
 
 /// Several processes on one database is the PostgreSQL deployment.

@@ -112,3 +112,42 @@ pub async fn processes_start_together(backend: Backend) {
         assert_eq!(listed, 1, "round {round}");
     }
 }
+
+/// `/readyz` answers 200 while the database serves every migration this build has, and 503
+/// (with `/healthz`) once the database is gone (PostgreSQL: dropped under the server).
+pub async fn readiness_follows_the_database(backend: Backend) {
+    let Some(app) = crate::helpers::spawn(backend, "readiness", &[]).await else {
+        return;
+    };
+    let (status, body) = app
+        .call(reqwest::Method::GET, "/readyz", None, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"status": "ready", "storage": "ok"})
+    );
+    let Backend::Postgres = backend else {
+        return;
+    };
+    let admin = std::env::var("BILLING_TEST_POSTGRES_URL").expect("admin url");
+    let dropped = Command::new("psql")
+        .arg(&admin)
+        .arg("-qtAc")
+        .arg(format!(
+            "DROP DATABASE it_e2e_readiness_{} WITH (FORCE)",
+            std::process::id()
+        ))
+        .status()
+        .expect("psql");
+    assert!(dropped.success());
+    let (status, body) = app
+        .call(reqwest::Method::GET, "/readyz", None, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    let (status, _) = app
+        .call(reqwest::Method::GET, "/healthz", None, None, &[])
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
