@@ -254,33 +254,14 @@ fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<Post
     )
     .map_err(|e| TxError::Op(PostError::Rule(e)))?;
     append_entries::<PostError>(conn, &posting.account_id, balance, &planned)?;
-    if let (Some((settings, spend)), Some(last)) = (&controls, planned.last()) {
-        notify_debit::<PostError>(
-            conn,
-            settings,
-            &Debit {
-                account_id: &posting.account_id,
-                entry_id: last.id.as_str(),
-                balance_before: Credits::from_units(balance),
-                balance_after: last.balance_after,
-                spend_after: *spend,
-                now: posting.now,
-            },
-        )?;
-    }
-    if let Some(last) = planned.last()
-        && last.balance_after < Credits::from_units(balance)
-    {
-        auto_topup_after_debit::<PostError>(
-            conn,
-            &AfterDebit {
-                account_id: &posting.account_id,
-                entry_id: last.id.as_str(),
-                balance_after: last.balance_after,
-                now: posting.now,
-            },
-        )?;
-    }
+    after_debit::<PostError>(
+        conn,
+        &posting.account_id,
+        balance,
+        &planned,
+        controls.as_ref(),
+        posting.now,
+    )?;
     if let Some(claim) = &posting.idempotency {
         let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
         insert_claim(conn, claim, &ids.join(","), posting.now)?;
@@ -456,33 +437,14 @@ fn change_hold_in_tx(
         controls = Some((settings, next));
     }
     append_entries::<HoldError>(conn, account_id, balance, &change.entries)?;
-    if let (Some((settings, spend)), Some(last)) = (&controls, change.entries.last()) {
-        notify_debit::<HoldError>(
-            conn,
-            settings,
-            &Debit {
-                account_id,
-                entry_id: last.id.as_str(),
-                balance_before: Credits::from_units(balance),
-                balance_after: last.balance_after,
-                spend_after: *spend,
-                now,
-            },
-        )?;
-    }
-    if let Some(last) = change.entries.last()
-        && last.balance_after < Credits::from_units(balance)
-    {
-        auto_topup_after_debit::<HoldError>(
-            conn,
-            &AfterDebit {
-                account_id,
-                entry_id: last.id.as_str(),
-                balance_after: last.balance_after,
-                now,
-            },
-        )?;
-    }
+    after_debit::<HoldError>(
+        conn,
+        account_id,
+        balance,
+        &change.entries,
+        controls.as_ref(),
+        now,
+    )?;
     let row = HoldRow::try_from(&change.hold).map_err(|e| TxError::Op(HoldError::Store(e)))?;
     diesel::update(holds::table.find(id.as_str()))
         .set(&row)
@@ -611,6 +573,49 @@ fn enqueue_notices<E: From<StoreError>>(
         .map_err(|e| TxError::Op(E::from(e)))?;
     if !rows.is_empty() {
         diesel::insert_into(outbox::table).values(&rows).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// After a posting's or a capture's entries are written on a wallet that held `balance`
+/// (under its lock, in the same transaction): the notices its debit tells, and auto
+/// top-up's decision when the balance went down.
+fn after_debit<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    balance: i64,
+    written: &[LedgerEntry],
+    controls: Option<&(NoticeSettings, MonthSpend)>,
+    now: Timestamp,
+) -> Result<(), TxError<E>> {
+    let Some(last) = written.last() else {
+        return Ok(());
+    };
+    let balance_before = Credits::from_units(balance);
+    if let Some((settings, spend)) = controls {
+        notify_debit::<E>(
+            conn,
+            settings,
+            &Debit {
+                account_id,
+                entry_id: last.id.as_str(),
+                balance_before,
+                balance_after: last.balance_after,
+                spend_after: *spend,
+                now,
+            },
+        )?;
+    }
+    if last.balance_after < balance_before {
+        auto_topup_after_debit::<E>(
+            conn,
+            &AfterDebit {
+                account_id,
+                entry_id: last.id.as_str(),
+                balance_after: last.balance_after,
+                now,
+            },
+        )?;
     }
     Ok(())
 }
