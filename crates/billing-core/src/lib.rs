@@ -24,6 +24,7 @@ pub mod ledger;
 pub mod money;
 pub mod notices;
 pub mod ports;
+pub mod posting;
 pub mod pricing;
 pub mod service;
 pub mod time;

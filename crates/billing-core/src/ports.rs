@@ -160,6 +160,20 @@ pub trait LedgerStore: Send + Sync {
     /// and `balance == sum(amounts)` holds after every commit.
     async fn post(&self, posting: Posting) -> Result<Posted, PostError>;
 
+    /// Posts `postings` in order, each answered as if it had been posted alone right after
+    /// the ones before it (one refused posting never fails the others, and a key used twice
+    /// in the batch replays or conflicts with its first use). An adapter SHOULD write them in
+    /// one transaction (group commit: wallets locked in sorted order, one balance update per
+    /// wallet); if that transaction fails it MUST retry them one by one, so that nothing is
+    /// partly written. The default posts them one by one.
+    async fn post_batch(&self, postings: Vec<Posting>) -> Vec<Result<Posted, PostError>> {
+        let mut answers = Vec::with_capacity(postings.len());
+        for posting in postings {
+            answers.push(self.post(posting).await);
+        }
+        answers
+    }
+
     /// Entries of one account, newest first. An unknown `before` cursor gives an empty page.
     async fn entries(
         &self,

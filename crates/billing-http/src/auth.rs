@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::keycache::KeyCache;
 use crate::ratelimit::{Limited, RateLimiter};
 
 /// Random bytes in a key.
@@ -126,6 +127,9 @@ pub struct AuthSettings {
     /// Take the client address from the last `X-Forwarded-For` entry (the one the proxy in
     /// front of this service added) instead of the TCP peer. Only behind a proxy you run.
     pub trust_forwarded_for: bool,
+    /// How long a key's record is served from memory before the store is asked again (the
+    /// bound on how late another process's revocation is seen); zero: ask every time.
+    pub key_cache_ttl: std::time::Duration,
 }
 
 impl Default for AuthSettings {
@@ -133,6 +137,7 @@ impl Default for AuthSettings {
         AuthSettings {
             failures_per_minute: 20,
             trust_forwarded_for: false,
+            key_cache_ttl: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -149,15 +154,18 @@ pub struct AuthGuard {
     failures: RateLimiter<IpAddr>,
     per_key: RateLimiter<ApiKeyId>,
     last_used: Mutex<HashMap<ApiKeyId, Timestamp>>,
+    /// Key records by hash, for at most `settings.key_cache_ttl`.
+    pub keys: KeyCache,
 }
 
 impl AuthGuard {
     pub fn new(settings: AuthSettings) -> AuthGuard {
         AuthGuard {
-            settings,
             failures: RateLimiter::new(LIMITER_ENTRIES_MAX),
             per_key: RateLimiter::new(LIMITER_ENTRIES_MAX),
             last_used: Mutex::new(HashMap::new()),
+            keys: KeyCache::new(settings.key_cache_ttl),
+            settings,
         }
     }
 
@@ -235,12 +243,19 @@ fn rate_limited(what: &str, limited: Limited) -> ApiError {
 
 async fn lookup(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let hash = hash_key(token);
-    let record = state
-        .billing
-        .store()
-        .key_by_hash(&hash)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+    let record = match state.auth.keys.get(&hash) {
+        Some(record) => record,
+        None => {
+            let record = state
+                .billing
+                .store()
+                .key_by_hash(&hash)
+                .await?
+                .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+            state.auth.keys.put(&record);
+            record
+        }
+    };
     // The lookup was by hash; compare again in constant time so that no code path depends
     // on how much of a guessed key matched.
     if !bool::from(record.hash.as_bytes().ct_eq(hash.as_bytes())) {

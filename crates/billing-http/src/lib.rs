@@ -8,6 +8,7 @@
 pub mod amount;
 pub mod auth;
 pub mod error;
+pub mod keycache;
 pub mod openapi;
 mod page;
 pub mod ratelimit;

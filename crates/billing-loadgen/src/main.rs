@@ -6,15 +6,23 @@
 //! Against a running service: `--url http://127.0.0.1:8080 --admin-key bk_admin_…`.
 //! Or it starts the real server in-process on a fresh database: `--backend sqlite` or
 //! `--backend postgres://postgres@127.0.0.1:5432/postgres`.
+//!
+//! `--compare` also measures, in the same run: the p99 at half the peak rate, and the
+//! database alone doing one debit per transaction (pgbench's script, or SQLite's loop), and
+//! prints the ratio. `--table` runs the README's four workloads that way.
+
+mod baseline;
+mod client;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use billing_core::Decimal;
 use clap::{Parser, ValueEnum};
+use client::{Load, Tally, percentile};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
@@ -43,7 +51,7 @@ struct Args {
     /// Concurrent connections.
     #[arg(long, short = 'c', default_value_t = 32)]
     concurrency: usize,
-    /// Seconds of load.
+    /// Seconds of each measurement.
     #[arg(long, short = 't', default_value_t = 10)]
     duration: u64,
     /// Accounts (uniform mode).
@@ -55,6 +63,17 @@ struct Args {
     /// Credits granted to each account first.
     #[arg(long, default_value = "1000000")]
     fund: String,
+    /// Requests a second in all (paced over the connections); default: as fast as answers
+    /// come.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Also measure the p99 at half the peak and the database alone (needs --backend).
+    #[arg(long)]
+    compare: bool,
+    /// Run the four workloads of the README's table with --compare: PostgreSQL (this
+    /// server, `postgres://…/postgres`) 1,000 wallets and one hot wallet, SQLite 200 and one.
+    #[arg(long)]
+    table: Option<String>,
 }
 
 const ADMIN_KEY: &str = "bk_admin_loadgen_0123456789abcdef0123456789abcdef";
@@ -62,7 +81,9 @@ const ADMIN_KEY: &str = "bk_admin_loadgen_0123456789abcdef0123456789abcdef";
 struct Target {
     base: String,
     admin_key: String,
-    _server: Option<actix_web::dev::ServerHandle>,
+    server: Option<actix_web::dev::ServerHandle>,
+    /// The database the in-process server uses.
+    database_url: Option<String>,
 }
 
 async fn start_server(backend: &str) -> Result<Target, String> {
@@ -76,7 +97,7 @@ async fn start_server(backend: &str) -> Result<Target, String> {
     } else {
         billing_store::create_postgres_database(backend, "loadgen").map_err(|e| e.to_string())?
     };
-    let env: HashMap<String, String> = [
+    let mut env: HashMap<String, String> = [
         ("BILLING_LISTEN", "127.0.0.1:0"),
         ("BILLING_DATABASE_URL", database_url.as_str()),
         ("BILLING_ADMIN_KEY", ADMIN_KEY),
@@ -85,6 +106,12 @@ async fn start_server(backend: &str) -> Result<Target, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
+    // The server's own tuning passes through (BILLING_LEDGER_*, BILLING_WORKERS, …).
+    for (k, v) in std::env::vars() {
+        if k.starts_with("BILLING_") && !env.contains_key(&k) {
+            env.insert(k, v);
+        }
+    }
     let config = billing_server::Config::from_env(&env).map_err(|e| e.to_string())?;
     let running = billing_server::start(config)
         .await
@@ -95,7 +122,8 @@ async fn start_server(backend: &str) -> Result<Target, String> {
     Ok(Target {
         base,
         admin_key: ADMIN_KEY.to_owned(),
-        _server: Some(handle),
+        server: Some(handle),
+        database_url: Some(database_url),
     })
 }
 
@@ -106,7 +134,10 @@ async fn send(
     key: &str,
     body: Option<Value>,
 ) -> Result<(StatusCode, Value), String> {
-    let mut request = client.request(method, url).bearer_auth(key);
+    let mut request = client.request(method, url).bearer_auth(key).header(
+        "Idempotency-Key",
+        format!("setup-{}", rand::random::<u64>()),
+    );
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -121,166 +152,92 @@ struct Account {
     key: String,
 }
 
-async fn setup(
+async fn create_account(
     client: &Client,
     target: &Target,
+    i: usize,
+    fund: &str,
+) -> Result<Account, String> {
+    let (status, account) = send(
+        client,
+        reqwest::Method::POST,
+        format!("{}/v1/admin/accounts", target.base),
+        &target.admin_key,
+        Some(json!({"name": format!("load {i}"), "email": format!("load{i}@example.com")})),
+    )
+    .await?;
+    if status != StatusCode::CREATED {
+        return Err(format!("create account: {status} {account}"));
+    }
+    let id = account["id"].as_str().ok_or("no account id")?.to_owned();
+    let (status, key) = send(
+        client,
+        reqwest::Method::POST,
+        format!("{}/v1/admin/accounts/{id}/api-keys", target.base),
+        &target.admin_key,
+        Some(json!({"scope": "customer"})),
+    )
+    .await?;
+    if status != StatusCode::CREATED {
+        return Err(format!("issue key: {status} {key}"));
+    }
+    let (status, grant) = send(
+        client,
+        reqwest::Method::POST,
+        format!("{}/v1/admin/accounts/{id}/grants", target.base),
+        &target.admin_key,
+        Some(json!({"amount": fund, "description": "load test funds"})),
+    )
+    .await?;
+    if status != StatusCode::CREATED {
+        return Err(format!("grant: {status} {grant}"));
+    }
+    Ok(Account {
+        id,
+        key: key["key"].as_str().ok_or("no key")?.to_owned(),
+    })
+}
+
+/// Creates and funds `count` accounts (16 at a time) and a service key.
+async fn setup(
+    client: &Client,
+    target: &Arc<Target>,
     count: usize,
     fund: &str,
 ) -> Result<(Vec<Account>, String), String> {
     let mut accounts = Vec::with_capacity(count);
-    for i in 0..count {
-        let (status, account) = send(
-            client,
-            reqwest::Method::POST,
-            format!("{}/v1/admin/accounts", target.base),
-            &target.admin_key,
-            Some(json!({"name": format!("load {i}"), "email": format!("load{i}@example.com")})),
-        )
-        .await?;
-        if status != StatusCode::CREATED {
-            return Err(format!("create account: {status} {account}"));
+    let indices: Vec<usize> = (0..count).collect();
+    for group in indices.chunks(16) {
+        let tasks: Vec<_> = group
+            .iter()
+            .map(|&i| {
+                let (client, target, fund) = (client.clone(), target.clone(), fund.to_owned());
+                tokio::spawn(async move { create_account(&client, &target, i, &fund).await })
+            })
+            .collect();
+        for task in tasks {
+            accounts.push(task.await.map_err(|e| e.to_string())??);
         }
-        let id = account["id"].as_str().ok_or("no account id")?.to_owned();
-        let (status, key) = send(
-            client,
-            reqwest::Method::POST,
-            format!("{}/v1/admin/accounts/{id}/api-keys", target.base),
-            &target.admin_key,
-            Some(json!({"scope": "customer"})),
-        )
-        .await?;
-        if status != StatusCode::CREATED {
-            return Err(format!("issue key: {status} {key}"));
-        }
-        let (status, grant) = send(
-            client,
-            reqwest::Method::POST,
-            format!("{}/v1/admin/accounts/{id}/grants", target.base),
-            &target.admin_key,
-            Some(json!({"amount": fund, "description": "load test funds"})),
-        )
-        .await?;
-        if status != StatusCode::CREATED {
-            return Err(format!("grant: {status} {grant}"));
-        }
-        accounts.push(Account {
-            id,
-            key: key["key"].as_str().ok_or("no key")?.to_owned(),
-        });
     }
-    let first = accounts.first().ok_or("no accounts")?;
-    let (status, platform) = send(
+    let (status, service) = send(
         client,
         reqwest::Method::POST,
-        format!("{}/v1/admin/accounts/{}/api-keys", target.base, first.id),
+        format!("{}/v1/admin/api-keys", target.base),
         &target.admin_key,
         Some(json!({"scope": "platform"})),
     )
     .await?;
     if status != StatusCode::CREATED {
-        return Err(format!("platform key: {status} {platform}"));
+        return Err(format!("service key: {status} {service}"));
     }
     Ok((
         accounts,
-        platform["key"].as_str().ok_or("no key")?.to_owned(),
+        service["key"].as_str().ok_or("no key")?.to_owned(),
     ))
 }
 
-#[derive(Default)]
-struct Tally {
-    latencies_us: Vec<u32>,
-    ok_per_account: HashMap<usize, u64>,
-    refused: u64,
-    errors: u64,
-}
-
-/// What every connection of the load shares.
-#[derive(Clone)]
-struct Load {
-    client: Client,
-    base: String,
-    platform: String,
-    account_ids: Arc<Vec<String>>,
-    mode: Mode,
-    amount: String,
-    deadline: Instant,
-    sequence: Arc<AtomicU64>,
-}
-
-/// One connection: debits until the deadline.
-async fn drive(load: Load) -> Tally {
-    let Load {
-        client,
-        base,
-        platform,
-        account_ids,
-        mode,
-        amount,
-        deadline,
-        sequence,
-    } = load;
-    let mut tally = Tally::default();
-    let url = format!("{base}/v1/usage");
-    while Instant::now() < deadline {
-        let index = match mode {
-            Mode::Hot => 0,
-            Mode::Uniform => rand::random_range(0..account_ids.len()),
-        };
-        let n = sequence.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
-        let response = client
-            .post(&url)
-            .bearer_auth(&platform)
-            .header("Idempotency-Key", format!("load-{n}"))
-            .header("content-type", "application/json")
-            .body(format!(
-                r#"{{"account_id":"{}","amount":{amount},"description":"API usage - load"}}"#,
-                account_ids[index]
-            ))
-            .send()
-            .await;
-        let elapsed = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
-        match response {
-            Ok(r) if r.status() == StatusCode::CREATED => {
-                let _ = r.bytes().await;
-                tally.latencies_us.push(elapsed);
-                *tally.ok_per_account.entry(index).or_default() += 1;
-            }
-            Ok(r) if r.status() == StatusCode::PAYMENT_REQUIRED => {
-                let _ = r.bytes().await;
-                tally.latencies_us.push(elapsed);
-                tally.refused += 1;
-            }
-            Ok(r) => {
-                let status = r.status();
-                let body = r.text().await.unwrap_or_default();
-                if tally.errors < 3 {
-                    eprintln!("unexpected {status}: {body}");
-                }
-                tally.errors += 1;
-            }
-            Err(e) => {
-                if tally.errors < 3 {
-                    eprintln!("request failed: {e}");
-                }
-                tally.errors += 1;
-            }
-        }
-    }
-    tally
-}
-
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    // Nearest rank.
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    f64::from(sorted[rank.clamp(1, sorted.len()) - 1]) / 1000.0
-}
-
 /// Checks one account: balance = sum of the ledger, and the number of usage entries equals
-/// the debits that succeeded. Returns the balance.
+/// the debits that succeeded.
 async fn verify(
     client: &Client,
     base: &str,
@@ -338,79 +295,105 @@ async fn verify(
     Ok(())
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let target = match (&args.url, &args.backend) {
-        (Some(url), None) => Target {
+fn report(label: &str, tally: &Tally, elapsed: f64) -> f64 {
+    let ok = tally.ok();
+    let rate = ok as f64 / elapsed;
+    println!(
+        "{label}: {ok} debits in {elapsed:.1} s ({rate:.0} debits/s), {} refused (402), {} unavailable (503), {} errors",
+        tally.refused, tally.unavailable, tally.errors
+    );
+    println!(
+        "  latency ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        percentile(&tally.latencies_us, 50.0),
+        percentile(&tally.latencies_us, 99.0),
+        percentile(&tally.latencies_us, 99.9),
+        percentile(&tally.latencies_us, 100.0),
+    );
+    rate
+}
+
+/// One workload's figures.
+struct Row {
+    backend: String,
+    workload: String,
+    peak: f64,
+    p99_peak: f64,
+    p99_half: Option<f64>,
+    alone: Option<f64>,
+}
+
+struct Scenario {
+    backend: String,
+    mode: Mode,
+    accounts: usize,
+}
+
+async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
+    let target = match (&args.url, scenario.backend.as_str()) {
+        (Some(url), "") => Target {
             base: url.trim_end_matches('/').to_owned(),
             admin_key: args.admin_key.clone().ok_or("--url needs --admin-key")?,
-            _server: None,
+            server: None,
+            database_url: None,
         },
-        (None, Some(backend)) => start_server(backend).await?,
+        (None, backend) if !backend.is_empty() => start_server(backend).await?,
         _ => return Err("give exactly one of --url and --backend".into()),
     };
+    let target = Arc::new(target);
     let amount = billing_core::money::parse_decimal(&args.amount).map_err(|e| e.to_string())?;
     let fund = billing_core::money::parse_decimal(&args.fund).map_err(|e| e.to_string())?;
-    let accounts_wanted = match args.mode {
+    let accounts_wanted = match scenario.mode {
         Mode::Hot => 1,
-        Mode::Uniform => args.accounts.max(1),
+        Mode::Uniform => scenario.accounts.max(1),
     };
     let client = Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(32)
+        .timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| e.to_string())?;
+    let workload = match scenario.mode {
+        Mode::Hot => "one hot wallet".to_owned(),
+        Mode::Uniform => format!("{accounts_wanted} wallets, uniform"),
+    };
+    println!(
+        "== {} · {workload} · {} connections",
+        backend_name(&scenario.backend),
+        args.concurrency
+    );
     println!(
         "setting up {accounts_wanted} account(s) on {} …",
         target.base
     );
-    let (accounts, platform) = setup(&client, &target, accounts_wanted, &args.fund).await?;
+    let (accounts, service_key) = setup(&client, &target, accounts_wanted, &args.fund).await?;
+    let address = target
+        .base
+        .strip_prefix("http://")
+        .ok_or("only http:// targets")?
+        .to_owned();
     let ids = Arc::new(accounts.iter().map(|a| a.id.clone()).collect::<Vec<_>>());
-    let sequence = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration);
-    let load = Load {
-        client: client.clone(),
-        base: target.base.clone(),
-        platform,
-        account_ids: ids,
-        mode: args.mode,
+    let load = |rate: Option<f64>, prefix: &str| Load {
+        address: address.clone(),
+        platform_key: service_key.clone(),
+        account_ids: ids.clone(),
+        hot: scenario.mode == Mode::Hot,
         amount: args.amount.clone(),
-        deadline,
-        sequence,
+        deadline: Instant::now() + Duration::from_secs(args.duration),
+        sequence: Arc::new(AtomicU64::new(0)),
+        rate: rate.map(|r| r / args.concurrency as f64),
+        key_prefix: format!("{prefix}-{}", rand::random::<u32>()),
     };
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        workers.push(tokio::spawn(drive(load.clone())));
+    let (peak_tally, elapsed) = client::run(&load(args.rate, "peak"), args.concurrency).await?;
+    let peak = report("peak", &peak_tally, elapsed);
+    let mut total = peak_tally;
+    let p99_peak = percentile(&total.latencies_us, 99.0);
+    let mut p99_half = None;
+    if args.compare {
+        let (half, elapsed) =
+            client::run(&load(Some(peak / 2.0), "half"), args.concurrency).await?;
+        report("at half the peak rate", &half, elapsed);
+        p99_half = Some(percentile(&half.latencies_us, 99.0));
+        total.merge(half);
     }
-    let mut total = Tally::default();
-    for worker in workers {
-        let tally = worker.await.map_err(|e| e.to_string())?;
-        total.latencies_us.extend(tally.latencies_us);
-        for (account, n) in tally.ok_per_account {
-            *total.ok_per_account.entry(account).or_default() += n;
-        }
-        total.refused += tally.refused;
-        total.errors += tally.errors;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let ok: u64 = total.ok_per_account.values().sum();
-    total.latencies_us.sort_unstable();
-    println!(
-        "mode {:?}, {} connections, {:.1} s: {ok} debits ({:.0} debits/s), {} refused (402), {} errors",
-        args.mode,
-        args.concurrency,
-        elapsed,
-        ok as f64 / elapsed,
-        total.refused,
-        total.errors
-    );
-    println!(
-        "latency ms: p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        percentile(&total.latencies_us, 50.0),
-        percentile(&total.latencies_us, 99.0),
-        percentile(&total.latencies_us, 99.9),
-        percentile(&total.latencies_us, 100.0),
-    );
     let mut failures = 0;
     for (index, account) in accounts.iter().enumerate() {
         let expected = total.ok_per_account.get(&index).copied().unwrap_or(0);
@@ -429,6 +412,113 @@ async fn run(args: Args) -> Result<(), String> {
         "consistency: OK ({} accounts: balance = ledger sum = funds - successful debits)",
         accounts.len()
     );
+    if let Some(server) = &target.server {
+        server.stop(true).await;
+    }
+    let mut alone = None;
+    if args.compare {
+        let database = target
+            .database_url
+            .clone()
+            .ok_or("--compare needs --backend")?;
+        let wallets = accounts_wanted;
+        let (seconds, connections) = (args.duration, args.concurrency);
+        let rate = tokio::task::spawn_blocking(move || {
+            if billing_store::is_postgres_url(&database) {
+                baseline::pgbench(&database, wallets, connections, seconds)
+            } else {
+                let dir = std::path::Path::new(&database)
+                    .parent()
+                    .ok_or("no directory")?
+                    .to_owned();
+                baseline::sqlite_loop(&dir, wallets, seconds)
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        println!("database alone, one debit per transaction: {rate:.0} debits/s");
+        alone = Some(rate);
+    }
+    Ok(Row {
+        backend: backend_name(&scenario.backend).to_owned(),
+        workload,
+        peak,
+        p99_peak,
+        p99_half,
+        alone,
+    })
+}
+
+fn backend_name(backend: &str) -> &'static str {
+    if backend.is_empty() {
+        "service"
+    } else if billing_store::is_postgres_url(backend) {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    }
+}
+
+fn print_table(rows: &[Row], connections: usize) {
+    println!();
+    println!(
+        "| backend | workload | service over HTTP ({connections} connections) | p99 at half the peak | database alone, 1 debit/txn | ratio |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for row in rows {
+        let half = row
+            .p99_half
+            .map_or("-".to_owned(), |p| format!("{p:.1} ms"));
+        let (alone, ratio) = match row.alone {
+            Some(a) => (format!("{a:.0}/s"), format!("{:.2}×", row.peak / a)),
+            None => ("-".to_owned(), "-".to_owned()),
+        };
+        println!(
+            "| {} | {} | {:.0}/s, p99 {:.1} ms | {half} | {alone} | {ratio} |",
+            row.backend, row.workload, row.peak, row.p99_peak
+        );
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let scenarios = match &args.table {
+        Some(postgres) => vec![
+            Scenario {
+                backend: postgres.clone(),
+                mode: Mode::Uniform,
+                accounts: 1000,
+            },
+            Scenario {
+                backend: postgres.clone(),
+                mode: Mode::Hot,
+                accounts: 1,
+            },
+            Scenario {
+                backend: "sqlite".into(),
+                mode: Mode::Uniform,
+                accounts: 200,
+            },
+            Scenario {
+                backend: "sqlite".into(),
+                mode: Mode::Hot,
+                accounts: 1,
+            },
+        ],
+        None => vec![Scenario {
+            backend: args.backend.clone().unwrap_or_default(),
+            mode: args.mode,
+            accounts: args.accounts,
+        }],
+    };
+    let args = Args {
+        compare: args.compare || args.table.is_some(),
+        ..args
+    };
+    let mut rows = Vec::new();
+    for s in &scenarios {
+        rows.push(scenario(&args, s).await?);
+    }
+    print_table(&rows, args.concurrency);
     Ok(())
 }
 

@@ -221,6 +221,8 @@ pub struct Config {
     pub hold_expiry_interval_secs: u64,
     pub workers: usize,
     pub max_connections: u32,
+    /// Group commit of postings: writer threads, batch size and wait, queue bound.
+    pub batch: billing_store::BatchOptions,
     /// Failed authentications a client address may make a minute, and whether the client
     /// address comes from `X-Forwarded-For`.
     pub auth: AuthSettings,
@@ -560,6 +562,7 @@ impl Config {
                 .unwrap_or(5),
             workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
             max_connections: env_parse(env, "BILLING_DB_MAX_CONNECTIONS")?.unwrap_or(16),
+            batch: batch_options(env)?,
             auth: AuthSettings {
                 failures_per_minute: match env_parse(env, "BILLING_AUTH_FAILURES_PER_MINUTE")? {
                     None => AuthSettings::default().failures_per_minute,
@@ -572,10 +575,62 @@ impl Config {
                 },
                 trust_forwarded_for: env_parse(env, "BILLING_TRUST_FORWARDED_FOR")?
                     .unwrap_or(false),
+                key_cache_ttl: match env_parse::<u64>(env, "BILLING_KEY_CACHE_MS")? {
+                    None => AuthSettings::default().key_cache_ttl,
+                    Some(ms) if ms > 10_000 => {
+                        return Err(ConfigError::Invalid(
+                            "BILLING_KEY_CACHE_MS must be at most 10000 (revoked keys must stop working soon)".into(),
+                        ));
+                    }
+                    Some(ms) => std::time::Duration::from_millis(ms),
+                },
             },
             notify: NotifySettings::from_env(env)?,
         })
     }
+}
+
+/// `BILLING_LEDGER_*`: how postings are grouped into transactions.
+fn batch_options(
+    env: &HashMap<String, String>,
+) -> Result<billing_store::BatchOptions, ConfigError> {
+    let defaults = billing_store::BatchOptions::default();
+    let within = |name: &str, value: Option<u64>, default: u64, max: u64| match value {
+        None => Ok(default),
+        Some(v) if (1..=max).contains(&v) => Ok(v),
+        Some(_) => Err(ConfigError::Invalid(format!(
+            "{name} must be between 1 and {max}"
+        ))),
+    };
+    let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let wait_us: u64 = env_parse(env, "BILLING_LEDGER_BATCH_WAIT_US")?
+        .unwrap_or(u64::try_from(defaults.batch_wait.as_micros()).unwrap_or(0));
+    if wait_us > 100_000 {
+        return Err(ConfigError::Invalid(
+            "BILLING_LEDGER_BATCH_WAIT_US must be at most 100000".into(),
+        ));
+    }
+    Ok(billing_store::BatchOptions {
+        shards: size(within(
+            "BILLING_LEDGER_SHARDS",
+            env_parse(env, "BILLING_LEDGER_SHARDS")?,
+            defaults.shards as u64,
+            64,
+        )?),
+        batch_max: size(within(
+            "BILLING_LEDGER_BATCH_MAX",
+            env_parse(env, "BILLING_LEDGER_BATCH_MAX")?,
+            defaults.batch_max as u64,
+            4096,
+        )?),
+        batch_wait: std::time::Duration::from_micros(wait_us),
+        queue_max: size(within(
+            "BILLING_LEDGER_QUEUE_MAX",
+            env_parse(env, "BILLING_LEDGER_QUEUE_MAX")?,
+            defaults.queue_max as u64,
+            1_000_000,
+        )?),
+    })
 }
 
 /// The default gateway: the configured one, else the only real gateway configured, else the

@@ -61,6 +61,7 @@ pub async fn build(config: &Config, public_url: &str) -> Result<Parts, StartErro
     let url = config.database_url.clone();
     let options = StoreOptions {
         max_connections: config.max_connections,
+        batch: config.batch.clone(),
     };
     let store = tokio::task::spawn_blocking(move || DieselStore::connect(&url, &options))
         .await

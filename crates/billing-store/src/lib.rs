@@ -13,6 +13,9 @@ mod postgres;
 mod rows;
 mod schema;
 mod sqlite;
+mod writer;
+
+pub use writer::BatchOptions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -156,13 +159,17 @@ pub enum ConnectError {
 /// Pool sizes and the like.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// Pooled connections for everything but the ledger writers, which hold one each on top.
     pub max_connections: u32,
+    /// How the ledger writers batch postings (group commit).
+    pub batch: BatchOptions,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
             max_connections: 16,
+            batch: BatchOptions::default(),
         }
     }
 }
@@ -183,6 +190,70 @@ enum Pools {
 #[derive(Clone)]
 pub struct DieselStore {
     pools: Pools,
+    /// The ledger writers (group commit) every posting but a refund goes through.
+    ledger: Arc<writer::LedgerWriter>,
+}
+
+/// A PostgreSQL ledger writer's commit: on a connection of its own, replaced after an error.
+fn postgres_commit(pool: Pool<ConnectionManager<PgConnection>>) -> writer::Commit {
+    let mut conn = None;
+    Box::new(move |postings| {
+        if conn.is_none() {
+            conn = Some(get(&pool)?);
+        }
+        let Some(c) = conn.as_mut() else {
+            return Err(StoreError::Unavailable("no database connection".into()));
+        };
+        let result = postgres::post_batch(c, postings);
+        if result.is_err() {
+            conn = None;
+        }
+        result
+    })
+}
+
+/// SQLite's one ledger writer: owns a write connection and takes this process's writer lock
+/// for each batch (the other writes queue on it too).
+fn sqlite_commit(
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+) -> writer::Commit {
+    let mut conn = None;
+    Box::new(move |postings| {
+        let _writing = writer.blocking_lock();
+        if conn.is_none() {
+            conn = Some(get(&pool)?);
+        }
+        let Some(c) = conn.as_mut() else {
+            return Err(StoreError::Unavailable("no database connection".into()));
+        };
+        let result = sqlite::post_batch(c, postings);
+        if result.is_err() {
+            conn = None;
+        }
+        result
+    })
+}
+
+fn writer_err(e: std::io::Error) -> ConnectError {
+    ConnectError::Pool(format!("cannot start the ledger writer: {e}"))
+}
+
+/// Every PostgreSQL connection plans each statement with its parameters
+/// (`plan_cache_mode = force_custom_plan`). Diesel prepares and caches statements, and
+/// PostgreSQL switches a cached statement to a generic plan after five executions; a plan
+/// made while a table was small (a sequential scan of `idempotency_keys` for `= ANY($1)`)
+/// then stays as the table grows: measured at 9 ms a batch after 25,000 claims, against
+/// 0.3 ms planned with the keys. Planning costs microseconds; a wrong plan costs the
+/// debit path.
+#[derive(Debug)]
+struct PostgresSession;
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PostgresSession {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute("SET plan_cache_mode = force_custom_plan")
+            .map_err(diesel::r2d2::Error::QueryError)
+    }
 }
 
 #[derive(Debug)]
@@ -211,16 +282,23 @@ impl DieselStore {
     /// pending migrations.
     pub fn connect(url: &str, options: &StoreOptions) -> Result<DieselStore, ConnectError> {
         if is_postgres_url(url) {
+            let shards = options.batch.shards.max(1);
             let pool = Pool::builder()
                 .error_handler(Box::new(QuietErrors::default()))
-                .max_size(options.max_connections)
+                .max_size(options.max_connections + u32::try_from(shards).unwrap_or(u32::MAX))
                 .connection_timeout(POOL_CONNECTION_TIMEOUT)
+                .connection_customizer(Box::new(PostgresSession))
                 .build(ConnectionManager::<PgConnection>::new(url))
                 .map_err(|e| ConnectError::Pool(e.to_string()))?;
             let mut conn = pool.get().map_err(|e| ConnectError::Pool(e.to_string()))?;
             migrate_postgres(&mut conn)?;
+            drop(conn);
+            let commits = (0..shards).map(|_| postgres_commit(pool.clone())).collect();
+            let ledger =
+                writer::LedgerWriter::start(&options.batch, commits).map_err(writer_err)?;
             return Ok(DieselStore {
                 pools: Pools::Postgres(pool),
+                ledger: Arc::new(ledger),
             });
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
@@ -262,8 +340,13 @@ impl DieselStore {
             .connection_customizer(Box::new(SqlitePragmas))
             .build(ConnectionManager::<SqliteConnection>::new(path))
             .map_err(|e| ConnectError::Pool(e.to_string()))?;
+        let writing = Arc::new(tokio::sync::Mutex::new(()));
+        let commit = sqlite_commit(pool.clone(), writing.clone());
+        let ledger =
+            writer::LedgerWriter::start(&options.batch, vec![commit]).map_err(writer_err)?;
         Ok(DieselStore {
-            pools: Pools::Sqlite(pool, Arc::new(tokio::sync::Mutex::new(()))),
+            pools: Pools::Sqlite(pool, writing),
+            ledger: Arc::new(ledger),
         })
     }
 
@@ -365,7 +448,25 @@ impl AccountStore for DieselStore {
 #[async_trait]
 impl LedgerStore for DieselStore {
     async fn post(&self, posting: Posting) -> Result<Posted, PostError> {
+        // A refund reads the links earlier refunds wrote: alone, in its own transaction.
+        if posting.refund_of.is_empty() {
+            return self.ledger.post(posting).await;
+        }
         on_write_conn!(self, |c| ops::post(c, &posting))
+    }
+
+    async fn post_batch(&self, postings: Vec<Posting>) -> Vec<Result<Posted, PostError>> {
+        let batch = postings.clone();
+        match on_write_conn!(self, |c| ops::post_batch(c, &batch)) {
+            Ok(answers) => answers,
+            Err(_) => {
+                let mut answers = Vec::with_capacity(postings.len());
+                for posting in postings {
+                    answers.push(on_write_conn!(self, |c| ops::post(c, &posting)));
+                }
+                answers
+            }
+        }
     }
 
     async fn entries(

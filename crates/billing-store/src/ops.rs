@@ -5,19 +5,18 @@
 // SQLite's write lock). Every rule applied here is a pure function of billing-core.
 
 use billing_core::autotopup::{
-    AfterDebit, AutoTopUpDecision, AutoTopUpSettings, AutoTopUpState, SavedMethod,
-    after_auto_topup, decide_auto_topup,
+    AutoTopUpSettings, AutoTopUpState, SavedMethod, after_auto_topup,
 };
 use billing_core::controls::{
-    MonthSpend, SpendingLimit, apply_spending, check_spending, refundable_this_month,
+    MonthSpend, SpendingLimit, apply_spending, check_spending,
 };
 use billing_core::notices::{
-    Cause, Channel, Debit, LowBalanceAlert, Notice, NoticeSettings, Topic, debit_notices,
+    Cause, Channel, LowBalanceAlert, Notice, NoticeSettings, Topic,
 };
 use billing_core::holds::{Hold, HoldAction, HoldStatus, check_new_hold, decide_hold};
 use billing_core::ids::{AccountId, ApiKeyId, EntryId, HoldId, TopUpId};
 use billing_core::ledger::{
-    LedgerEntry, NewEntry, PostingRuleError, check_refund, plan_posting,
+    LedgerEntry, NewEntry, plan_posting,
 };
 use billing_core::money::Credits;
 use billing_core::ports::{
@@ -32,7 +31,7 @@ use billing_core::topup::{Pack, TopUp, TopUpOrigin, TopUpStatus, Transition, dec
 use diesel::prelude::*;
 
 use crate::rows::{
-    AccountRow, ApiKeyRow, AutoTopUpRow, EntryRow, HoldRow, NewEntryRow, NewOutboxRow, OutboxRow,
+    AccountRow, ApiKeyRow, AutoTopUpRow, EntryRow, HoldRow, NewClaimRow, NewEntryRow, NewOutboxRow, OutboxRow,
     PackRow, PaymentMethodRow, RateRow, TopUpRow,
 };
 use crate::schema::{
@@ -195,93 +194,6 @@ where
     Ok(())
 }
 
-fn refund_check(conn: &mut Conn, posting: &Posting) -> Result<(), TxError<PostError>> {
-    let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
-    let targets = entries_by_ids::<PostError>(conn, &ids)?;
-    let earlier: Vec<String> = refund_links::table
-        .filter(refund_links::refunded_entry_id.eq_any(&ids))
-        .select(refund_links::refund_entry_id)
-        .distinct()
-        .load(conn)?;
-    let earlier_amounts: Vec<i64> = ledger_entries::table
-        .filter(ledger_entries::id.eq_any(&earlier))
-        .select(ledger_entries::amount)
-        .load(conn)?;
-    let corrupt = |e: billing_core::money::AmountError| {
-        TxError::Op(PostError::Store(StoreError::Corrupt(e.to_string())))
-    };
-    let already =
-        Credits::sum(earlier_amounts.into_iter().map(Credits::from_units)).map_err(corrupt)?;
-    let requested = Credits::sum(posting.entries.iter().map(|e| e.amount)).map_err(corrupt)?;
-    check_refund(
-        &posting.account_id,
-        &posting.refund_of,
-        &targets,
-        already,
-        requested,
-    )
-    .map_err(|e| TxError::Op(PostError::Refund(e)))
-}
-
-fn post_in_tx(conn: &mut Conn, posting: &Posting) -> Result<Posted, TxError<PostError>> {
-    let Some(balance) = lock_account(conn, &posting.account_id)? else {
-        return Err(TxError::Op(PostError::AccountNotFound));
-    };
-    // Checked under the wallet lock, so two requests with one key serialize here.
-    if let Some(claim) = &posting.idempotency
-        && let Some(prior) = find_claim(conn, claim)? {
-            if prior.fingerprint != claim.fingerprint {
-                return Err(TxError::Op(PostError::IdempotencyConflict));
-            }
-            let ids: Vec<&str> = prior.result_ref.split(',').collect();
-            let entries = entries_by_ids::<PostError>(conn, &ids)?;
-            return Ok(Posted {
-                entries,
-                replayed: true,
-            });
-        }
-    if !posting.refund_of.is_empty() {
-        refund_check(conn, posting)?;
-    }
-    let reserved = reserved_in_tx::<PostError>(conn, &posting.account_id, posting.now)?;
-    let controls = spend_in_tx::<PostError>(conn, posting, reserved)?;
-    let planned = plan_posting(
-        &posting.account_id,
-        Credits::from_units(balance),
-        reserved,
-        &posting.entries,
-        posting.now,
-    )
-    .map_err(|e| TxError::Op(PostError::Rule(e)))?;
-    append_entries::<PostError>(conn, &posting.account_id, balance, &planned)?;
-    after_debit::<PostError>(
-        conn,
-        &posting.account_id,
-        balance,
-        &planned,
-        controls.as_ref(),
-        posting.now,
-    )?;
-    if let Some(claim) = &posting.idempotency {
-        let ids: Vec<&str> = planned.iter().map(|e| e.id.as_str()).collect();
-        insert_claim(conn, claim, &ids.join(","), posting.now)?;
-    }
-    for refund in &planned {
-        for target in &posting.refund_of {
-            diesel::insert_into(refund_links::table)
-                .values((
-                    refund_links::refund_entry_id.eq(refund.id.as_str()),
-                    refund_links::refunded_entry_id.eq(target.as_str()),
-                ))
-                .execute(conn)?;
-        }
-    }
-    Ok(Posted {
-        entries: planned,
-        replayed: false,
-    })
-}
-
 /// The sum of the account's holds active at `now`.
 fn reserved_in_tx<E: From<StoreError>>(
     conn: &mut Conn,
@@ -407,7 +319,7 @@ fn change_hold_in_tx(
     let reserved = reserved_in_tx::<HoldError>(conn, account_id, now)?;
     let change = decide_hold(&hold, action, Credits::from_units(balance), reserved, now)
         .map_err(|e| TxError::Op(HoldError::Rule(e)))?;
-    let mut controls = None;
+    let mut spend_after = None;
     if let Some((settings, spend)) = load_controls::<HoldError>(conn, account_id)? {
         let limit = &settings.limit;
         // A larger hold commits more of the month's limit; a capture spends what its hold
@@ -431,20 +343,9 @@ fn change_hold_in_tx(
             false,
         )
         .map_err(|e| TxError::Op(HoldError::Rule(e.into())))?;
-        if next != spend {
-            save_spend::<HoldError>(conn, account_id, next)?;
-        }
-        controls = Some((settings, next));
+        spend_after = Some(next);
     }
-    append_entries::<HoldError>(conn, account_id, balance, &change.entries)?;
-    after_debit::<HoldError>(
-        conn,
-        account_id,
-        balance,
-        &change.entries,
-        controls.as_ref(),
-        now,
-    )?;
+    write_capture::<HoldError>(conn, account_id, spend_after, &change.entries, now)?;
     let row = HoldRow::try_from(&change.hold).map_err(|e| TxError::Op(HoldError::Store(e)))?;
     diesel::update(holds::table.find(id.as_str()))
         .set(&row)
@@ -512,44 +413,16 @@ fn load_controls<E: From<StoreError>>(
     conn: &mut Conn,
     account_id: &AccountId,
 ) -> Result<Option<(NoticeSettings, MonthSpend)>, TxError<E>> {
-    type ControlsRow = (bool, Option<i64>, String, i64, i64, bool, Option<i64>, Option<i64>);
-    let row: Option<ControlsRow> = accounts::table
+    let row: Option<WalletTuple> = accounts::table
         .find(account_id.as_str())
-        .select((
-            accounts::limit_enabled,
-            accounts::limit_monthly,
-            accounts::limit_action,
-            accounts::spend_month_start,
-            accounts::spend_month,
-            accounts::alert_enabled,
-            accounts::alert_threshold,
-            accounts::limit_told_month,
-        ))
+        .select(WALLET_COLUMNS)
         .first(conn)
         .optional()?;
-    let corrupt = |m: String| TxError::Op(E::from(StoreError::Corrupt(m)));
-    row.map(
-        |(enabled, monthly, action, month_start, spent, alert_enabled, alert_threshold, told)| {
-            Ok((
-                NoticeSettings {
-                    alert: LowBalanceAlert {
-                        enabled: alert_enabled,
-                        threshold: alert_threshold.map(Credits::from_units),
-                    },
-                    limit: SpendingLimit {
-                        enabled,
-                        monthly_limit: monthly.map(Credits::from_units),
-                        action: action.parse().map_err(corrupt)?,
-                    },
-                    limit_reached_month: told.map(Timestamp::from_micros),
-                },
-                MonthSpend {
-                    month_start: Timestamp::from_micros(month_start),
-                    spent: Credits::from_units(spent),
-                },
-            ))
-        },
-    )
+    row.map(|row| {
+        wallet_state(row)
+            .map(|w| (w.settings, w.spend))
+            .map_err(|e| TxError::Op(E::from(e)))
+    })
     .transpose()
 }
 
@@ -575,121 +448,6 @@ fn enqueue_notices<E: From<StoreError>>(
         diesel::insert_into(outbox::table).values(&rows).execute(conn)?;
     }
     Ok(())
-}
-
-/// After a posting's or a capture's entries are written on a wallet that held `balance`
-/// (under its lock, in the same transaction): the notices its debit tells, and auto
-/// top-up's decision when the balance went down.
-fn after_debit<E: From<StoreError>>(
-    conn: &mut Conn,
-    account_id: &AccountId,
-    balance: i64,
-    written: &[LedgerEntry],
-    controls: Option<&(NoticeSettings, MonthSpend)>,
-    now: Timestamp,
-) -> Result<(), TxError<E>> {
-    let Some(last) = written.last() else {
-        return Ok(());
-    };
-    let balance_before = Credits::from_units(balance);
-    if let Some((settings, spend)) = controls {
-        notify_debit::<E>(
-            conn,
-            settings,
-            &Debit {
-                account_id,
-                entry_id: last.id.as_str(),
-                balance_before,
-                balance_after: last.balance_after,
-                spend_after: *spend,
-                now,
-            },
-        )?;
-    }
-    if last.balance_after < balance_before {
-        auto_topup_after_debit::<E>(
-            conn,
-            &AfterDebit {
-                account_id,
-                entry_id: last.id.as_str(),
-                balance_after: last.balance_after,
-                now,
-            },
-        )?;
-    }
-    Ok(())
-}
-
-/// After a posting or a capture (under the wallet's lock): the notices its debit tells
-/// ([`debit_notices`]), written to the outbox, and the month the limit was told.
-fn notify_debit<E: From<StoreError>>(
-    conn: &mut Conn,
-    settings: &NoticeSettings,
-    debit: &Debit<'_>,
-) -> Result<(), TxError<E>> {
-    let (notices, told) = debit_notices(settings, debit);
-    enqueue_notices::<E>(conn, &notices)?;
-    if told != settings.limit_reached_month {
-        diesel::update(accounts::table.find(debit.account_id.as_str()))
-            .set(accounts::limit_told_month.eq(told.map(Timestamp::as_micros)))
-            .execute(conn)?;
-    }
-    Ok(())
-}
-
-fn save_spend<E: From<StoreError>>(
-    conn: &mut Conn,
-    account_id: &AccountId,
-    spend: MonthSpend,
-) -> Result<(), TxError<E>> {
-    let spent = units(spend.spent).map_err(|e| TxError::Op(E::from(e)))?;
-    diesel::update(accounts::table.find(account_id.as_str()))
-        .set((
-            accounts::spend_month_start.eq(spend.month_start.as_micros()),
-            accounts::spend_month.eq(spent),
-        ))
-        .execute(conn)?;
-    Ok(())
-}
-
-/// Applies the spending rules to a posting about to be written and records the new spend;
-/// answers the wallet's notification settings and its spend after the posting.
-fn spend_in_tx<E: From<StoreError> + From<PostingRuleError>>(
-    conn: &mut Conn,
-    posting: &Posting,
-    held: Credits,
-) -> Result<Option<(NoticeSettings, MonthSpend)>, TxError<E>> {
-    let account_id = &posting.account_id;
-    let Some((settings, spend)) = load_controls::<E>(conn, account_id)? else {
-        return Ok(None);
-    };
-    let limit = &settings.limit;
-    let refundable = if posting.refund_of.is_empty() {
-        Credits::ZERO
-    } else {
-        let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
-        let targets = entries_by_ids::<E>(conn, &ids)?;
-        refundable_this_month(
-            spend,
-            targets.iter().map(|t| (t.created_at, t.amount)),
-            posting.now,
-        )
-        .map_err(|e| TxError::Op(E::from(e)))?
-    };
-    let next = apply_spending(
-        limit,
-        spend,
-        held,
-        posting.entries.iter().map(|e| (e.kind, e.amount)),
-        refundable,
-        posting.now,
-        true,
-    )
-    .map_err(|e| TxError::Op(E::from(e)))?;
-    if next != spend {
-        save_spend::<E>(conn, account_id, next)?;
-    }
-    Ok(Some((settings, next)))
 }
 
 pub(crate) fn spending(
@@ -729,10 +487,6 @@ pub(crate) fn set_spending_limit(
             .map_err(db_err)?;
     }
     Ok(updated == 1)
-}
-
-pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostError> {
-    finish(write_tx(conn, |conn| post_in_tx(conn, posting)))
 }
 
 pub(crate) fn entries(
@@ -1417,42 +1171,6 @@ fn save_auto<E: From<StoreError>>(
         .do_update()
         .set(&row)
         .execute(conn)?;
-    Ok(())
-}
-
-/// After a debit, under the wallet's lock: [`decide_auto_topup`]; a charge due becomes a
-/// pending top-up and an outbox item in this transaction.
-fn auto_topup_after_debit<E: From<StoreError>>(
-    conn: &mut Conn,
-    debit: &AfterDebit<'_>,
-) -> Result<(), TxError<E>> {
-    let Some((settings, state)) = load_auto::<E>(conn, debit.account_id)? else {
-        return Ok(());
-    };
-    if !settings.enabled || state.pending.is_some() {
-        return Ok(());
-    }
-    let method = load_method::<E>(conn, debit.account_id)?;
-    match decide_auto_topup(&settings, &state, method.as_ref(), debit) {
-        AutoTopUpDecision::Nothing => {}
-        AutoTopUpDecision::Start { topup, state } => {
-            let row = TopUpRow::try_from(&topup).map_err(|e| TxError::Op(E::from(e)))?;
-            diesel::insert_into(topups::table).values(&row).execute(conn)?;
-            save_auto::<E>(conn, debit.account_id, &settings, &state)?;
-            let charge = Notice::new(
-                Topic::AutoTopUpCharge,
-                debit.account_id,
-                debit.balance_after,
-                Cause::TopUp(topup.id.as_str().to_owned()),
-                debit.now,
-            );
-            enqueue_notices::<E>(conn, &[charge])?;
-        }
-        AutoTopUpDecision::CapReached { state, notice } => {
-            save_auto::<E>(conn, debit.account_id, &settings, &state)?;
-            enqueue_notices::<E>(conn, &[notice])?;
-        }
-    }
     Ok(())
 }
 

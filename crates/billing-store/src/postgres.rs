@@ -50,4 +50,16 @@ fn lock_topup(
         .optional()
 }
 
+/// The wallets' rows, locked in sorted id order (so that two batches sharing wallets never
+/// deadlock) until the transaction ends.
+fn lock_wallets(conn: &mut Conn, ids: &[&str]) -> Result<Vec<WalletTuple>, diesel::result::Error> {
+    crate::schema::accounts::table
+        .filter(crate::schema::accounts::id.eq_any(ids))
+        .order(crate::schema::accounts::id.asc())
+        .select(WALLET_COLUMNS)
+        .for_update()
+        .load(conn)
+}
+
 include!("ops.rs");
+include!("posting.rs");

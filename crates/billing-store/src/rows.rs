@@ -16,8 +16,8 @@ use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use diesel::prelude::*;
 
 use crate::schema::{
-    accounts, api_keys, auto_topups, holds, ledger_entries, outbox, packs, payment_methods, rates,
-    topups,
+    accounts, api_keys, auto_topups, holds, idempotency_keys, ledger_entries, outbox, packs,
+    payment_methods, rates, topups,
 };
 
 fn corrupt(what: impl std::fmt::Display) -> StoreError {
@@ -72,6 +72,7 @@ pub(crate) struct EntryRow {
 
 #[derive(Insertable)]
 #[diesel(table_name = ledger_entries)]
+#[diesel(treat_none_as_null = true)]
 pub(crate) struct NewEntryRow {
     pub id: String,
     pub account_id: String,
@@ -481,9 +482,21 @@ impl TryFrom<HoldRow> for Hold {
     }
 }
 
+/// An idempotency claim as written.
+#[derive(Insertable)]
+#[diesel(table_name = idempotency_keys)]
+pub(crate) struct NewClaimRow {
+    pub scope: String,
+    pub key: String,
+    pub fingerprint: String,
+    pub result_ref: String,
+    pub created_at: i64,
+}
+
 /// One outbox item as written (pending, no attempt yet).
 #[derive(Insertable)]
 #[diesel(table_name = outbox)]
+#[diesel(treat_none_as_null = true)]
 pub(crate) struct NewOutboxRow {
     pub notice_id: String,
     pub channel: String,

@@ -45,4 +45,15 @@ fn lock_topup(
         .optional()
 }
 
+/// The wallets' rows, sorted by id. The immediate transaction already holds the database's
+/// write lock.
+fn lock_wallets(conn: &mut Conn, ids: &[&str]) -> Result<Vec<WalletTuple>, diesel::result::Error> {
+    crate::schema::accounts::table
+        .filter(crate::schema::accounts::id.eq_any(ids))
+        .order(crate::schema::accounts::id.asc())
+        .select(WALLET_COLUMNS)
+        .load(conn)
+}
+
 include!("ops.rs");
+include!("posting.rs");

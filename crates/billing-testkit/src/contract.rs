@@ -1915,6 +1915,137 @@ pub async fn auto_topup_starts_one_charge(store: Handle, other: Handle) {
     .expect("consistent");
 }
 
+/// A batch answers each posting as if it had been posted alone, in order: mixed accounts,
+/// an insufficient posting in the middle, a key replayed and a key conflicting (claimed
+/// before the batch and within it), an unknown account, refunds of an entry the batch
+/// itself wrote; and batches racing over the same wallets in opposite orders stay exact.
+pub async fn batches_post_each_as_if_alone(store: Handle, other: Handle) {
+    let (a, b, c) = (
+        new_account(&store).await,
+        new_account(&store).await,
+        new_account(&store).await,
+    );
+    credit(&store, &a, cr("11")).await;
+    credit(&store, &b, cr("5")).await;
+    let keyed = |account: &AccountId, amount: &str, key: &str, fingerprint: &str| {
+        let mut p = posting(account, vec![entry(EntryKind::Usage, cr(amount))]);
+        p.idempotency = Some(IdempotencyClaim {
+            scope: format!("{account}:usage"),
+            key: key.into(),
+            fingerprint: fingerprint.into(),
+        });
+        p
+    };
+    let before = store
+        .post(keyed(&a, "-1", "k0", "f0"))
+        .await
+        .expect("claimed before the batch");
+    let mut empty = keyed(&a, "-1", "k3", "f3");
+    empty.entries.clear();
+    let refund = |amount: &str, of: &EntryId| {
+        let mut p = posting(&a, vec![entry(EntryKind::Refund, cr(amount))]);
+        p.refund_of = vec![of.clone()];
+        p
+    };
+    let first = keyed(&a, "-3", "k1", "f1");
+    let first_entry = first.entries[0].id.clone();
+    let batch = vec![
+        first,                                                // 0: a 10 -> 7
+        posting(&b, vec![entry(EntryKind::Usage, cr("-6"))]), // 1: b has 5
+        keyed(&a, "-3", "k1", "f1"),                          // 2: replay of 0
+        keyed(&a, "-3", "k1", "other"),                       // 3: conflict
+        posting(&b, vec![entry(EntryKind::Usage, cr("-5"))]), // 4: b 5 -> 0
+        posting(
+            &AccountId::new("acct_none"),
+            vec![entry(EntryKind::Bonus, cr("1"))],
+        ), // 5
+        posting(&c, vec![entry(EntryKind::Bonus, cr("2"))]),  // 6: c 0 -> 2
+        posting(&a, vec![entry(EntryKind::Usage, cr("-8"))]), // 7: a has 7
+        keyed(&a, "-7", "k2", "f2"),                          // 8: a 7 -> 0
+        keyed(&a, "-1", "k0", "f0"),                          // 9: replay, before
+        keyed(&a, "-1", "k0", "changed"),                     // 10: conflict
+        empty,                                                // 11: nothing to post
+        refund("2", &first_entry),                            // 12: a 0 -> 2
+        refund("2", &first_entry),                            // 13: 1 left of 3
+    ];
+    let answers = store.post_batch(batch).await;
+    assert_eq!(answers.len(), 14, "{answers:#?}");
+    let ok = |i: usize| answers[i].as_ref().unwrap_or_else(|e| panic!("{i}: {e:?}"));
+    assert!(!ok(0).replayed);
+    assert_eq!(ok(0).entries[0].balance_after, cr("7"));
+    assert!(matches!(
+        answers[1],
+        Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. }))
+    ));
+    assert!(ok(2).replayed);
+    assert_eq!(ok(2).entries, ok(0).entries);
+    assert_eq!(answers[3], Err(PostError::IdempotencyConflict));
+    assert_eq!(ok(4).entries[0].balance_after, Credits::ZERO);
+    assert_eq!(answers[5], Err(PostError::AccountNotFound));
+    assert_eq!(ok(6).entries[0].balance_after, cr("2"));
+    assert!(matches!(
+        answers[7],
+        Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. }))
+    ));
+    assert_eq!(ok(8).entries[0].balance_after, Credits::ZERO);
+    assert!(ok(9).replayed);
+    assert_eq!(ok(9).entries, before.entries);
+    assert_eq!(answers[10], Err(PostError::IdempotencyConflict));
+    assert_eq!(answers[11], Err(PostError::Rule(PostingRuleError::Empty)));
+    assert_eq!(ok(12).entries[0].balance_after, cr("2"));
+    assert!(
+        matches!(answers[13], Err(PostError::Refund(_))),
+        "{:?}",
+        answers[13]
+    );
+    assert_eq!(assert_ledger_consistent(&store, &a).await, cr("2"));
+    assert_eq!(assert_ledger_consistent(&other, &b).await, Credits::ZERO);
+    assert_eq!(assert_ledger_consistent(&other, &c).await, cr("2"));
+    assert_eq!(store.history(&a).await.expect("history").len(), 5);
+    // The batch's claims were written: a later post replays them, from either handle.
+    let again = other
+        .post(keyed(&a, "-3", "k1", "f1"))
+        .await
+        .expect("replay after the batch");
+    assert!(again.replayed);
+    assert_eq!(again.entries, ok(0).entries);
+
+    // Batches racing over two wallets, taken in opposite orders, on both handles: 160
+    // debits of 1 against 60 + 60: exactly 120 succeed, and nothing deadlocks.
+    let (d, e) = (new_account(&store).await, new_account(&store).await);
+    credit(&store, &d, cr("60")).await;
+    credit(&store, &e, cr("60")).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let handle = if i % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        let (first, second) = if i % 2 == 0 { (&d, &e) } else { (&e, &d) };
+        let batch: Vec<Posting> = (0..20)
+            .map(|j| {
+                let account = if j % 2 == 0 { first } else { second };
+                posting(account, vec![entry(EntryKind::Usage, cr("-1"))])
+            })
+            .collect();
+        tasks.push(tokio::spawn(async move { handle.post_batch(batch).await }));
+    }
+    let mut succeeded = 0;
+    for task in tasks {
+        for answer in task.await.expect("task") {
+            match answer {
+                Ok(_) => succeeded += 1,
+                Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. })) => {}
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    assert_eq!(succeeded, 120);
+    assert_eq!(assert_ledger_consistent(&store, &d).await, Credits::ZERO);
+    assert_eq!(assert_ledger_consistent(&store, &e).await, Credits::ZERO);
+}
+
 /// Generates one `#[tokio::test]` per contract check. `$factory` is an async function
 /// `fn(&'static str) -> Option<(Handle, Handle)>` that returns two handles on one fresh
 /// store, or `None` when the backend is unavailable and the suite is allowed to skip (it
@@ -1940,7 +2071,8 @@ macro_rules! store_contract_tests {
             racing_holds_and_debits_never_overdraw,
             spending_limit_is_exact_under_concurrency,
             notices_are_written_once_and_claimed_once,
-            auto_topup_starts_one_charge
+            auto_topup_starts_one_charge,
+            batches_post_each_as_if_alone
         );
     };
     (@each $factory:path; $($name:ident),* $(,)?) => {

@@ -548,6 +548,7 @@ pub async fn revoke_key(
     {
         return Err(ApiError::not_found("API key"));
     }
+    state.auth.keys.forget(&id);
     tracing::info!(key_id = %id, "api key revoked");
     Ok(web::Json(RevokedResponse {
         id: id.to_string(),

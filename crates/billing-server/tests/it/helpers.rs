@@ -72,9 +72,14 @@ pub fn database_url(backend: Backend, name: &str) -> Option<String> {
 /// Starts the service with `extra` environment on top of the test defaults.
 pub async fn spawn(backend: Backend, name: &str, extra: &[(&str, &str)]) -> Option<TestApp> {
     let url = database_url(backend, name)?;
+    Some(spawn_on(&url, extra).await)
+}
+
+/// Starts the service on an existing database (several servers may share one).
+pub async fn spawn_on(url: &str, extra: &[(&str, &str)]) -> TestApp {
     let mut env: HashMap<String, String> = [
         ("BILLING_LISTEN", "127.0.0.1:0"),
-        ("BILLING_DATABASE_URL", url.as_str()),
+        ("BILLING_DATABASE_URL", url),
         ("BILLING_ADMIN_KEY", ADMIN_KEY),
         ("BILLING_SANDBOX_SECRET", SANDBOX_SECRET),
         ("BILLING_RECONCILE_INTERVAL_SECS", "3600"),
@@ -92,7 +97,7 @@ pub async fn spawn(backend: Backend, name: &str, extra: &[(&str, &str)]) -> Opti
     let base = running.base_url.clone();
     let handle = running.handle();
     tokio::spawn(running.wait());
-    Some(TestApp::at(base, Some(handle)))
+    TestApp::at(base, Some(handle))
 }
 
 /// A customer of a [`TestApp`].

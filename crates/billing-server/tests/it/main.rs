@@ -60,6 +60,7 @@ on_both_backends!(
     tenancy_matrix,
     platform_keys_act_on_their_own_account,
     key_management,
+    revocation_reaches_other_processes_within_the_cache_ttl,
     failed_authentications_are_throttled,
     unsupported_methods_answer_405,
     rate_card_prices_usage,

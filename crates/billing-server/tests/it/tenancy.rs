@@ -949,3 +949,61 @@ pub async fn unsupported_methods_answer_405(backend: Backend) {
     let (status, _) = app.call(Method::GET, "/v1/nowhere", None, None, &[]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Two servers on one database, keys cached for 2 s: a key revoked through one is refused
+/// there at once; the other serves its cached record until the cache's time to live, then
+/// refuses it too (the documented bound on staleness).
+pub async fn revocation_reaches_other_processes_within_the_cache_ttl(backend: Backend) {
+    let Some(url) = crate::helpers::database_url(backend, "key_cache") else {
+        return;
+    };
+    let ttl = [("BILLING_KEY_CACHE_MS", "2000")];
+    let a = crate::helpers::spawn_on(&url, &ttl).await;
+    let b = crate::helpers::spawn_on(&url, &ttl).await;
+    let customer = a.customer("cached").await;
+    let (status, _) = b.get("/v1/wallet/balance", &customer.key).await;
+    assert_eq!(status, StatusCode::OK, "b has read and cached the key");
+    let (_, keys) = a
+        .get(
+            &format!("/v1/admin/accounts/{}/api-keys", customer.account_id),
+            ADMIN_KEY,
+        )
+        .await;
+    let id = keys["api_keys"][0]["id"]
+        .as_str()
+        .expect("key id")
+        .to_owned();
+    let revoked_at = std::time::Instant::now();
+    let (status, _) = a
+        .call(
+            Method::DELETE,
+            &format!("/v1/admin/api-keys/{id}"),
+            Some(ADMIN_KEY),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = a.get("/v1/wallet/balance", &customer.key).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "refused at once where revoked"
+    );
+    let (status, _) = b.get("/v1/wallet/balance", &customer.key).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the other process still serves its cached record (no key query)"
+    );
+    let refused = eventually(&StatusCode::UNAUTHORIZED, || async {
+        b.get("/v1/wallet/balance", &customer.key).await.0
+    })
+    .await;
+    let waited = revoked_at.elapsed();
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
+    assert!(
+        waited < Duration::from_millis(3500),
+        "refused {waited:?} after the revocation, past the 2 s TTL and the probe's 100 ms"
+    );
+}

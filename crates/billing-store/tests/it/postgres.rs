@@ -27,7 +27,10 @@ async fn postgres(name: &'static str) -> Option<(Handle, Handle)> {
     };
     let url = create_postgres_database(&admin_url, &format!("it_store_{name}"))
         .expect("create a fresh PostgreSQL database");
-    let options = StoreOptions { max_connections: 8 };
+    let options = StoreOptions {
+        max_connections: 8,
+        ..StoreOptions::default()
+    };
     let first = DieselStore::connect(&url, &options).expect("connect to PostgreSQL");
     let second = DieselStore::connect(&url, &options).expect("connect to PostgreSQL again");
     assert_eq!(first.backend(), "postgres");

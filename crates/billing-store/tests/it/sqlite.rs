@@ -11,7 +11,10 @@ async fn sqlite(name: &'static str) -> Option<(Handle, Handle)> {
     let _ = std::fs::remove_dir_all(&dir);
     let path = dir.join("billing.db");
     let url = path.to_str().expect("utf-8 temp path").to_owned();
-    let options = StoreOptions { max_connections: 8 };
+    let options = StoreOptions {
+        max_connections: 8,
+        ..StoreOptions::default()
+    };
     let first = DieselStore::connect(&url, &options).expect("open sqlite");
     let second = DieselStore::connect(&url, &options).expect("open sqlite again");
     assert_eq!(first.backend(), "sqlite");

@@ -1,0 +1,124 @@
+//! API keys resolved from memory: a request does no key query while its key's record is
+//! younger than the cache's time to live.
+//!
+//! Staleness is bounded by the time to live (1 s by default, `BILLING_KEY_CACHE_MS`): a key
+//! revoked by another process (or the CLI) stops working there within it, and at once in the
+//! process that revoked it ([`KeyCache::forget`]). Expiry is exact: the cached record's
+//! `expires_at` is checked on every request. Unknown keys are never cached, so a new key works
+//! at once everywhere (guessing is bounded by the failed-authentication limiter instead).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use billing_core::ids::ApiKeyId;
+use billing_core::ports::ApiKeyRecord;
+
+/// Records kept at most; past it, expired records are dropped, then all of them.
+const KEY_CACHE_ENTRIES_MAX: usize = 10_000;
+
+/// Key records by hash, each kept for at most the time to live.
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<String, (ApiKeyRecord, Instant)>>,
+}
+
+impl KeyCache {
+    /// A cache whose records live `ttl` (zero: no caching).
+    pub fn new(ttl: Duration) -> KeyCache {
+        KeyCache {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The record stored under `hash`, if fetched less than the time to live ago.
+    pub fn get(&self, hash: &str) -> Option<ApiKeyRecord> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.get(hash) {
+            Some((record, fetched)) if fetched.elapsed() < self.ttl => Some(record.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers a record just read from the store.
+    pub fn put(&self, record: &ApiKeyRecord) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= KEY_CACHE_ENTRIES_MAX && !entries.contains_key(&record.hash) {
+            let ttl = self.ttl;
+            entries.retain(|_, (_, fetched)| fetched.elapsed() < ttl);
+            if entries.len() >= KEY_CACHE_ENTRIES_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(record.hash.clone(), (record.clone(), Instant::now()));
+    }
+
+    /// Forgets a key (it was just revoked here): its next use reads the store.
+    pub fn forget(&self, id: &ApiKeyId) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|_, (record, _)| &record.id != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use billing_core::ports::KeyScope;
+    use billing_core::time::Timestamp;
+
+    fn record(id: &str, hash: &str) -> ApiKeyRecord {
+        ApiKeyRecord {
+            id: ApiKeyId::new(id),
+            account_id: None,
+            scope: KeyScope::Platform,
+            prefix: "bk_x".to_owned(),
+            hash: hash.to_owned(),
+            created_at: Timestamp::from_micros(0),
+            revoked_at: None,
+            expires_at: None,
+            last_used_at: None,
+            requests_per_minute_max: None,
+        }
+    }
+
+    #[test]
+    fn records_live_for_the_ttl_and_revocation_here_forgets_at_once() {
+        let cache = KeyCache::new(Duration::from_millis(50));
+        cache.put(&record("key_1", "h1"));
+        cache.put(&record("key_2", "h2"));
+        assert_eq!(cache.get("h1").map(|r| r.id), Some(ApiKeyId::new("key_1")));
+        cache.forget(&ApiKeyId::new("key_1"));
+        assert!(cache.get("h1").is_none());
+        assert!(cache.get("h2").is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(
+            cache.get("h2").is_none(),
+            "a record older than the TTL is not served"
+        );
+    }
+
+    #[test]
+    fn a_zero_ttl_caches_nothing_and_the_cache_stays_bounded() {
+        let off = KeyCache::new(Duration::ZERO);
+        off.put(&record("key_1", "h1"));
+        assert!(off.get("h1").is_none());
+        let cache = KeyCache::new(Duration::from_secs(60));
+        for i in 0..KEY_CACHE_ENTRIES_MAX + 5 {
+            cache.put(&record(&format!("key_{i}"), &format!("h{i}")));
+        }
+        let len = cache.entries.lock().map(|e| e.len()).unwrap_or(0);
+        assert!(len <= KEY_CACHE_ENTRIES_MAX, "{len} entries");
+        assert!(
+            cache
+                .get(&format!("h{}", KEY_CACHE_ENTRIES_MAX + 4))
+                .is_some()
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! The database alone, one debit per transaction: what the service is compared with.
+//!
+//! PostgreSQL: `pgbench -n -M prepared -c 32 -j 2` running
+//! `BEGIN; UPDATE wallets SET balance = balance - 1 WHERE id = :id AND balance >= 1;
+//! INSERT INTO ledger …; COMMIT;`. SQLite: the same two statements in a `BEGIN IMMEDIATE`
+//! transaction, in a loop on one connection (SQLite has one writer), WAL and
+//! `synchronous = NORMAL` as the service uses.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+
+diesel::table! {
+    bench_wallets (id) {
+        id -> BigInt,
+        balance -> BigInt,
+    }
+}
+
+diesel::table! {
+    bench_ledger (id) {
+        id -> BigInt,
+        wallet_id -> BigInt,
+        amount -> BigInt,
+        created_at -> BigInt,
+    }
+}
+
+const FUNDS: i64 = 1_000_000_000_000;
+
+/// Debits a second of pgbench's one-debit script against `url` (tables made there).
+pub fn pgbench(url: &str, wallets: usize, connections: usize, seconds: u64) -> Result<f64, String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
+    conn.batch_execute(&format!(
+        "DROP TABLE IF EXISTS bench_ledger; DROP TABLE IF EXISTS bench_wallets;
+         CREATE TABLE bench_wallets (id BIGINT PRIMARY KEY, balance BIGINT NOT NULL);
+         CREATE TABLE bench_ledger (id BIGSERIAL PRIMARY KEY, wallet_id BIGINT NOT NULL,
+             amount BIGINT NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+         INSERT INTO bench_wallets SELECT g, {FUNDS} FROM generate_series(1, {wallets}) g;"
+    ))
+    .map_err(|e| e.to_string())?;
+    conn.batch_execute("VACUUM ANALYZE bench_wallets")
+        .map_err(|e| e.to_string())?;
+    let script_path =
+        std::env::temp_dir().join(format!("billing-pgbench-{}.sql", std::process::id()));
+    let pick = if wallets <= 1 {
+        "\\set id 1".to_owned()
+    } else {
+        format!("\\set id random(1, {wallets})")
+    };
+    let mut script = std::fs::File::create(&script_path).map_err(|e| e.to_string())?;
+    write!(
+        script,
+        "{pick}\nBEGIN;\nUPDATE bench_wallets SET balance = balance - 1 WHERE id = :id AND balance >= 1;\n\
+         INSERT INTO bench_ledger (wallet_id, amount, created_at) VALUES (:id, -1, now());\nCOMMIT;\n"
+    )
+    .map_err(|e| e.to_string())?;
+    drop(script);
+    let output = Command::new("pgbench")
+        .args(["-n", "-M", "prepared", "-j", "2"])
+        .arg("-c")
+        .arg(connections.to_string())
+        .arg("-T")
+        .arg(seconds.to_string())
+        .arg("-f")
+        .arg(&script_path)
+        .arg(url)
+        .output()
+        .map_err(|e| {
+            format!("cannot run pgbench (Debian: postgresql-contrib / postgresql client): {e}")
+        })?;
+    let _ = std::fs::remove_file(&script_path);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "pgbench failed: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tps = ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .ok_or_else(|| format!("no tps in pgbench's output: {stdout}"))
+}
+
+/// Debits a second of the one-debit loop on a SQLite file in `dir`.
+pub fn sqlite_loop(dir: &std::path::Path, wallets: usize, seconds: u64) -> Result<f64, String> {
+    let path = dir.join("baseline.db");
+    let _ = std::fs::remove_file(&path);
+    let path = path.to_str().ok_or("temp path is not UTF-8")?.to_owned();
+    let mut conn = SqliteConnection::establish(&path).map_err(|e| e.to_string())?;
+    conn.batch_execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE bench_wallets (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
+         CREATE TABLE bench_ledger (id INTEGER PRIMARY KEY, wallet_id INTEGER NOT NULL,
+             amount INTEGER NOT NULL, created_at INTEGER NOT NULL);",
+    )
+    .map_err(|e| e.to_string())?;
+    let rows: Vec<_> = (1..=wallets.max(1) as i64)
+        .map(|id| (bench_wallets::id.eq(id), bench_wallets::balance.eq(FUNDS)))
+        .collect();
+    for chunk in rows.chunks(500) {
+        diesel::insert_into(bench_wallets::table)
+            .values(chunk)
+            .execute(&mut conn)
+            .map_err(|e| e.to_string())?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut done = 0u64;
+    while Instant::now() < deadline {
+        let id = if wallets <= 1 {
+            1
+        } else {
+            rand::random_range(1..=wallets as i64)
+        };
+        conn.immediate_transaction(|c| {
+            diesel::update(
+                bench_wallets::table
+                    .filter(bench_wallets::id.eq(id))
+                    .filter(bench_wallets::balance.ge(1)),
+            )
+            .set(bench_wallets::balance.eq(bench_wallets::balance - 1))
+            .execute(c)?;
+            diesel::insert_into(bench_ledger::table)
+                .values((
+                    bench_ledger::wallet_id.eq(id),
+                    bench_ledger::amount.eq(-1),
+                    bench_ledger::created_at.eq(started.elapsed().as_micros() as i64),
+                ))
+                .execute(c)
+        })
+        .map_err(|e| e.to_string())?;
+        done += 1;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}

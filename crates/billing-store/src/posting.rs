@@ -1,0 +1,517 @@
+// Postings, one or a batch, in one write transaction (included by `sqlite.rs` and
+// `postgres.rs` after `ops.rs`, like it).
+//
+// A batch locks its wallets in sorted id order with one statement, reads what its postings
+// are decided against with one statement each (holds, idempotency claims, auto top-up), then
+// decides every posting in arrival order with billing-core's `decide_posting` against the
+// wallet's state in memory, and writes set-based: multi-row inserts of entries, claims and
+// outbox rows, one balance `UPDATE` per wallet (conditional on the balance it read). A
+// refund first writes what the batch decided so far, so that its checks read it.
+
+/// The columns of a wallet's row that its postings are decided against.
+type WalletTuple = (
+    String,
+    i64,
+    bool,
+    Option<i64>,
+    String,
+    i64,
+    i64,
+    bool,
+    Option<i64>,
+    Option<i64>,
+);
+
+#[allow(clippy::type_complexity)]
+const WALLET_COLUMNS: (
+    accounts::id,
+    accounts::balance,
+    accounts::limit_enabled,
+    accounts::limit_monthly,
+    accounts::limit_action,
+    accounts::spend_month_start,
+    accounts::spend_month,
+    accounts::alert_enabled,
+    accounts::alert_threshold,
+    accounts::limit_told_month,
+) = (
+    accounts::id,
+    accounts::balance,
+    accounts::limit_enabled,
+    accounts::limit_monthly,
+    accounts::limit_action,
+    accounts::spend_month_start,
+    accounts::spend_month,
+    accounts::alert_enabled,
+    accounts::alert_threshold,
+    accounts::limit_told_month,
+);
+
+/// Rows per multi-row `INSERT` (under both backends' limits on bound parameters).
+const ROWS_PER_INSERT: usize = 500;
+
+fn wallet_state(row: WalletTuple) -> Result<billing_core::posting::WalletState, StoreError> {
+    let (id, balance, enabled, monthly, action, month_start, spent, alert_enabled, threshold, told) =
+        row;
+    Ok(billing_core::posting::WalletState {
+        account_id: AccountId::new(id),
+        balance: Credits::from_units(balance),
+        settings: NoticeSettings {
+            alert: LowBalanceAlert {
+                enabled: alert_enabled,
+                threshold: threshold.map(Credits::from_units),
+            },
+            limit: SpendingLimit {
+                enabled,
+                monthly_limit: monthly.map(Credits::from_units),
+                action: action.parse().map_err(StoreError::Corrupt)?,
+            },
+            limit_reached_month: told.map(Timestamp::from_micros),
+        },
+        spend: MonthSpend {
+            month_start: Timestamp::from_micros(month_start),
+            spent: Credits::from_units(spent),
+        },
+        auto_topup: None,
+        method: None,
+    })
+}
+
+/// A wallet in a write: its state as decided so far, and as the database holds it now.
+struct Slot {
+    state: billing_core::posting::WalletState,
+    written: billing_core::posting::WalletState,
+}
+
+/// Locks the wallets `ids` (sorted, distinct) and loads what their postings are decided
+/// against: the row, auto top-up's row and, where it is on, the saved method.
+fn load_wallets(
+    conn: &mut Conn,
+    ids: &[&str],
+) -> Result<std::collections::BTreeMap<String, Slot>, TxError<StoreError>> {
+    let corrupt = |e: StoreError| TxError::Op(e);
+    let mut wallets = std::collections::BTreeMap::new();
+    for row in lock_wallets(conn, ids)? {
+        let state = wallet_state(row).map_err(corrupt)?;
+        wallets.insert(state.account_id.as_str().to_owned(), state);
+    }
+    let autos: Vec<AutoTopUpRow> = auto_topups::table
+        .filter(auto_topups::account_id.eq_any(ids))
+        .select(AutoTopUpRow::as_select())
+        .load(conn)?;
+    let mut enabled = Vec::new();
+    for row in autos {
+        let account = row.account_id.clone();
+        let (settings, state) = row.split().map_err(corrupt)?;
+        if settings.enabled {
+            enabled.push(account.clone());
+        }
+        if let Some(wallet) = wallets.get_mut(&account) {
+            wallet.auto_topup = Some((settings, state));
+        }
+    }
+    if !enabled.is_empty() {
+        let methods: Vec<PaymentMethodRow> = payment_methods::table
+            .filter(payment_methods::account_id.eq_any(&enabled))
+            .select(PaymentMethodRow::as_select())
+            .load(conn)?;
+        for row in methods {
+            if let Some(wallet) = wallets.get_mut(&row.account_id) {
+                wallet.method = Some(SavedMethod::from(row));
+            }
+        }
+    }
+    Ok(wallets
+        .into_iter()
+        .map(|(id, state)| {
+            (
+                id,
+                Slot {
+                    written: state.clone(),
+                    state,
+                },
+            )
+        })
+        .collect())
+}
+
+/// What a write has decided and not yet written.
+#[derive(Default)]
+struct Pending {
+    entries: Vec<NewEntryRow>,
+    claims: Vec<NewClaimRow>,
+    outbox: Vec<NewOutboxRow>,
+    topups: Vec<TopUpRow>,
+    links: Vec<(String, String)>,
+}
+
+impl Pending {
+    /// Queues a decision's rows; nothing is queued if one does not convert.
+    fn add(
+        &mut self,
+        decided: &billing_core::posting::Decided,
+        claim: Option<&IdempotencyClaim>,
+        refund_of: &[EntryId],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let entries = decided
+            .entries
+            .iter()
+            .map(NewEntryRow::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let outbox = decided
+            .notices
+            .iter()
+            .flat_map(|n| Channel::for_topic(n.topic).iter().map(move |c| NewOutboxRow::new(n, *c)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let topup = decided.auto_topup.as_ref().map(TopUpRow::try_from).transpose()?;
+        self.entries.extend(entries);
+        self.outbox.extend(outbox);
+        self.topups.extend(topup);
+        if let Some(claim) = claim {
+            let ids: Vec<&str> = decided.entries.iter().map(|e| e.id.as_str()).collect();
+            self.claims.push(NewClaimRow {
+                scope: claim.scope.clone(),
+                key: claim.key.clone(),
+                fingerprint: claim.fingerprint.clone(),
+                result_ref: ids.join(","),
+                created_at: now.as_micros(),
+            });
+        }
+        for refund in &decided.entries {
+            for target in refund_of {
+                self.links
+                    .push((refund.id.as_str().to_owned(), target.as_str().to_owned()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes what is pending, and every wallet whose state moved (conditional on the balance
+/// last written: a second guard behind the lock).
+fn flush(
+    conn: &mut Conn,
+    pending: &mut Pending,
+    wallets: &mut std::collections::BTreeMap<String, Slot>,
+) -> Result<(), TxError<StoreError>> {
+    let pending = std::mem::take(pending);
+    let mut moved: std::collections::HashMap<&str, i128> = std::collections::HashMap::new();
+    for row in &pending.entries {
+        *moved.entry(row.account_id.as_str()).or_default() += i128::from(row.amount);
+    }
+    for (id, slot) in wallets.iter() {
+        let (before, after) = (
+            i128::from(units(slot.written.balance).map_err(TxError::Op)?),
+            i128::from(units(slot.state.balance).map_err(TxError::Op)?),
+        );
+        if before + moved.get(id.as_str()).copied().unwrap_or(0) != after || after < 0 {
+            return Err(TxError::Op(StoreError::Corrupt(format!(
+                "wallet {id}: planned balance {after} is not {before} + its entries"
+            ))));
+        }
+    }
+    for chunk in pending.entries.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(ledger_entries::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    for chunk in pending.claims.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(idempotency_keys::table)
+            .values(chunk)
+            .execute(conn)?;
+    }
+    for row in &pending.topups {
+        diesel::insert_into(topups::table).values(row).execute(conn)?;
+    }
+    for chunk in pending.outbox.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(outbox::table).values(chunk).execute(conn)?;
+    }
+    for (refund, target) in &pending.links {
+        diesel::insert_into(refund_links::table)
+            .values((
+                refund_links::refund_entry_id.eq(refund),
+                refund_links::refunded_entry_id.eq(target),
+            ))
+            .execute(conn)?;
+    }
+    for (id, slot) in wallets.iter_mut() {
+        if slot.state == slot.written {
+            continue;
+        }
+        let (state, written) = (&slot.state, &slot.written);
+        let values = (
+            accounts::balance.eq(units(state.balance).map_err(TxError::Op)?),
+            accounts::spend_month_start.eq(state.spend.month_start.as_micros()),
+            accounts::spend_month.eq(units(state.spend.spent).map_err(TxError::Op)?),
+            accounts::limit_told_month.eq(state.settings.limit_reached_month.map(Timestamp::as_micros)),
+        );
+        let updated = diesel::update(accounts::table.find(id.as_str()))
+            .filter(accounts::balance.eq(units(written.balance).map_err(TxError::Op)?))
+            .set(values)
+            .execute(conn)?;
+        if updated != 1 {
+            return Err(TxError::Op(StoreError::Corrupt(format!(
+                "wallet {id} changed under its lock"
+            ))));
+        }
+        if state.auto_topup != written.auto_topup
+            && let Some((settings, auto)) = &state.auto_topup
+        {
+            save_auto::<StoreError>(conn, &state.account_id, settings, auto)?;
+        }
+        slot.written = slot.state.clone();
+    }
+    Ok(())
+}
+
+/// Active holds by account: (amount, expires_at) in ledger units and microseconds.
+type ActiveHolds = std::collections::HashMap<String, Vec<(i64, i64)>>;
+
+/// The amounts and ends of the active holds of `ids` that may still count at `from`.
+fn holds_of(
+    conn: &mut Conn,
+    ids: &[&str],
+    from: Timestamp,
+) -> Result<ActiveHolds, TxError<StoreError>> {
+    let rows: Vec<(String, i64, i64)> = holds::table
+        .filter(holds::account_id.eq_any(ids))
+        .filter(holds::status.eq(HoldStatus::Active.as_str()))
+        .filter(holds::expires_at.gt(from.as_micros()))
+        .select((holds::account_id, holds::amount, holds::expires_at))
+        .load(conn)?;
+    let mut by_account = ActiveHolds::new();
+    for (account, amount, expires_at) in rows {
+        by_account.entry(account).or_default().push((amount, expires_at));
+    }
+    Ok(by_account)
+}
+
+/// The claims made before this write on the keys of `postings`, by (scope, key).
+type Claims = std::collections::HashMap<(String, String), (String, String)>;
+
+fn claims_of(conn: &mut Conn, postings: &[Posting]) -> Result<Claims, TxError<StoreError>> {
+    let wanted: Vec<&IdempotencyClaim> =
+        postings.iter().filter_map(|p| p.idempotency.as_ref()).collect();
+    if wanted.is_empty() {
+        return Ok(Claims::new());
+    }
+    let mut scopes: Vec<&str> = wanted.iter().map(|c| c.scope.as_str()).collect();
+    scopes.sort_unstable();
+    scopes.dedup();
+    let keys: Vec<&str> = wanted.iter().map(|c| c.key.as_str()).collect();
+    let rows: Vec<(String, String, String, String)> = idempotency_keys::table
+        .filter(idempotency_keys::scope.eq_any(&scopes))
+        .filter(idempotency_keys::key.eq_any(&keys))
+        .select((
+            idempotency_keys::scope,
+            idempotency_keys::key,
+            idempotency_keys::fingerprint,
+            idempotency_keys::result_ref,
+        ))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(scope, key, fingerprint, result_ref)| ((scope, key), (fingerprint, result_ref)))
+        .collect())
+}
+
+/// A refund's facts, read after what the write decided so far is written.
+fn refund_facts(
+    conn: &mut Conn,
+    posting: &Posting,
+) -> Result<billing_core::posting::RefundFacts, TxError<StoreError>> {
+    let ids: Vec<&str> = posting.refund_of.iter().map(EntryId::as_str).collect();
+    let targets = entries_by_ids::<StoreError>(conn, &ids)?;
+    let earlier: Vec<String> = refund_links::table
+        .filter(refund_links::refunded_entry_id.eq_any(&ids))
+        .select(refund_links::refund_entry_id)
+        .distinct()
+        .load(conn)?;
+    let earlier_amounts: Vec<i64> = ledger_entries::table
+        .filter(ledger_entries::id.eq_any(&earlier))
+        .select(ledger_entries::amount)
+        .load(conn)?;
+    let already_refunded = Credits::sum(earlier_amounts.into_iter().map(Credits::from_units))
+        .map_err(|e| TxError::Op(StoreError::Corrupt(e.to_string())))?;
+    Ok(billing_core::posting::RefundFacts {
+        targets,
+        already_refunded,
+    })
+}
+
+/// Decides and writes `postings` in one transaction, in order; each answer is what that
+/// posting alone would have answered. An `Err` (the database failed) means nothing was
+/// written.
+fn post_batch_in_tx(
+    conn: &mut Conn,
+    postings: &[Posting],
+) -> Result<Vec<Result<Posted, PostError>>, TxError<StoreError>> {
+    let mut ids: Vec<&str> = postings.iter().map(|p| p.account_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut wallets = load_wallets(conn, &ids)?;
+    let earliest = postings
+        .iter()
+        .map(|p| p.now)
+        .min()
+        .unwrap_or(Timestamp::from_micros(0));
+    let holds = holds_of(conn, &ids, earliest)?;
+    let claimed = claims_of(conn, postings)?;
+    let replayed_ids: Vec<&str> = claimed
+        .values()
+        .flat_map(|(_, result)| result.split(','))
+        .collect();
+    let replayable: std::collections::HashMap<String, LedgerEntry> = if replayed_ids.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        entries_by_ids::<StoreError>(conn, &replayed_ids)?
+            .into_iter()
+            .map(|e| (e.id.as_str().to_owned(), e))
+            .collect()
+    };
+    // Keys claimed by this write: (fingerprint, its entries).
+    let mut claimed_here: std::collections::HashMap<(String, String), (String, Vec<LedgerEntry>)> =
+        std::collections::HashMap::new();
+    let mut pending = Pending::default();
+    let mut answers = Vec::with_capacity(postings.len());
+    for posting in postings {
+        if !wallets.contains_key(posting.account_id.as_str()) {
+            answers.push(Err(PostError::AccountNotFound));
+            continue;
+        }
+        if let Some(claim) = &posting.idempotency {
+            let key = (claim.scope.clone(), claim.key.clone());
+            let prior = match (claimed_here.get(&key), claimed.get(&key)) {
+                (Some((fingerprint, entries)), _) => Some((fingerprint, entries.clone())),
+                (None, Some((fingerprint, result))) => Some((
+                    fingerprint,
+                    result
+                        .split(',')
+                        .filter_map(|id| replayable.get(id).cloned())
+                        .collect(),
+                )),
+                (None, None) => None,
+            };
+            if let Some((fingerprint, entries)) = prior {
+                answers.push(if fingerprint == &claim.fingerprint {
+                    Ok(Posted {
+                        entries,
+                        replayed: true,
+                    })
+                } else {
+                    Err(PostError::IdempotencyConflict)
+                });
+                continue;
+            }
+        }
+        let refund = if posting.refund_of.is_empty() {
+            None
+        } else {
+            flush(conn, &mut pending, &mut wallets)?;
+            Some(refund_facts(conn, posting)?)
+        };
+        let Some(slot) = wallets.get_mut(posting.account_id.as_str()) else {
+            answers.push(Err(PostError::AccountNotFound));
+            continue;
+        };
+        let held = Credits::sum(
+            holds
+                .get(posting.account_id.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|(_, expires_at)| *expires_at > posting.now.as_micros())
+                .map(|(amount, _)| Credits::from_units(*amount)),
+        )
+        .map_err(|e| TxError::Op(StoreError::Corrupt(e.to_string())))?;
+        let mut next = slot.state.clone();
+        let decided =
+            match billing_core::posting::decide_posting(&mut next, posting, held, refund.as_ref()) {
+                Ok(decided) => decided,
+                Err(refused) => {
+                    answers.push(Err(refused));
+                    continue;
+                }
+            };
+        if let Err(e) = pending.add(
+            &decided,
+            posting.idempotency.as_ref(),
+            &posting.refund_of,
+            posting.now,
+        ) {
+            answers.push(Err(PostError::Store(e)));
+            continue;
+        }
+        slot.state = next;
+        if let Some(claim) = &posting.idempotency {
+            claimed_here.insert(
+                (claim.scope.clone(), claim.key.clone()),
+                (claim.fingerprint.clone(), decided.entries.clone()),
+            );
+        }
+        answers.push(Ok(Posted {
+            entries: decided.entries,
+            replayed: false,
+        }));
+    }
+    flush(conn, &mut pending, &mut wallets)?;
+    Ok(answers)
+}
+
+pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostError> {
+    let mut answers = finish(write_tx(conn, |conn| {
+        post_batch_in_tx(conn, std::slice::from_ref(posting))
+    }))?;
+    answers
+        .pop()
+        .unwrap_or_else(|| Err(PostError::Store(StoreError::Corrupt("no answer".into()))))
+}
+
+/// Posts `postings` in one transaction (group commit); `Err` when the transaction failed
+/// and nothing was written.
+pub(crate) fn post_batch(
+    conn: &mut Conn,
+    postings: &[Posting],
+) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
+    finish(write_tx(conn, |conn| post_batch_in_tx(conn, postings)))
+}
+
+/// Writes a capture's entries on a locked wallet that held `balance` (its spend already
+/// applied by the caller) with what the debit tells and the auto top-up it starts: the same
+/// rules and writes as a posting's.
+fn write_capture<E: From<StoreError>>(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    spend: Option<MonthSpend>,
+    entries: &[LedgerEntry],
+    now: Timestamp,
+) -> Result<(), TxError<E>> {
+    let lift = |e: TxError<StoreError>| match e {
+        TxError::Db(db) => TxError::Db(db),
+        TxError::Op(op) => TxError::Op(E::from(op)),
+    };
+    let mut wallets = load_wallets(conn, &[account_id.as_str()]).map_err(lift)?;
+    let Some(slot) = wallets.get_mut(account_id.as_str()) else {
+        return Ok(());
+    };
+    if let Some(spend) = spend {
+        slot.state.spend = spend;
+    }
+    let balance_before = slot.state.balance;
+    let (notices, auto_topup) =
+        billing_core::posting::after_debit(&mut slot.state, balance_before, entries, now);
+    let mut pending = Pending::default();
+    pending
+        .add(
+            &billing_core::posting::Decided {
+                entries: entries.to_vec(),
+                notices,
+                auto_topup,
+            },
+            None,
+            &[],
+            now,
+        )
+        .map_err(|e| TxError::Op(E::from(e)))?;
+    flush(conn, &mut pending, &mut wallets).map_err(lift)
+}
