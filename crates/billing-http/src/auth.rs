@@ -246,13 +246,14 @@ async fn lookup(state: &AppState, token: &str) -> Result<Caller, ApiError> {
     let record = match state.auth.keys.get(&hash) {
         Some(record) => record,
         None => {
+            let generation = state.auth.keys.generation();
             let record = state
                 .billing
                 .store()
                 .key_by_hash(&hash)
                 .await?
                 .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
-            state.auth.keys.put(&record);
+            state.auth.keys.put(&record, generation);
             record
         }
     };

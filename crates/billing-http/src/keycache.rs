@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use billing_core::ids::ApiKeyId;
@@ -21,6 +22,9 @@ const KEY_CACHE_ENTRIES_MAX: usize = 10_000;
 pub struct KeyCache {
     ttl: Duration,
     entries: Mutex<HashMap<String, (ApiKeyRecord, Instant)>>,
+    /// Bumped by every [`KeyCache::forget`]: a record read from the store before a
+    /// revocation here is not cached after it.
+    generation: AtomicU64,
 }
 
 impl KeyCache {
@@ -29,6 +33,7 @@ impl KeyCache {
         KeyCache {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -44,12 +49,21 @@ impl KeyCache {
         }
     }
 
-    /// Remembers a record just read from the store.
-    pub fn put(&self, record: &ApiKeyRecord) {
+    /// The generation to pass to [`KeyCache::put`], taken before reading the store.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Remembers a record read from the store, unless a key was forgotten since
+    /// `generation` was taken (the record may predate its revocation).
+    pub fn put(&self, record: &ApiKeyRecord, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::SeqCst) != generation {
+            return;
+        }
         if entries.len() >= KEY_CACHE_ENTRIES_MAX && !entries.contains_key(&record.hash) {
             let ttl = self.ttl;
             entries.retain(|_, (_, fetched)| fetched.elapsed() < ttl);
@@ -63,6 +77,7 @@ impl KeyCache {
     /// Forgets a key (it was just revoked here): its next use reads the store.
     pub fn forget(&self, id: &ApiKeyId) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         entries.retain(|_, (record, _)| &record.id != id);
     }
 }
@@ -91,12 +106,19 @@ mod tests {
     #[test]
     fn records_live_for_the_ttl_and_revocation_here_forgets_at_once() {
         let cache = KeyCache::new(Duration::from_millis(50));
-        cache.put(&record("key_1", "h1"));
-        cache.put(&record("key_2", "h2"));
+        let generation = cache.generation();
+        cache.put(&record("key_1", "h1"), generation);
+        cache.put(&record("key_2", "h2"), generation);
         assert_eq!(cache.get("h1").map(|r| r.id), Some(ApiKeyId::new("key_1")));
         cache.forget(&ApiKeyId::new("key_1"));
         assert!(cache.get("h1").is_none());
         assert!(cache.get("h2").is_some());
+        // A record read before that revocation is not cached after it.
+        cache.put(&record("key_1", "h1"), generation);
+        assert!(
+            cache.get("h1").is_none(),
+            "stale read cached after a revocation"
+        );
         std::thread::sleep(Duration::from_millis(60));
         assert!(
             cache.get("h2").is_none(),
@@ -107,11 +129,11 @@ mod tests {
     #[test]
     fn a_zero_ttl_caches_nothing_and_the_cache_stays_bounded() {
         let off = KeyCache::new(Duration::ZERO);
-        off.put(&record("key_1", "h1"));
+        off.put(&record("key_1", "h1"), off.generation());
         assert!(off.get("h1").is_none());
         let cache = KeyCache::new(Duration::from_secs(60));
         for i in 0..KEY_CACHE_ENTRIES_MAX + 5 {
-            cache.put(&record(&format!("key_{i}"), &format!("h{i}")));
+            cache.put(&record(&format!("key_{i}"), &format!("h{i}")), 0);
         }
         let len = cache.entries.lock().map(|e| e.len()).unwrap_or(0);
         assert!(len <= KEY_CACHE_ENTRIES_MAX, "{len} entries");

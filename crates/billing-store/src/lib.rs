@@ -15,7 +15,7 @@ mod schema;
 mod sqlite;
 mod writer;
 
-pub use writer::BatchOptions;
+pub use writer::{BatchOptions, LedgerStats};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -108,6 +108,9 @@ const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrati
 
 /// How long a SQLite writer waits for the write lock before giving up.
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
+/// How much of a SQLite file each connection reads through a memory map instead of
+/// `pread` (pages the OS already caches, shared by every connection).
+const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 /// Tries of the first connection's PRAGMAs while another process creates the file.
 const SQLITE_PRAGMA_ATTEMPTS_MAX: u32 = 200;
 /// How long a caller waits for a pooled connection.
@@ -194,21 +197,64 @@ pub struct DieselStore {
     ledger: Arc<writer::LedgerWriter>,
 }
 
-/// A PostgreSQL ledger writer's commit: on a connection of its own, replaced after an error.
+/// How long a ledger writer waits for a connection before answering its batch
+/// `Unavailable` (shorter than the pool's wait: callers are queued behind it).
+const WRITER_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a ledger writer's batch on its connection `held` (taken from `pool` when there is
+/// none). The connection is kept only after a clean answer: after an error or a panic it
+/// goes back to the pool, which discards it if it is broken or still in a transaction.
+fn commit_on<M, C>(
+    pool: &Pool<M>,
+    held: &mut Option<PooledConnection<M>>,
+    postings: &[Posting],
+    attempt: writer::Attempt,
+    post: impl Fn(
+        &mut C,
+        &[Posting],
+        writer::Attempt,
+    ) -> Result<Vec<Result<Posted, PostError>>, StoreError>,
+) -> Result<Vec<Result<Posted, PostError>>, writer::CommitError>
+where
+    M: diesel::r2d2::ManageConnection<Connection = C>,
+{
+    let mut conn = match held.take() {
+        Some(conn) => conn,
+        None => pool
+            .get_timeout(WRITER_CONNECTION_TIMEOUT)
+            .map_err(|e| writer::CommitError::NoConnection(pool_err(e)))?,
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        post(&mut conn, postings, attempt)
+    })) {
+        Ok(Ok(answers)) => {
+            *held = Some(conn);
+            Ok(answers)
+        }
+        Ok(Err(e)) => Err(writer::CommitError::Failed(e)),
+        Err(_) => Err(writer::CommitError::Failed(StoreError::Unavailable(
+            "the ledger writer failed".into(),
+        ))),
+    }
+}
+
+/// A PostgreSQL ledger writer's commit, on a connection of its own.
 fn postgres_commit(pool: Pool<ConnectionManager<PgConnection>>) -> writer::Commit {
-    let mut conn = None;
-    Box::new(move |postings| {
-        if conn.is_none() {
-            conn = Some(get(&pool)?);
-        }
-        let Some(c) = conn.as_mut() else {
-            return Err(StoreError::Unavailable("no database connection".into()));
-        };
-        let result = postgres::post_batch(c, postings);
-        if result.is_err() {
-            conn = None;
-        }
-        result
+    let mut held = None;
+    Box::new(move |postings, attempt| {
+        commit_on(
+            &pool,
+            &mut held,
+            postings,
+            attempt,
+            |c: &mut PgConnection, p, a| match a {
+                writer::Attempt::First => postgres::post_batch(c, p),
+                writer::Attempt::Retry => match p {
+                    [one] => postgres::post_again(c, one),
+                    _ => postgres::post_batch(c, p),
+                },
+            },
+        )
     })
 }
 
@@ -218,20 +264,22 @@ fn sqlite_commit(
     pool: Pool<ConnectionManager<SqliteConnection>>,
     writer: Arc<tokio::sync::Mutex<()>>,
 ) -> writer::Commit {
-    let mut conn = None;
-    Box::new(move |postings| {
+    let mut held = None;
+    Box::new(move |postings, attempt| {
         let _writing = writer.blocking_lock();
-        if conn.is_none() {
-            conn = Some(get(&pool)?);
-        }
-        let Some(c) = conn.as_mut() else {
-            return Err(StoreError::Unavailable("no database connection".into()));
-        };
-        let result = sqlite::post_batch(c, postings);
-        if result.is_err() {
-            conn = None;
-        }
-        result
+        commit_on(
+            &pool,
+            &mut held,
+            postings,
+            attempt,
+            |c: &mut SqliteConnection, p, a| match a {
+                writer::Attempt::First => sqlite::post_batch(c, p),
+                writer::Attempt::Retry => match p {
+                    [one] => sqlite::post_again(c, one),
+                    _ => sqlite::post_batch(c, p),
+                },
+            },
+        )
     })
 }
 
@@ -265,7 +313,8 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
         // several statements.
         conn.batch_execute(&format!(
             "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA mmap_size = {SQLITE_MMAP_BYTES};"
         ))
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -335,7 +384,8 @@ impl DieselStore {
         drop(conn);
         let pool = Pool::builder()
             .error_handler(Box::new(QuietErrors::default()))
-            .max_size(options.max_connections)
+            // The ledger writer holds one on top.
+            .max_size(options.max_connections + 1)
             .connection_timeout(POOL_CONNECTION_TIMEOUT)
             .connection_customizer(Box::new(SqlitePragmas))
             .build(ConnectionManager::<SqliteConnection>::new(path))
@@ -348,6 +398,11 @@ impl DieselStore {
             pools: Pools::Sqlite(pool, writing),
             ledger: Arc::new(ledger),
         })
+    }
+
+    /// What the ledger writers have done since the store was opened.
+    pub fn ledger_stats(&self) -> LedgerStats {
+        self.ledger.stats()
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -460,9 +515,18 @@ impl LedgerStore for DieselStore {
         match on_write_conn!(self, |c| ops::post_batch(c, &batch)) {
             Ok(answers) => answers,
             Err(_) => {
+                self.ledger.count_failed_batch();
                 let mut answers = Vec::with_capacity(postings.len());
                 for posting in postings {
-                    answers.push(on_write_conn!(self, |c| ops::post(c, &posting)));
+                    answers.push(
+                        on_write_conn!(self, |c| ops::post_again(c, &posting)
+                            .map_err(PostError::Store))
+                        .and_then(|mut a| {
+                            a.pop().unwrap_or_else(|| {
+                                Err(PostError::Store(StoreError::Corrupt("no answer".into())))
+                            })
+                        }),
+                    );
                 }
                 answers
             }

@@ -6,6 +6,9 @@ use diesel::pg::PgConnection;
 
 pub(crate) type Conn = PgConnection;
 
+/// Rows are inserted in multi-row statements: one round trip per table and batch.
+const ROW_AT_A_TIME: bool = false;
+
 /// Whether this database lacks a migration this build has (a readiness check).
 pub(crate) fn migrations_pending(conn: &mut Conn) -> Result<bool, billing_core::ports::StoreError> {
     use diesel_migrations::MigrationHarness;
@@ -59,6 +62,50 @@ fn lock_wallets(conn: &mut Conn, ids: &[&str]) -> Result<Vec<WalletTuple>, diese
         .select(WALLET_COLUMNS)
         .for_update()
         .load(conn)
+}
+
+/// Writes every wallet's new row in one statement (one round trip however many wallets a
+/// batch touched); answers how many still held their old balance.
+fn update_wallets(
+    conn: &mut Conn,
+    updates: &[WalletUpdate],
+) -> Result<usize, diesel::result::Error> {
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<String> = (0..updates.len())
+        .map(|i| {
+            let n = i * 6;
+            format!(
+                "(${}::text, ${}::bigint, ${}::bigint, ${}::bigint, ${}::bigint, ${}::bigint)",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6
+            )
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE accounts SET balance = v.balance, spend_month_start = v.month_start, \
+         spend_month = v.spent, limit_told_month = v.told \
+         FROM (VALUES {}) AS v(id, old_balance, balance, month_start, spent, told) \
+         WHERE accounts.id = v.id AND accounts.balance = v.old_balance",
+        rows.join(", ")
+    );
+    let mut query = diesel::sql_query(sql).into_boxed();
+    for u in updates {
+        query = query
+            .bind::<Text, _>(u.id.as_str())
+            .bind::<BigInt, _>(u.old_balance)
+            .bind::<BigInt, _>(u.balance)
+            .bind::<BigInt, _>(u.month_start)
+            .bind::<BigInt, _>(u.spent)
+            .bind::<Nullable<BigInt>, _>(u.told);
+    }
+    query.execute(conn)
 }
 
 include!("ops.rs");

@@ -211,15 +211,29 @@ fn flush(
             ))));
         }
     }
-    for chunk in pending.entries.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(ledger_entries::table)
-            .values(chunk)
-            .execute(conn)?;
-    }
-    for chunk in pending.claims.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(idempotency_keys::table)
-            .values(chunk)
-            .execute(conn)?;
+    if ROW_AT_A_TIME {
+        // One cached prepared statement per table, run once per row.
+        for row in &pending.entries {
+            diesel::insert_into(ledger_entries::table)
+                .values(row)
+                .execute(conn)?;
+        }
+        for row in &pending.claims {
+            diesel::insert_into(idempotency_keys::table)
+                .values(row)
+                .execute(conn)?;
+        }
+    } else {
+        for chunk in pending.entries.chunks(ROWS_PER_INSERT) {
+            diesel::insert_into(ledger_entries::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
+        for chunk in pending.claims.chunks(ROWS_PER_INSERT) {
+            diesel::insert_into(idempotency_keys::table)
+                .values(chunk)
+                .execute(conn)?;
+        }
     }
     for row in &pending.topups {
         diesel::insert_into(topups::table).values(row).execute(conn)?;
@@ -235,34 +249,52 @@ fn flush(
             ))
             .execute(conn)?;
     }
-    for (id, slot) in wallets.iter_mut() {
+    let mut updates = Vec::new();
+    for (id, slot) in wallets.iter() {
         if slot.state == slot.written {
             continue;
         }
         let (state, written) = (&slot.state, &slot.written);
-        let values = (
-            accounts::balance.eq(units(state.balance).map_err(TxError::Op)?),
-            accounts::spend_month_start.eq(state.spend.month_start.as_micros()),
-            accounts::spend_month.eq(units(state.spend.spent).map_err(TxError::Op)?),
-            accounts::limit_told_month.eq(state.settings.limit_reached_month.map(Timestamp::as_micros)),
-        );
-        let updated = diesel::update(accounts::table.find(id.as_str()))
-            .filter(accounts::balance.eq(units(written.balance).map_err(TxError::Op)?))
-            .set(values)
-            .execute(conn)?;
-        if updated != 1 {
-            return Err(TxError::Op(StoreError::Corrupt(format!(
-                "wallet {id} changed under its lock"
-            ))));
+        updates.push(WalletUpdate {
+            id: id.clone(),
+            old_balance: units(written.balance).map_err(TxError::Op)?,
+            balance: units(state.balance).map_err(TxError::Op)?,
+            month_start: state.spend.month_start.as_micros(),
+            spent: units(state.spend.spent).map_err(TxError::Op)?,
+            told: state.settings.limit_reached_month.map(Timestamp::as_micros),
+        });
+    }
+    let updated = update_wallets(conn, &updates)?;
+    if updated != updates.len() {
+        return Err(TxError::Op(StoreError::Corrupt(format!(
+            "{} of {} wallets changed under their lock",
+            updates.len() - updated.min(updates.len()),
+            updates.len()
+        ))));
+    }
+    for slot in wallets.values_mut() {
+        if slot.state == slot.written {
+            continue;
         }
-        if state.auto_topup != written.auto_topup
-            && let Some((settings, auto)) = &state.auto_topup
+        if slot.state.auto_topup != slot.written.auto_topup
+            && let Some((settings, auto)) = &slot.state.auto_topup
         {
-            save_auto::<StoreError>(conn, &state.account_id, settings, auto)?;
+            save_auto::<StoreError>(conn, &slot.state.account_id, settings, auto)?;
         }
         slot.written = slot.state.clone();
     }
     Ok(())
+}
+
+/// A wallet's row after a write: its new balance (only if it still holds `old_balance`),
+/// month's spend and the month its limit was told.
+struct WalletUpdate {
+    id: String,
+    old_balance: i64,
+    balance: i64,
+    month_start: i64,
+    spent: i64,
+    told: Option<i64>,
 }
 
 /// Active holds by account: (amount, expires_at) in ledger units and microseconds.
@@ -468,12 +500,43 @@ pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostErr
 }
 
 /// Posts `postings` in one transaction (group commit); `Err` when the transaction failed
-/// and nothing was written.
+/// (and, unless it failed on `COMMIT`, nothing was written).
 pub(crate) fn post_batch(
     conn: &mut Conn,
     postings: &[Posting],
 ) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
     finish(write_tx(conn, |conn| post_batch_in_tx(conn, postings)))
+}
+
+/// Posts one posting of a batch that failed: if the batch committed after all (its
+/// `COMMIT` failed on our side only), the posting's entries exist and are its answer;
+/// otherwise it is posted alone.
+pub(crate) fn post_again(
+    conn: &mut Conn,
+    posting: &Posting,
+) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
+    finish(write_tx(conn, |conn| {
+        let ids: Vec<&str> = posting.entries.iter().map(|e| e.id.as_str()).collect();
+        let existing = if ids.is_empty() {
+            Vec::new()
+        } else {
+            entries_by_ids::<StoreError>(conn, &ids)?
+        };
+        if existing.is_empty() {
+            return post_batch_in_tx(conn, std::slice::from_ref(posting));
+        }
+        if existing.len() == ids.len()
+            && existing.iter().all(|e| e.account_id == posting.account_id)
+        {
+            return Ok(vec![Ok(Posted {
+                entries: existing,
+                replayed: false,
+            })]);
+        }
+        Err(TxError::Op(StoreError::Corrupt(format!(
+            "a retried posting's entries are partly written: {ids:?}"
+        ))))
+    }))
 }
 
 /// Writes a capture's entries on a locked wallet that held `balance` (its spend already
@@ -492,7 +555,9 @@ fn write_capture<E: From<StoreError>>(
     };
     let mut wallets = load_wallets(conn, &[account_id.as_str()]).map_err(lift)?;
     let Some(slot) = wallets.get_mut(account_id.as_str()) else {
-        return Ok(());
+        return Err(TxError::Op(E::from(StoreError::Corrupt(format!(
+            "wallet {account_id} vanished under its lock"
+        )))));
     };
     if let Some(spend) = spend {
         slot.state.spend = spend;

@@ -5,6 +5,10 @@ use diesel::sqlite::SqliteConnection;
 
 pub(crate) type Conn = SqliteConnection;
 
+/// Rows are inserted one statement each: in process a statement costs no round trip, and a
+/// single-row insert is a cached prepared statement (a multi-row one is parsed every time).
+const ROW_AT_A_TIME: bool = true;
+
 /// Whether this database lacks a migration this build has (a readiness check).
 pub(crate) fn migrations_pending(conn: &mut Conn) -> Result<bool, billing_core::ports::StoreError> {
     use diesel_migrations::MigrationHarness;
@@ -53,6 +57,28 @@ fn lock_wallets(conn: &mut Conn, ids: &[&str]) -> Result<Vec<WalletTuple>, diese
         .order(crate::schema::accounts::id.asc())
         .select(WALLET_COLUMNS)
         .load(conn)
+}
+
+/// Writes each wallet's new row (in process: a statement each costs no round trip); answers
+/// how many still held their old balance.
+fn update_wallets(
+    conn: &mut Conn,
+    updates: &[WalletUpdate],
+) -> Result<usize, diesel::result::Error> {
+    use crate::schema::accounts;
+    let mut updated = 0;
+    for u in updates {
+        updated += diesel::update(accounts::table.find(u.id.as_str()))
+            .filter(accounts::balance.eq(u.old_balance))
+            .set((
+                accounts::balance.eq(u.balance),
+                accounts::spend_month_start.eq(u.month_start),
+                accounts::spend_month.eq(u.spent),
+                accounts::limit_told_month.eq(u.told),
+            ))
+            .execute(conn)?;
+    }
+    Ok(updated)
 }
 
 include!("ops.rs");

@@ -11,6 +11,8 @@
 //! bounded under overload. Idle writers block on their queue; nothing polls.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
@@ -43,19 +45,61 @@ impl Default for BatchOptions {
     }
 }
 
-/// Commits a batch on a writer's connection: one answer per posting, or `Err` when the
-/// transaction failed and nothing was written.
-pub(crate) type Commit =
-    Box<dyn FnMut(&[Posting]) -> Result<Vec<Result<Posted, PostError>>, StoreError> + Send>;
+/// How a batch is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The first try.
+    First,
+    /// A posting of a failed batch, alone: the failed batch may have committed after all
+    /// (an error on `COMMIT`), so a posting whose entries exist is answered from them.
+    Retry,
+}
+
+/// Why a batch's transaction did not answer.
+#[derive(Debug)]
+pub(crate) enum CommitError {
+    /// No connection could be had: nothing was tried, and retrying at once is pointless.
+    NoConnection(StoreError),
+    /// The transaction failed (a statement, the connection, or a panic); nothing of it was
+    /// written unless the failure was on `COMMIT`.
+    Failed(StoreError),
+}
+
+/// Commits a batch on a writer's connection: one answer per posting.
+pub(crate) type Commit = Box<
+    dyn FnMut(&[Posting], Attempt) -> Result<Vec<Result<Posted, PostError>>, CommitError> + Send,
+>;
+
+/// A posting that waited longer than this in a queue is answered `Unavailable` without
+/// being written (its caller has likely given up; its retry with the same key is safe).
+const QUEUED_MAX: Duration = Duration::from_secs(20);
 
 struct Job {
     posting: Posting,
     reply: oneshot::Sender<Result<Posted, PostError>>,
+    queued_at: Instant,
+}
+
+/// What the ledger writers have done: batches committed (or tried), postings in them, and
+/// batches whose transaction failed and were posted one by one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerStats {
+    pub batches: u64,
+    pub postings: u64,
+    pub failed_batches: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    postings: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// The queues of the writer threads. Dropping it ends them (after their current batch).
 pub(crate) struct LedgerWriter {
     shards: Vec<SyncSender<Job>>,
+    counters: Arc<Counters>,
 }
 
 fn unavailable(message: &str) -> PostError {
@@ -69,15 +113,30 @@ impl LedgerWriter {
         commits: Vec<Commit>,
     ) -> std::io::Result<LedgerWriter> {
         let mut shards = Vec::with_capacity(commits.len());
+        let counters = Arc::new(Counters::default());
         for (index, commit) in commits.into_iter().enumerate() {
             let (sender, receiver) = std::sync::mpsc::sync_channel(options.queue_max.max(1));
             let options = options.clone();
+            let counters = counters.clone();
             std::thread::Builder::new()
                 .name(format!("ledger-writer-{index}"))
-                .spawn(move || run(&receiver, &options, commit))?;
+                .spawn(move || run(&receiver, &options, commit, &counters))?;
             shards.push(sender);
         }
-        Ok(LedgerWriter { shards })
+        Ok(LedgerWriter { shards, counters })
+    }
+
+    pub(crate) fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            postings: self.counters.postings.load(Ordering::Relaxed),
+            failed_batches: self.counters.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts a batch posted one by one outside the writers (`post_batch`).
+    pub(crate) fn count_failed_batch(&self) {
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Queues `posting` on its wallet's writer and waits for its answer (after the commit).
@@ -87,7 +146,12 @@ impl LedgerWriter {
             return Err(unavailable("no ledger writer"));
         };
         let (reply, answer) = oneshot::channel();
-        match queue.try_send(Job { posting, reply }) {
+        let job = Job {
+            posting,
+            reply,
+            queued_at: Instant::now(),
+        };
+        match queue.try_send(job) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(unavailable(
@@ -135,39 +199,91 @@ fn next_batch(receiver: &Receiver<Job>, options: &BatchOptions) -> Option<Vec<Jo
     Some(jobs)
 }
 
-/// A commit that cannot take the thread down with it.
+/// A commit that cannot take the thread down with it, and whose answer has one answer per
+/// posting.
 fn guarded(
     commit: &mut Commit,
     postings: &[Posting],
-) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
-    match catch_unwind(AssertUnwindSafe(|| commit(postings))) {
+    attempt: Attempt,
+) -> Result<Vec<Result<Posted, PostError>>, CommitError> {
+    match catch_unwind(AssertUnwindSafe(|| commit(postings, attempt))) {
         Ok(Ok(answers)) if answers.len() == postings.len() => Ok(answers),
-        Ok(Ok(_)) => Err(StoreError::Corrupt(
-            "a batch answered the wrong number of postings".into(),
-        )),
+        // Committed or not, nothing is known of each posting: never retried.
+        Ok(Ok(_)) => Ok(postings
+            .iter()
+            .map(|_| {
+                Err(PostError::Store(StoreError::Corrupt(
+                    "a batch answered the wrong number of postings".into(),
+                )))
+            })
+            .collect()),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(StoreError::Unavailable("the ledger writer failed".into())),
+        Err(_) => Err(CommitError::Failed(StoreError::Unavailable(
+            "the ledger writer failed".into(),
+        ))),
     }
 }
 
-fn run(receiver: &Receiver<Job>, options: &BatchOptions, mut commit: Commit) {
+/// Answers a batch: committed together, or (when its transaction failed) each posting
+/// alone on a fresh connection, so that one bad posting fails no neighbour.
+fn answer(
+    commit: &mut Commit,
+    postings: &[Posting],
+    counters: &Counters,
+) -> Vec<Result<Posted, PostError>> {
+    counters.batches.fetch_add(1, Ordering::Relaxed);
+    counters
+        .postings
+        .fetch_add(postings.len() as u64, Ordering::Relaxed);
+    let failed = match guarded(commit, postings, Attempt::First) {
+        Ok(answers) => return answers,
+        Err(CommitError::NoConnection(e)) => {
+            return postings
+                .iter()
+                .map(|_| Err(PostError::Store(e.clone())))
+                .collect();
+        }
+        Err(CommitError::Failed(e)) => e,
+    };
+    counters.failed.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(postings = postings.len(), error = %failed, "a ledger batch failed; posting its postings one by one");
+    let mut answers = Vec::with_capacity(postings.len());
+    let mut down = None;
+    for posting in postings {
+        if let Some(e) = &down {
+            answers.push(Err(PostError::Store(StoreError::clone(e))));
+            continue;
+        }
+        answers.push(
+            match guarded(commit, std::slice::from_ref(posting), Attempt::Retry) {
+                Ok(mut one) => one.pop().unwrap_or_else(|| Err(unavailable("no answer"))),
+                Err(CommitError::NoConnection(e)) => {
+                    down = Some(e.clone());
+                    Err(PostError::Store(e))
+                }
+                Err(CommitError::Failed(e)) => Err(PostError::Store(e)),
+            },
+        );
+    }
+    answers
+}
+
+fn run(receiver: &Receiver<Job>, options: &BatchOptions, mut commit: Commit, counters: &Counters) {
     while let Some(jobs) = next_batch(receiver, options) {
+        let (fresh, stale): (Vec<Job>, Vec<Job>) = jobs
+            .into_iter()
+            .partition(|j| j.queued_at.elapsed() < QUEUED_MAX);
+        for job in stale {
+            let _ = job.reply.send(Err(unavailable(
+                "the posting waited too long for the ledger writer; retry with the same key",
+            )));
+        }
+        if fresh.is_empty() {
+            continue;
+        }
         let (postings, replies): (Vec<Posting>, Vec<_>) =
-            jobs.into_iter().map(|j| (j.posting, j.reply)).unzip();
-        let answers = match guarded(&mut commit, &postings) {
-            Ok(answers) => answers,
-            Err(e) if postings.len() == 1 => vec![Err(PostError::Store(e))],
-            Err(e) => {
-                tracing::warn!(postings = postings.len(), error = %e, "a batch failed; posting its postings one by one");
-                postings
-                    .iter()
-                    .map(|p| match guarded(&mut commit, std::slice::from_ref(p)) {
-                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(unavailable("no answer"))),
-                        Err(e) => Err(PostError::Store(e)),
-                    })
-                    .collect()
-            }
-        };
+            fresh.into_iter().map(|j| (j.posting, j.reply)).unzip();
+        let answers = answer(&mut commit, &postings, counters);
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A caller that stopped waiting still had its posting committed.
             let _ = reply.send(answer);

@@ -3,14 +3,12 @@
 //! PostgreSQL), a declining card failing three times and turning it off, the monthly cap,
 //! and removing the method.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_KEY, Backend, Customer, TestApp, dec, spawn};
+use crate::helpers::{ADMIN_KEY, Backend, Customer, TestApp, dec, launch, spawn};
 use crate::notices::Receiver;
 
 async fn put_auto(app: &TestApp, customer: &Customer, body: Value) -> (StatusCode, Value) {
@@ -404,31 +402,6 @@ pub async fn auto_topup_charges_once(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT, "a retried DELETE succeeds");
-}
-
-fn launch(url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_billing-server"))
-        .env("BILLING_LISTEN", "127.0.0.1:0")
-        .env("BILLING_DATABASE_URL", url)
-        .env("BILLING_ADMIN_KEY", ADMIN_KEY)
-        .env("BILLING_SANDBOX_SECRET", crate::helpers::SANDBOX_SECRET)
-        .env("BILLING_OUTBOX_INTERVAL_MS", "50")
-        .env("BILLING_WORKERS", "2")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stdout = child.stdout.take().expect("stdout");
-    let base = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("billing service listening on ")
-                .map(|u| u.trim().to_owned())
-        })
-        .expect("listening");
-    (child, base)
 }
 
 /// Three server processes on one PostgreSQL, debits racing across the threshold through

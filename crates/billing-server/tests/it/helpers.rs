@@ -366,3 +366,32 @@ where
     }
     last
 }
+
+/// Starts the server binary as a child process on `url` (several may share one database);
+/// answers the child and its base URL.
+pub fn launch(url: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_billing-server"))
+        .env("BILLING_LISTEN", "127.0.0.1:0")
+        .env("BILLING_DATABASE_URL", url)
+        .env("BILLING_ADMIN_KEY", ADMIN_KEY)
+        .env("BILLING_SANDBOX_SECRET", SANDBOX_SECRET)
+        .env("BILLING_OUTBOX_INTERVAL_MS", "50")
+        .env("BILLING_WORKERS", "2")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let base = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("billing service listening on ")
+                .map(|u| u.trim().to_owned())
+        })
+        .expect("listening");
+    (child, base)
+}

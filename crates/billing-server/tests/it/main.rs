@@ -3,6 +3,7 @@
 //! `BILLING_TEST_POSTGRES_URL` is set and say SKIPPED otherwise.
 
 mod autotopup;
+mod batching;
 mod controls;
 mod gateways;
 mod helpers;
@@ -15,6 +16,7 @@ mod startup;
 mod tenancy;
 
 use autotopup::*;
+use batching::*;
 use controls::*;
 use holds::*;
 use notices::*;
@@ -76,9 +78,15 @@ on_both_backends!(
     stripe_auto_topup,
     stripe_auto_topup_needs_the_customer,
     readiness_follows_the_database,
+    kill_9_with_batches_in_flight,
 );
 
 /// Several processes on one database is the PostgreSQL deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_debits_race_across_processes() {
+    batching::debits_race_across_processes(helpers::Backend::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_auto_topup_across_processes() {
     autotopup::auto_topup_across_processes(helpers::Backend::Postgres).await;

@@ -1,0 +1,182 @@
+//! Group commit seen from outside: server processes sharing one database stay exact, and a
+//! process killed with batches in flight loses no acknowledged debit and doubles none.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, TestApp, dec, launch, ledger_sum};
+
+async fn debit(
+    client: &Client,
+    base: &str,
+    platform: &str,
+    account: &str,
+    key: &str,
+    amount: &str,
+) -> Result<(StatusCode, Value), reqwest::Error> {
+    let response = client
+        .post(format!("{base}/v1/usage"))
+        .bearer_auth(platform)
+        .header("Idempotency-Key", key)
+        .json(&json!({"account_id": account, "amount": amount.parse::<f64>().unwrap_or(0.0), "description": "API usage"}))
+        .send()
+        .await?;
+    let status = response.status();
+    Ok((status, response.json().await.unwrap_or(Value::Null)))
+}
+
+/// Three server processes on one PostgreSQL, 200 debits of 7 racing through them against
+/// 1,050: exactly 150 succeed.
+pub async fn debits_race_across_processes(backend: Backend) {
+    let Some(url) = crate::helpers::database_url(backend, "batch_processes") else {
+        return;
+    };
+    let mut children = Vec::new();
+    let mut bases = Vec::new();
+    for _ in 0..3 {
+        let (child, base) = launch(&url);
+        children.push(child);
+        bases.push(base);
+    }
+    let app = TestApp::at(bases[0].clone(), None);
+    let ada = app.customer("ada").await;
+    let platform = app.platform_key(&ada.account_id).await;
+    app.grant(&ada.account_id, "1050").await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (client, base, platform, account) = (
+                app.client.clone(),
+                bases[i % 3].clone(),
+                platform.clone(),
+                ada.account_id.clone(),
+            );
+            tokio::spawn(async move {
+                debit(
+                    &client,
+                    &base,
+                    &platform,
+                    &account,
+                    &format!("race-{i}"),
+                    "7",
+                )
+                .await
+                .expect("answered")
+            })
+        })
+        .collect();
+    let (mut created, mut refused) = (0, 0);
+    for task in tasks {
+        let (status, body) = task.await.expect("task");
+        match status {
+            StatusCode::CREATED => created += 1,
+            StatusCode::PAYMENT_REQUIRED => refused += 1,
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let balance = app.balance(&ada).await;
+    let transactions = app.all_transactions(&ada).await;
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert_eq!((created, refused), (150, 50));
+    assert_eq!(balance, "0.00");
+    assert_eq!(transactions.len(), 151);
+    assert_eq!(ledger_sum(&transactions), dec("0"));
+}
+
+/// 300 debits in flight when the process is killed (`kill -9`); clients that got no answer
+/// retry with their key on a new process. Every acknowledged debit is in the ledger, every
+/// key is there exactly once, and the balance is the funds less all of them.
+pub async fn kill_9_with_batches_in_flight(backend: Backend) {
+    let Some(url) = crate::helpers::database_url(backend, "batch_kill") else {
+        return;
+    };
+    let (mut first, base) = launch(&url);
+    let app = TestApp::at(base.clone(), None);
+    let ada = app.customer("ada").await;
+    let platform = app.platform_key(&ada.account_id).await;
+    app.grant(&ada.account_id, "1000").await;
+    let client = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let (client, base, platform, account) = (
+                client.clone(),
+                base.clone(),
+                platform.clone(),
+                ada.account_id.clone(),
+            );
+            tokio::spawn(async move {
+                let key = format!("kill-{i}");
+                let answer = debit(&client, &base, &platform, &account, &key, "1").await;
+                (key, answer.ok())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let _ = first.kill();
+    let _ = first.wait();
+    let mut acknowledged: HashMap<String, String> = HashMap::new();
+    let mut unanswered = Vec::new();
+    for task in tasks {
+        match task.await.expect("task") {
+            (key, Some((StatusCode::CREATED, body))) => {
+                acknowledged.insert(key, body["id"].as_str().expect("id").to_owned());
+            }
+            (key, _) => unanswered.push(key),
+        }
+    }
+    let (mut second, base) = launch(&url);
+    let mut committed_unanswered = 0;
+    for key in &unanswered {
+        let (status, body) = debit(&client, &base, &platform, &ada.account_id, key, "1")
+            .await
+            .expect("answered after the restart");
+        // 200: the debit had committed before the kill and its answer was lost (a replay);
+        // 201: it had not, and is written now.
+        match status {
+            StatusCode::OK => committed_unanswered += 1,
+            StatusCode::CREATED => {}
+            other => panic!("{key}: {other} {body}"),
+        }
+        acknowledged.insert(key.clone(), body["id"].as_str().expect("id").to_owned());
+    }
+    // Retrying an acknowledged key replays its first transaction.
+    if let Some((key, id)) = acknowledged.iter().next() {
+        let (_, body) = debit(&client, &base, &platform, &ada.account_id, key, "1")
+            .await
+            .expect("replay");
+        assert_eq!(body["id"].as_str(), Some(id.as_str()));
+    }
+    let app = TestApp::at(base, None);
+    let balance = app.balance(&ada).await;
+    let transactions = app.all_transactions(&ada).await;
+    let _ = second.kill();
+    let _ = second.wait();
+    let usage: Vec<&Value> = transactions
+        .iter()
+        .filter(|t| t["type"] == "usage")
+        .collect();
+    let ids: HashSet<&str> = usage.iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(usage.len(), 300, "one debit per key, none doubled");
+    for (key, id) in &acknowledged {
+        assert!(
+            ids.contains(id.as_str()),
+            "acknowledged {key} ({id}) is in the ledger"
+        );
+    }
+    assert_eq!(balance, "700.00");
+    assert_eq!(ledger_sum(&transactions), dec("700"));
+    eprintln!(
+        "kill -9 with debits in flight: {} acknowledged before the kill, {} retried after it \
+         ({committed_unanswered} of them had committed unanswered)",
+        300 - unanswered.len(),
+        unanswered.len()
+    );
+}

@@ -1,0 +1,212 @@
+//! The ledger writer (group commit) of the Diesel store, on SQLite and PostgreSQL: racing
+//! postings are batched (fewer transactions than postings, none failed) and stay exact;
+//! a full queue answers `Unavailable` and writes nothing for the refused postings.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use billing_core::ids::{AccountId, EntryId};
+use billing_core::ledger::{EntryKind, NewEntry, PostingRuleError, verify_history};
+use billing_core::money::Credits;
+use billing_core::ports::{Account, AccountStore, LedgerStore, PostError, Posting, StoreError};
+use billing_core::time::Timestamp;
+use billing_store::{BatchOptions, DieselStore, StoreOptions, create_postgres_database};
+
+fn database(backend: &str, name: &str) -> Option<String> {
+    if backend == "sqlite" {
+        let dir =
+            std::env::temp_dir().join(format!("billing-writer-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        return Some(dir.join("billing.db").to_str().expect("utf-8").to_owned());
+    }
+    let Ok(admin_url) = std::env::var("BILLING_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var("BILLING_REQUIRE_POSTGRES").is_err(),
+            "BILLING_REQUIRE_POSTGRES is set but BILLING_TEST_POSTGRES_URL is not"
+        );
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED: PostgreSQL writer test `{name}` did not run: set BILLING_TEST_POSTGRES_URL"
+        );
+        return None;
+    };
+    Some(create_postgres_database(&admin_url, &format!("it_writer_{name}")).expect("database"))
+}
+
+fn open(url: &str, batch: BatchOptions) -> Arc<DieselStore> {
+    let options = StoreOptions {
+        max_connections: 8,
+        batch,
+    };
+    Arc::new(DieselStore::connect(url, &options).expect("open the store"))
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_secs(1_768_473_000)
+}
+
+async fn account(store: &DieselStore, id: &str, funds: &str) -> AccountId {
+    let id = AccountId::new(id);
+    store
+        .insert_account(&Account {
+            id: id.clone(),
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+            created_at: now(),
+        })
+        .await
+        .expect("account");
+    store
+        .post(posting(&id, EntryKind::Bonus, funds))
+        .await
+        .expect("funds");
+    id
+}
+
+fn posting(account: &AccountId, kind: EntryKind, amount: &str) -> Posting {
+    let amount: Credits = amount.parse().expect("amount");
+    Posting {
+        account_id: account.clone(),
+        entries: vec![NewEntry {
+            id: EntryId::new(format!("txn_{}", rand_id())),
+            kind,
+            amount,
+            description: "writer test".into(),
+            reference: None,
+            usage: None,
+        }],
+        idempotency: None,
+        refund_of: Vec::new(),
+        now: now(),
+    }
+}
+
+fn rand_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+async fn consistent(store: &DieselStore, account: &AccountId) -> Credits {
+    let history = store.history(account).await.expect("history");
+    let wallet = store
+        .wallet(account)
+        .await
+        .expect("wallet")
+        .expect("exists");
+    verify_history(&history, wallet.balance).expect("balance = running sum of the ledger");
+    wallet.balance
+}
+
+async fn racing_postings_are_batched_and_exact(backend: &str) {
+    let Some(url) = database(backend, "racing") else {
+        return;
+    };
+    let store = open(&url, BatchOptions::default());
+    let a = account(&store, "acct_writer_a", "100").await;
+    let b = account(&store, "acct_writer_b", "100").await;
+    let before = store.ledger_stats();
+    // 300 debits of 1 on a (100 can succeed), 100 on b (all can), all at once.
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let (store, target) = (
+                store.clone(),
+                if i % 4 == 3 { b.clone() } else { a.clone() },
+            );
+            tokio::spawn(async move { store.post(posting(&target, EntryKind::Usage, "-1")).await })
+        })
+        .collect();
+    let (mut ok, mut insufficient) = (0, 0);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. })) => insufficient += 1,
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((ok, insufficient), (200, 200));
+    assert_eq!(consistent(&store, &a).await, Credits::ZERO);
+    assert_eq!(consistent(&store, &b).await, Credits::ZERO);
+    let stats = store.ledger_stats();
+    let (batches, postings) = (
+        stats.batches - before.batches,
+        stats.postings - before.postings,
+    );
+    assert_eq!(postings, 400);
+    assert!(
+        batches < postings,
+        "postings were grouped: {batches} batches for {postings}"
+    );
+    assert_eq!(
+        stats.failed_batches, 0,
+        "no batch failed and fell back to one by one"
+    );
+}
+
+async fn a_full_queue_answers_unavailable(backend: &str) {
+    let Some(url) = database(backend, "full") else {
+        return;
+    };
+    let store = open(
+        &url,
+        BatchOptions {
+            shards: 1,
+            batch_max: 1,
+            queue_max: 1,
+            ..BatchOptions::default()
+        },
+    );
+    let a = account(&store, "acct_writer_full", "1000").await;
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move { store.post(posting(&a, EntryKind::Usage, "-1")).await })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0u32, 0u32);
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => ok += 1,
+            Err(PostError::Store(StoreError::Unavailable(message))) => {
+                assert!(message.contains("queue is full"), "{message}");
+                refused += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ok + refused, 200);
+    assert!(
+        refused > 0,
+        "a queue of one cannot take 200 postings at once"
+    );
+    let expected: Credits = (1000 - ok).to_string().parse().expect("credits");
+    assert_eq!(
+        consistent(&store, &a).await,
+        expected,
+        "refused postings wrote nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_racing_postings_are_batched_and_exact() {
+    racing_postings_are_batched_and_exact("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_racing_postings_are_batched_and_exact() {
+    racing_postings_are_batched_and_exact("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_full_queue_answers_unavailable() {
+    a_full_queue_answers_unavailable("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_full_queue_answers_unavailable() {
+    a_full_queue_answers_unavailable("postgres").await;
+}
