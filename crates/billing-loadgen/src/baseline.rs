@@ -142,3 +142,52 @@ pub fn sqlite_loop(dir: &std::path::Path, wallets: usize, seconds: u64) -> Resul
     }
     Ok(done as f64 / started.elapsed().as_secs_f64())
 }
+
+/// The issue's reference loop for SQLite: the same two statements per `BEGIN IMMEDIATE`
+/// through Python's `sqlite3` module (statement cache and all), on a file in `dir`.
+pub fn python_sqlite_loop(
+    dir: &std::path::Path,
+    wallets: usize,
+    seconds: u64,
+) -> Result<f64, String> {
+    let path = dir.join("baseline-python.db");
+    let _ = std::fs::remove_file(&path);
+    let script = r#"
+import random, sqlite3, sys, time
+path, wallets, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+db = sqlite3.connect(path, isolation_level=None)
+db.execute("PRAGMA journal_mode = WAL")
+db.execute("PRAGMA synchronous = NORMAL")
+db.execute("CREATE TABLE wallets (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
+db.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, wallet_id INTEGER NOT NULL, amount INTEGER NOT NULL, created_at REAL NOT NULL)")
+db.executemany("INSERT INTO wallets VALUES (?, ?)", [(i, 10**12) for i in range(1, wallets + 1)])
+done, start = 0, time.monotonic()
+end = start + seconds
+while time.monotonic() < end:
+    w = 1 if wallets <= 1 else random.randint(1, wallets)
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("UPDATE wallets SET balance = balance - 1 WHERE id = ? AND balance >= 1", (w,))
+    db.execute("INSERT INTO ledger (wallet_id, amount, created_at) VALUES (?, -1, ?)", (w, time.time()))
+    db.execute("COMMIT")
+    done += 1
+print(done / (time.monotonic() - start))
+"#;
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&path)
+        .arg(wallets.max(1).to_string())
+        .arg(seconds.to_string())
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "python3 failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("python3's answer: {e}"))
+}

@@ -320,6 +320,8 @@ struct Row {
     p99_peak: f64,
     p99_half: Option<f64>,
     alone: Option<f64>,
+    /// SQLite: the same loop in Rust (diesel), for context.
+    alone_rust: Option<f64>,
 }
 
 struct Scenario {
@@ -415,7 +417,7 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
     if let Some(server) = &target.server {
         server.stop(true).await;
     }
-    let mut alone = None;
+    let (mut alone, mut alone_rust) = (None, None);
     if args.compare {
         let database = target
             .database_url
@@ -423,21 +425,29 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             .ok_or("--compare needs --backend")?;
         let wallets = accounts_wanted;
         let (seconds, connections) = (args.duration, args.concurrency);
-        let rate = tokio::task::spawn_blocking(move || {
+        let rates = tokio::task::spawn_blocking(move || {
             if billing_store::is_postgres_url(&database) {
-                baseline::pgbench(&database, wallets, connections, seconds)
+                baseline::pgbench(&database, wallets, connections, seconds).map(|r| (r, None))
             } else {
                 let dir = std::path::Path::new(&database)
                     .parent()
                     .ok_or("no directory")?
                     .to_owned();
-                baseline::sqlite_loop(&dir, wallets, seconds)
+                let python = baseline::python_sqlite_loop(&dir, wallets, seconds)?;
+                let rust = baseline::sqlite_loop(&dir, wallets, seconds)?;
+                Ok::<_, String>((python, Some(rust)))
             }
         })
         .await
         .map_err(|e| e.to_string())??;
-        println!("database alone, one debit per transaction: {rate:.0} debits/s");
-        alone = Some(rate);
+        println!(
+            "database alone, one debit per transaction: {:.0} debits/s",
+            rates.0
+        );
+        if let Some(rust) = rates.1 {
+            println!("  (the same loop in Rust through diesel: {rust:.0} debits/s)");
+        }
+        (alone, alone_rust) = (Some(rates.0), rates.1);
     }
     Ok(Row {
         backend: backend_name(&scenario.backend).to_owned(),
@@ -446,6 +456,7 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         p99_peak,
         p99_half,
         alone,
+        alone_rust,
     })
 }
 
@@ -469,10 +480,20 @@ fn print_table(rows: &[Row], connections: usize) {
         let half = row
             .p99_half
             .map_or("-".to_owned(), |p| format!("{p:.1} ms"));
-        let (alone, ratio) = match row.alone {
-            Some(a) => (format!("{a:.0}/s"), format!("{:.2}×", row.peak / a)),
+        let (mut alone, ratio) = match row.alone {
+            Some(a) if row.backend == "SQLite" => (
+                format!("Python sqlite3 {a:.0}/s"),
+                format!("{:.2}×", row.peak / a),
+            ),
+            Some(a) => (format!("pgbench {a:.0}/s"), format!("{:.2}×", row.peak / a)),
             None => ("-".to_owned(), "-".to_owned()),
         };
+        if let Some(rust) = row.alone_rust {
+            alone.push_str(&format!(
+                " (Rust loop {rust:.0}/s: {:.2}×)",
+                row.peak / rust
+            ));
+        }
         println!(
             "| {} | {} | {:.0}/s, p99 {:.1} ms | {half} | {alone} | {ratio} |",
             row.backend, row.workload, row.peak, row.p99_peak

@@ -195,6 +195,8 @@ pub struct DieselStore {
     pools: Pools,
     /// The ledger writers (group commit) every posting but a refund goes through.
     ledger: Arc<writer::LedgerWriter>,
+    /// SQLite: stops the checkpointer thread when the last clone of the store is dropped.
+    _checkpointer: Option<Arc<std::sync::Mutex<std::sync::mpsc::Sender<()>>>>,
 }
 
 /// How long a ledger writer waits for a connection before answering its batch
@@ -209,6 +211,7 @@ fn commit_on<M, C>(
     held: &mut Option<PooledConnection<M>>,
     postings: &[Posting],
     attempt: writer::Attempt,
+    fresh: impl Fn(&mut C) -> Result<(), diesel::result::Error>,
     post: impl Fn(
         &mut C,
         &[Posting],
@@ -220,9 +223,13 @@ where
 {
     let mut conn = match held.take() {
         Some(conn) => conn,
-        None => pool
-            .get_timeout(WRITER_CONNECTION_TIMEOUT)
-            .map_err(|e| writer::CommitError::NoConnection(pool_err(e)))?,
+        None => {
+            let mut conn = pool
+                .get_timeout(WRITER_CONNECTION_TIMEOUT)
+                .map_err(|e| writer::CommitError::NoConnection(pool_err(e)))?;
+            fresh(&mut conn).map_err(|e| writer::CommitError::Failed(db_err(e)))?;
+            conn
+        }
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         post(&mut conn, postings, attempt)
@@ -247,6 +254,7 @@ fn postgres_commit(pool: Pool<ConnectionManager<PgConnection>>) -> writer::Commi
             &mut held,
             postings,
             attempt,
+            |_: &mut PgConnection| Ok(()),
             |c: &mut PgConnection, p, a| match a {
                 writer::Attempt::First => postgres::post_batch(c, p),
                 writer::Attempt::Retry => match p {
@@ -272,6 +280,9 @@ fn sqlite_commit(
             &mut held,
             postings,
             attempt,
+            // Checkpoints are the checkpointer thread's, not the writer's (their fsync
+            // would stall every caller of a batch).
+            |c: &mut SqliteConnection| c.batch_execute("PRAGMA wal_autocheckpoint = 0"),
             |c: &mut SqliteConnection, p, a| match a {
                 writer::Attempt::First => sqlite::post_batch(c, p),
                 writer::Attempt::Retry => match p {
@@ -281,6 +292,34 @@ fn sqlite_commit(
             },
         )
     })
+}
+
+/// How often the SQLite checkpointer copies the write-ahead log into the database.
+const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs SQLite's checkpoints (`PASSIVE`: never waits for readers or the writer) on a thread
+/// of its own, so that the ledger writer, whose connection has automatic checkpoints off,
+/// never pays their fsync. Stops when the returned sender is dropped (with the store).
+fn start_checkpointer(
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+) -> std::io::Result<std::sync::mpsc::Sender<()>> {
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("sqlite-checkpointer".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(SQLITE_CHECKPOINT_INTERVAL)
+            {
+                let done = get(&pool).and_then(|mut c| {
+                    c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        .map_err(db_err)
+                });
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+                }
+            }
+        })?;
+    Ok(stop)
 }
 
 fn writer_err(e: std::io::Error) -> ConnectError {
@@ -348,6 +387,7 @@ impl DieselStore {
             return Ok(DieselStore {
                 pools: Pools::Postgres(pool),
                 ledger: Arc::new(ledger),
+                _checkpointer: None,
             });
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
@@ -394,9 +434,11 @@ impl DieselStore {
         let commit = sqlite_commit(pool.clone(), writing.clone());
         let ledger =
             writer::LedgerWriter::start(&options.batch, vec![commit]).map_err(writer_err)?;
+        let checkpointer = start_checkpointer(pool.clone()).map_err(writer_err)?;
         Ok(DieselStore {
             pools: Pools::Sqlite(pool, writing),
             ledger: Arc::new(ledger),
+            _checkpointer: Some(Arc::new(std::sync::Mutex::new(checkpointer))),
         })
     }
 

@@ -95,10 +95,24 @@ fn load_wallets(
         let state = wallet_state(row).map_err(corrupt)?;
         wallets.insert(state.account_id.as_str().to_owned(), state);
     }
-    let autos: Vec<AutoTopUpRow> = auto_topups::table
-        .filter(auto_topups::account_id.eq_any(ids))
-        .select(AutoTopUpRow::as_select())
-        .load(conn)?;
+    let autos: Vec<AutoTopUpRow> = if POINT_QUERIES {
+        let mut rows = Vec::new();
+        for id in ids {
+            rows.extend(
+                auto_topups::table
+                    .find(*id)
+                    .select(AutoTopUpRow::as_select())
+                    .first(conn)
+                    .optional()?,
+            );
+        }
+        rows
+    } else {
+        auto_topups::table
+            .filter(auto_topups::account_id.eq_any(ids))
+            .select(AutoTopUpRow::as_select())
+            .load(conn)?
+    };
     let mut enabled = Vec::new();
     for row in autos {
         let account = row.account_id.clone();
@@ -211,44 +225,6 @@ fn flush(
             ))));
         }
     }
-    if ROW_AT_A_TIME {
-        // One cached prepared statement per table, run once per row.
-        for row in &pending.entries {
-            diesel::insert_into(ledger_entries::table)
-                .values(row)
-                .execute(conn)?;
-        }
-        for row in &pending.claims {
-            diesel::insert_into(idempotency_keys::table)
-                .values(row)
-                .execute(conn)?;
-        }
-    } else {
-        for chunk in pending.entries.chunks(ROWS_PER_INSERT) {
-            diesel::insert_into(ledger_entries::table)
-                .values(chunk)
-                .execute(conn)?;
-        }
-        for chunk in pending.claims.chunks(ROWS_PER_INSERT) {
-            diesel::insert_into(idempotency_keys::table)
-                .values(chunk)
-                .execute(conn)?;
-        }
-    }
-    for row in &pending.topups {
-        diesel::insert_into(topups::table).values(row).execute(conn)?;
-    }
-    for chunk in pending.outbox.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(outbox::table).values(chunk).execute(conn)?;
-    }
-    for (refund, target) in &pending.links {
-        diesel::insert_into(refund_links::table)
-            .values((
-                refund_links::refund_entry_id.eq(refund),
-                refund_links::refunded_entry_id.eq(target),
-            ))
-            .execute(conn)?;
-    }
     let mut updates = Vec::new();
     for (id, slot) in wallets.iter() {
         if slot.state == slot.written {
@@ -264,13 +240,28 @@ fn flush(
             told: state.settings.limit_reached_month.map(Timestamp::as_micros),
         });
     }
-    let updated = update_wallets(conn, &updates)?;
+    // The entries first: refund links and auto top-ups name them.
+    let updated = write_ledger(conn, &pending.entries, &pending.claims, &updates)?;
     if updated != updates.len() {
         return Err(TxError::Op(StoreError::Corrupt(format!(
             "{} of {} wallets changed under their lock",
             updates.len() - updated.min(updates.len()),
             updates.len()
         ))));
+    }
+    for row in &pending.topups {
+        diesel::insert_into(topups::table).values(row).execute(conn)?;
+    }
+    for chunk in pending.outbox.chunks(ROWS_PER_INSERT) {
+        diesel::insert_into(outbox::table).values(chunk).execute(conn)?;
+    }
+    for (refund, target) in &pending.links {
+        diesel::insert_into(refund_links::table)
+            .values((
+                refund_links::refund_entry_id.eq(refund),
+                refund_links::refunded_entry_id.eq(target),
+            ))
+            .execute(conn)?;
     }
     for slot in wallets.values_mut() {
         if slot.state == slot.written {
@@ -306,12 +297,27 @@ fn holds_of(
     ids: &[&str],
     from: Timestamp,
 ) -> Result<ActiveHolds, TxError<StoreError>> {
-    let rows: Vec<(String, i64, i64)> = holds::table
-        .filter(holds::account_id.eq_any(ids))
-        .filter(holds::status.eq(HoldStatus::Active.as_str()))
-        .filter(holds::expires_at.gt(from.as_micros()))
-        .select((holds::account_id, holds::amount, holds::expires_at))
-        .load(conn)?;
+    let rows: Vec<(String, i64, i64)> = if POINT_QUERIES {
+        let mut rows = Vec::new();
+        for id in ids {
+            rows.extend(
+                holds::table
+                    .filter(holds::account_id.eq(*id))
+                    .filter(holds::status.eq(HoldStatus::Active.as_str()))
+                    .filter(holds::expires_at.gt(from.as_micros()))
+                    .select((holds::account_id, holds::amount, holds::expires_at))
+                    .load::<(String, i64, i64)>(conn)?,
+            );
+        }
+        rows
+    } else {
+        holds::table
+            .filter(holds::account_id.eq_any(ids))
+            .filter(holds::status.eq(HoldStatus::Active.as_str()))
+            .filter(holds::expires_at.gt(from.as_micros()))
+            .select((holds::account_id, holds::amount, holds::expires_at))
+            .load(conn)?
+    };
     let mut by_account = ActiveHolds::new();
     for (account, amount, expires_at) in rows {
         by_account.entry(account).or_default().push((amount, expires_at));
@@ -327,6 +333,18 @@ fn claims_of(conn: &mut Conn, postings: &[Posting]) -> Result<Claims, TxError<St
         postings.iter().filter_map(|p| p.idempotency.as_ref()).collect();
     if wanted.is_empty() {
         return Ok(Claims::new());
+    }
+    if POINT_QUERIES {
+        let mut found = Claims::new();
+        for claim in wanted {
+            if let Some(prior) = find_claim(conn, claim)? {
+                found.insert(
+                    (claim.scope.clone(), claim.key.clone()),
+                    (prior.fingerprint, prior.result_ref),
+                );
+            }
+        }
+        return Ok(found);
     }
     let mut scopes: Vec<&str> = wanted.iter().map(|c| c.scope.as_str()).collect();
     scopes.sort_unstable();

@@ -5,10 +5,6 @@ use diesel::sqlite::SqliteConnection;
 
 pub(crate) type Conn = SqliteConnection;
 
-/// Rows are inserted one statement each: in process a statement costs no round trip, and a
-/// single-row insert is a cached prepared statement (a multi-row one is parsed every time).
-const ROW_AT_A_TIME: bool = true;
-
 /// Whether this database lacks a migration this build has (a readiness check).
 pub(crate) fn migrations_pending(conn: &mut Conn) -> Result<bool, billing_core::ports::StoreError> {
     use diesel_migrations::MigrationHarness;
@@ -49,23 +45,47 @@ fn lock_topup(
         .optional()
 }
 
-/// The wallets' rows, sorted by id. The immediate transaction already holds the database's
+/// Reads by key take one cached prepared statement each (in process, no round trip), not
+/// one `IN (…)` statement parsed afresh for every length of list.
+const POINT_QUERIES: bool = true;
+
+/// The wallets' rows (`ids` sorted). The immediate transaction already holds the database's
 /// write lock.
 fn lock_wallets(conn: &mut Conn, ids: &[&str]) -> Result<Vec<WalletTuple>, diesel::result::Error> {
-    crate::schema::accounts::table
-        .filter(crate::schema::accounts::id.eq_any(ids))
-        .order(crate::schema::accounts::id.asc())
-        .select(WALLET_COLUMNS)
-        .load(conn)
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        rows.extend(
+            crate::schema::accounts::table
+                .find(*id)
+                .select(WALLET_COLUMNS)
+                .first(conn)
+                .optional()?,
+        );
+    }
+    Ok(rows)
 }
 
-/// Writes each wallet's new row (in process: a statement each costs no round trip); answers
-/// how many still held their old balance.
-fn update_wallets(
+/// Writes a batch's entries, claims and wallet rows: a statement per row, because in
+/// process a statement costs no round trip and a single-row insert is a cached prepared
+/// statement (a multi-row one would be parsed every time). Answers how many wallets still
+/// held their old balance.
+fn write_ledger(
     conn: &mut Conn,
+    entries: &[NewEntryRow],
+    claims: &[NewClaimRow],
     updates: &[WalletUpdate],
 ) -> Result<usize, diesel::result::Error> {
-    use crate::schema::accounts;
+    use crate::schema::{accounts, idempotency_keys, ledger_entries};
+    for row in entries {
+        diesel::insert_into(ledger_entries::table)
+            .values(row)
+            .execute(conn)?;
+    }
+    for row in claims {
+        diesel::insert_into(idempotency_keys::table)
+            .values(row)
+            .execute(conn)?;
+    }
     let mut updated = 0;
     for u in updates {
         updated += diesel::update(accounts::table.find(u.id.as_str()))
