@@ -106,7 +106,10 @@ pub async fn drive(load: Load) -> Tally {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(8192);
     let interval = load.rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let started = Instant::now();
+    // Each connection starts at a random phase of its interval, so that paced connections
+    // do not send in synchronized bursts.
+    let started =
+        Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(rand::random::<f64>()));
     let mut sent = 0u32;
     while Instant::now() < load.deadline {
         let due = match interval {

@@ -280,9 +280,7 @@ fn sqlite_commit(
             &mut held,
             postings,
             attempt,
-            // Checkpoints are the checkpointer thread's, not the writer's (their fsync
-            // would stall every caller of a batch).
-            |c: &mut SqliteConnection| c.batch_execute("PRAGMA wal_autocheckpoint = 0"),
+            |_: &mut SqliteConnection| Ok(()),
             |c: &mut SqliteConnection, p, a| match a {
                 writer::Attempt::First => sqlite::post_batch(c, p),
                 writer::Attempt::Retry => match p {
@@ -297,9 +295,11 @@ fn sqlite_commit(
 /// How often the SQLite checkpointer copies the write-ahead log into the database.
 const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Runs SQLite's checkpoints (`PASSIVE`: never waits for readers or the writer) on a thread
-/// of its own, so that the ledger writer, whose connection has automatic checkpoints off,
-/// never pays their fsync. Stops when the returned sender is dropped (with the store).
+/// Runs `PASSIVE` SQLite checkpoints (never waiting for readers or the writer) on a thread
+/// of its own: they copy most of the write-ahead log into the database, so that the
+/// automatic checkpoint the ledger writer still runs after a commit (the one that lets the
+/// log restart from its beginning, keeping it bounded) has little left to copy and sync.
+/// Stops when the returned sender is dropped (with the store).
 fn start_checkpointer(
     pool: Pool<ConnectionManager<SqliteConnection>>,
 ) -> std::io::Result<std::sync::mpsc::Sender<()>> {
