@@ -19,6 +19,13 @@ use billing_core::ports::ApiKeyRecord;
 const KEY_CACHE_ENTRIES_MAX: usize = 10_000;
 
 /// Key records by hash, each kept for at most the time to live.
+/// Taken before a store read, given back with its result to [`KeyCache::put`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    generation: u64,
+    read_at: Instant,
+}
+
 pub struct KeyCache {
     ttl: Duration,
     entries: Mutex<HashMap<String, (ApiKeyRecord, Instant)>>,
@@ -49,19 +56,24 @@ impl KeyCache {
         }
     }
 
-    /// The generation to pass to [`KeyCache::put`], taken before reading the store.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+    /// The ticket to pass to [`KeyCache::put`], taken before reading the store: the
+    /// generation and the instant the read began (a record is as old as its read, however
+    /// long the read waited).
+    pub fn generation(&self) -> Ticket {
+        Ticket {
+            generation: self.generation.load(Ordering::SeqCst),
+            read_at: Instant::now(),
+        }
     }
 
     /// Remembers a record read from the store, unless a key was forgotten since
     /// `generation` was taken (the record may predate its revocation).
-    pub fn put(&self, record: &ApiKeyRecord, generation: u64) {
-        if self.ttl.is_zero() {
+    pub fn put(&self, record: &ApiKeyRecord, ticket: Ticket) {
+        if self.ttl.is_zero() || ticket.read_at.elapsed() >= self.ttl {
             return;
         }
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if self.generation.load(Ordering::SeqCst) != generation {
+        if self.generation.load(Ordering::SeqCst) != ticket.generation {
             return;
         }
         if entries.len() >= KEY_CACHE_ENTRIES_MAX && !entries.contains_key(&record.hash) {
@@ -71,7 +83,7 @@ impl KeyCache {
                 entries.clear();
             }
         }
-        entries.insert(record.hash.clone(), (record.clone(), Instant::now()));
+        entries.insert(record.hash.clone(), (record.clone(), ticket.read_at));
     }
 
     /// Forgets a key (it was just revoked here): its next use reads the store.
@@ -124,6 +136,12 @@ mod tests {
             cache.get("h2").is_none(),
             "a record older than the TTL is not served"
         );
+        // A record is as old as its read: one whose read took longer than the TTL (a wait
+        // on the pool) is not cached at all.
+        let slow_read = cache.generation();
+        std::thread::sleep(Duration::from_millis(60));
+        cache.put(&record("key_3", "h3"), slow_read);
+        assert!(cache.get("h3").is_none(), "a slow read was cached");
     }
 
     #[test]
@@ -133,7 +151,10 @@ mod tests {
         assert!(off.get("h1").is_none());
         let cache = KeyCache::new(Duration::from_secs(60));
         for i in 0..KEY_CACHE_ENTRIES_MAX + 5 {
-            cache.put(&record(&format!("key_{i}"), &format!("h{i}")), 0);
+            cache.put(
+                &record(&format!("key_{i}"), &format!("h{i}")),
+                cache.generation(),
+            );
         }
         let len = cache.entries.lock().map(|e| e.len()).unwrap_or(0);
         assert!(len <= KEY_CACHE_ENTRIES_MAX, "{len} entries");

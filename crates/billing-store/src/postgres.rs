@@ -183,7 +183,7 @@ fn write_ledger_apart(
     claims: &[NewClaimRow],
     updates: &[WalletUpdate],
 ) -> Result<usize, diesel::result::Error> {
-    use crate::schema::{accounts, idempotency_keys, ledger_entries};
+    use crate::schema::{idempotency_keys, ledger_entries};
     for chunk in entries.chunks(ROWS_PER_INSERT) {
         diesel::insert_into(ledger_entries::table)
             .values(chunk)
@@ -194,19 +194,7 @@ fn write_ledger_apart(
             .values(chunk)
             .execute(conn)?;
     }
-    let mut updated = 0;
-    for u in updates {
-        updated += diesel::update(accounts::table.find(u.id.as_str()))
-            .filter(accounts::balance.eq(u.old_balance))
-            .set((
-                accounts::balance.eq(u.balance),
-                accounts::spend_month_start.eq(u.month_start),
-                accounts::spend_month.eq(u.spent),
-                accounts::limit_told_month.eq(u.told),
-            ))
-            .execute(conn)?;
-    }
-    Ok(updated)
+    update_wallet_rows(conn, updates)
 }
 
 include!("ops.rs");

@@ -277,6 +277,27 @@ fn flush(
     Ok(())
 }
 
+/// Writes each wallet's new row with its own statement; answers how many still held their
+/// old balance.
+fn update_wallet_rows(
+    conn: &mut Conn,
+    updates: &[WalletUpdate],
+) -> Result<usize, diesel::result::Error> {
+    let mut updated = 0;
+    for u in updates {
+        updated += diesel::update(accounts::table.find(u.id.as_str()))
+            .filter(accounts::balance.eq(u.old_balance))
+            .set((
+                accounts::balance.eq(u.balance),
+                accounts::spend_month_start.eq(u.month_start),
+                accounts::spend_month.eq(u.spent),
+                accounts::limit_told_month.eq(u.told),
+            ))
+            .execute(conn)?;
+    }
+    Ok(updated)
+}
+
 /// A wallet's row after a write: its new balance (only if it still holds `old_balance`),
 /// month's spend and the month its limit was told.
 struct WalletUpdate {
@@ -534,6 +555,9 @@ pub(crate) fn post_again(
     posting: &Posting,
 ) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
     finish(write_tx(conn, |conn| {
+        // Lock first: a batch whose COMMIT only failed on our side may still be committing
+        // under the lock; its entries are visible once we hold the lock, not before.
+        lock_wallets(conn, &[posting.account_id.as_str()]).map_err(TxError::Db)?;
         let ids: Vec<&str> = posting.entries.iter().map(|e| e.id.as_str()).collect();
         let existing = if ids.is_empty() {
             Vec::new()
