@@ -275,10 +275,12 @@ pub trait TopUpStore: Send + Sync {
         now: Timestamp,
     ) -> Result<Option<TransitionOutcome>, StoreError>;
 
-    /// One page of an account's top-ups, newest first; `page` starts at 1.
+    /// One page of an account's top-ups (only those in `status`, when given), newest first;
+    /// `page` starts at 1; `total` counts the top-ups the filter lets through.
     async fn topup_page(
         &self,
         account_id: &AccountId,
+        status: Option<TopUpStatus>,
         page: u32,
         per_page: u32,
     ) -> Result<TopUpPage, StoreError>;
@@ -439,6 +441,31 @@ pub trait ApiKeyStore: Send + Sync {
     /// `last_used_at` backwards (a late write of an older minute changes nothing); a key
     /// that does not exist is not an error.
     async fn touch_key(&self, id: &ApiKeyId, minute: Timestamp) -> Result<(), StoreError>;
+
+    /// Stores a new dashboard session. MUST return `StoreError::Duplicate` if its hash
+    /// exists.
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+
+    /// The session whose token hashes to `hash`, ended or not.
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Ends the session (idempotent: the first end time stays); no such session is not an
+    /// error.
+    async fn end_session(&self, hash: &str, now: Timestamp) -> Result<(), StoreError>;
+}
+
+/// A customer's dashboard session: never its token, only the token's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// SHA-256 of the session token, hex.
+    pub hash: String,
+    pub account_id: AccountId,
+    /// The customer key it was signed in with: the session ends with that key.
+    pub key_id: ApiKeyId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// When its customer signed out.
+    pub ended_at: Option<Timestamp>,
 }
 
 /// The result of a hold operation.

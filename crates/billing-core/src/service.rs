@@ -389,14 +389,21 @@ impl Billing {
         self.store.packs(false).await
     }
 
-    /// One page (from 1) of the account's top-ups, [`TOPUP_PAGE_SIZE`] a page.
+    /// One page (from 1) of the account's top-ups (only those in `status`, when given),
+    /// [`TOPUP_PAGE_SIZE`] a page.
     pub async fn topup_history(
         &self,
         account_id: &AccountId,
+        status: Option<TopUpStatus>,
         page: u32,
     ) -> Result<TopUpPage, StoreError> {
         self.store
-            .topup_page(account_id, page.clamp(1, TOPUP_PAGE_MAX), TOPUP_PAGE_SIZE)
+            .topup_page(
+                account_id,
+                status,
+                page.clamp(1, TOPUP_PAGE_MAX),
+                TOPUP_PAGE_SIZE,
+            )
             .await
     }
 

@@ -174,6 +174,11 @@ impl AuthGuard {
     /// An entry that is not an address counts under one shared "unknown" bucket, never
     /// under the proxy's own address (which every client shares).
     fn client_address(&self, req: &ServiceRequest) -> Option<IpAddr> {
+        self.client_address_of(req.request())
+    }
+
+    /// [`AuthGuard::client_address`] of a request a handler holds (the dashboard's sign-in).
+    pub fn client_address_of(&self, req: &HttpRequest) -> Option<IpAddr> {
         if self.settings.trust_forwarded_for
             && let Some(last) = req.headers().get_all("x-forwarded-for").last()
         {
@@ -277,7 +282,7 @@ async fn lookup(state: &AppState, token: &str) -> Result<Caller, ApiError> {
 ///   past the allowance answers 429, not 401.
 ///
 /// A key with a request limit of its own then uses one of its requests.
-async fn authorize(
+pub(crate) async fn authorize(
     state: &AppState,
     address: Option<IpAddr>,
     token: Result<String, ApiError>,

@@ -7,6 +7,7 @@
 
 pub mod amount;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod keycache;
 pub mod openapi;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub sandbox: Option<Arc<SandboxGateway>>,
     /// Authentication's limits and last-use records (per process).
     pub auth: auth::AuthGuard,
+    /// The customer dashboard's sessions and links.
+    pub dashboard: dashboard::DashboardSettings,
 }
 
 /// The `Idempotency-Key` header, if any: 1 to 255 printable ASCII bytes.
@@ -290,6 +293,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(sandbox::checkout_page)
             .service(sandbox::checkout_decide)
             .service(sandbox::charges)
+            .configure(dashboard::configure)
             .service(
                 SwaggerUi::new("/docs/{_:.*}")
                     .external_url_unchecked("/openapi.json", openapi::document(&doc_settings)),

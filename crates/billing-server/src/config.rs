@@ -12,6 +12,7 @@ use billing_core::pricing::Rate;
 use billing_core::service::PackInput;
 use billing_core::topup::{BonusTier, TopUpPolicy};
 use billing_http::auth::AuthSettings;
+use billing_http::dashboard::DashboardSettings;
 use serde::Deserialize;
 
 /// Why the configuration was refused.
@@ -228,6 +229,10 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Email and events, and the outbox worker that delivers them.
     pub notify: NotifySettings,
+    /// The customer dashboard: session lifetime (`BILLING_DASHBOARD_SESSION_HOURS`, 12),
+    /// the contact-sales address (`BILLING_SALES_EMAIL`); cookies are `Secure` when
+    /// `BILLING_PUBLIC_URL` is `https://`.
+    pub dashboard: DashboardSettings,
 }
 
 /// Where notices go and how failed deliveries are retried.
@@ -540,6 +545,9 @@ impl Config {
             || env_parse::<bool>(env, "BILLING_SANDBOX_ENABLED")?
                 .or(file.sandbox_enabled)
                 .unwrap_or(false);
+        let secure_cookies = public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
         Ok(Config {
             listen,
             database_url,
@@ -549,6 +557,20 @@ impl Config {
             sandbox_enabled,
             stripe,
             myfatoorah,
+            dashboard: DashboardSettings {
+                session_ttl: match env_parse::<u64>(env, "BILLING_DASHBOARD_SESSION_HOURS")? {
+                    None => DashboardSettings::default().session_ttl,
+                    Some(hours @ 1..=720) => std::time::Duration::from_secs(hours * 3600),
+                    Some(other) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "BILLING_DASHBOARD_SESSION_HOURS must be 1 to 720, got {other}"
+                        )));
+                    }
+                },
+                secure_cookies,
+                sales_email: get("BILLING_SALES_EMAIL")
+                    .unwrap_or_else(|| DashboardSettings::default().sales_email),
+            },
             sandbox_secret: get("BILLING_SANDBOX_SECRET"),
             sandbox_webhook_url: get("BILLING_SANDBOX_WEBHOOK_URL"),
             wallet_unit,

@@ -261,6 +261,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         ids: parts.ids.clone(),
         sandbox: config.sandbox_enabled.then(|| parts.sandbox.clone()),
         auth: AuthGuard::new(config.auth.clone()),
+        dashboard: config.dashboard.clone(),
     });
     let server = billing_http::serve(state, listener, config.workers).map_err(|source| {
         StartError::Listen {

@@ -33,7 +33,8 @@ use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
     HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
     KeyQuery, LedgerStore, OutboxItem, OutboxOutcome, OutboxStore, PackStore, PostError, Posted,
-    Posting, RateStore, Readiness, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    Posting, RateStore, Readiness, SessionRecord, StoreError, TopUpPage, TopUpStore,
+    TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -661,11 +662,18 @@ impl TopUpStore for DieselStore {
     async fn topup_page(
         &self,
         account_id: &AccountId,
+        status: Option<TopUpStatus>,
         page: u32,
         per_page: u32,
     ) -> Result<TopUpPage, StoreError> {
         let account_id = account_id.clone();
-        on_conn!(self, |c| ops::topup_page(c, &account_id, page, per_page))
+        on_conn!(self, |c| ops::topup_page(
+            c,
+            &account_id,
+            status,
+            page,
+            per_page
+        ))
     }
 
     async fn pending_topups(
@@ -925,6 +933,21 @@ impl ApiKeyStore for DieselStore {
     async fn touch_key(&self, id: &ApiKeyId, minute: Timestamp) -> Result<(), StoreError> {
         let id = id.clone();
         on_write_conn!(self, |c| ops::touch_key(c, &id, minute))
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let session = session.clone();
+        on_write_conn!(self, |c| ops::insert_session(c, &session))
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let hash = hash.to_owned();
+        on_conn!(self, |c| ops::session_by_hash(c, &hash))
+    }
+
+    async fn end_session(&self, hash: &str, now: Timestamp) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        on_write_conn!(self, |c| ops::end_session(c, &hash, now))
     }
 }
 

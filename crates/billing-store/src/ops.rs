@@ -22,7 +22,7 @@ use billing_core::money::Credits;
 use billing_core::ports::{
     Account, ApiKeyRecord, EntryQuery, HoldError, HoldOutcome, IdempotencyClaim, InsertTopUpError,
     Inserted, KeyPage, KeyQuery, OutboxItem, OutboxOutcome, PostError,
-    Posted, Posting, StoreError, TopUpPage, TransitionOutcome, Wallet,
+    Posted, Posting, SessionRecord, StoreError, TopUpPage, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -32,10 +32,10 @@ use diesel::prelude::*;
 
 use crate::rows::{
     AccountRow, ApiKeyRow, AutoTopUpRow, EntryRow, HoldRow, NewClaimRow, NewEntryRow, NewOutboxRow, OutboxRow,
-    PackRow, PaymentMethodRow, RateRow, TopUpRow,
+    PackRow, PaymentMethodRow, RateRow, SessionRow, TopUpRow,
 };
 use crate::schema::{
-    accounts, api_keys, auto_topups, holds, idempotency_keys, ledger_entries, outbox, packs,
+    accounts, api_keys, auto_topups, dashboard_sessions, holds, idempotency_keys, ledger_entries, outbox, packs,
     payment_methods, rates, refund_links, topups, webhook_events,
 };
 use crate::rows::units;
@@ -754,17 +754,22 @@ pub(crate) fn transition_topup(
 pub(crate) fn topup_page(
     conn: &mut Conn,
     account_id: &AccountId,
+    status: Option<TopUpStatus>,
     page: u32,
     per_page: u32,
 ) -> Result<TopUpPage, StoreError> {
-    let total: i64 = topups::table
-        .filter(topups::account_id.eq(account_id.as_str()))
-        .count()
-        .get_result(conn)
-        .map_err(db_err)?;
+    let mine = || {
+        let mut query = topups::table
+            .filter(topups::account_id.eq(account_id.as_str().to_owned()))
+            .into_boxed();
+        if let Some(status) = status {
+            query = query.filter(topups::status.eq(status.as_str()));
+        }
+        query
+    };
+    let total: i64 = mine().count().get_result(conn).map_err(db_err)?;
     let offset = i64::from(page.saturating_sub(1)) * i64::from(per_page);
-    let rows: Vec<TopUpRow> = topups::table
-        .filter(topups::account_id.eq(account_id.as_str()))
+    let rows: Vec<TopUpRow> = mine()
         .order(topups::seq.desc())
         .limit(i64::from(per_page))
         .offset(offset)
@@ -909,6 +914,39 @@ pub(crate) fn revoke_key(conn: &mut Conn, id: &ApiKeyId, now: Timestamp) -> Resu
     .execute(conn)
     .map_err(db_err)?;
     Ok(key(conn, id)?.is_some())
+}
+
+pub(crate) fn insert_session(conn: &mut Conn, session: &SessionRecord) -> Result<(), StoreError> {
+    diesel::insert_into(dashboard_sessions::table)
+        .values(SessionRow::from(session))
+        .execute(conn)
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(crate) fn session_by_hash(
+    conn: &mut Conn,
+    hash: &str,
+) -> Result<Option<SessionRecord>, StoreError> {
+    let row = dashboard_sessions::table
+        .find(hash)
+        .select(SessionRow::as_select())
+        .first(conn)
+        .optional()
+        .map_err(db_err)?;
+    Ok(row.map(SessionRecord::from))
+}
+
+pub(crate) fn end_session(conn: &mut Conn, hash: &str, now: Timestamp) -> Result<(), StoreError> {
+    diesel::update(
+        dashboard_sessions::table
+            .find(hash)
+            .filter(dashboard_sessions::ended_at.is_null()),
+    )
+    .set(dashboard_sessions::ended_at.eq(now.as_micros()))
+    .execute(conn)
+    .map_err(db_err)?;
+    Ok(())
 }
 
 pub(crate) fn list_keys(conn: &mut Conn, query: &KeyQuery) -> Result<Option<KeyPage>, StoreError> {

@@ -9,7 +9,7 @@ use billing_core::ledger::{EntryKind, LedgerEntry};
 use billing_core::money::{Credits, Currency, Money};
 use billing_core::notices::{Cause, Channel, Notice};
 use billing_core::ports::OutboxItem;
-use billing_core::ports::{Account, ApiKeyRecord, KeyScope, StoreError};
+use billing_core::ports::{Account, ApiKeyRecord, KeyScope, SessionRecord, StoreError};
 use billing_core::pricing::{Rate, UsageDetail};
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
@@ -320,6 +320,43 @@ impl From<&ApiKeyRecord> for ApiKeyRow {
             requests_per_minute_max: k
                 .requests_per_minute_max
                 .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+        }
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = crate::schema::dashboard_sessions)]
+pub(crate) struct SessionRow {
+    pub hash: String,
+    pub account_id: String,
+    pub key_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub ended_at: Option<i64>,
+}
+
+impl From<SessionRow> for SessionRecord {
+    fn from(row: SessionRow) -> SessionRecord {
+        SessionRecord {
+            hash: row.hash,
+            account_id: AccountId::new(row.account_id),
+            key_id: ApiKeyId::new(row.key_id),
+            created_at: Timestamp::from_micros(row.created_at),
+            expires_at: Timestamp::from_micros(row.expires_at),
+            ended_at: row.ended_at.map(Timestamp::from_micros),
+        }
+    }
+}
+
+impl From<&SessionRecord> for SessionRow {
+    fn from(s: &SessionRecord) -> SessionRow {
+        SessionRow {
+            hash: s.hash.clone(),
+            account_id: s.account_id.to_string(),
+            key_id: s.key_id.to_string(),
+            created_at: s.created_at.as_micros(),
+            expires_at: s.expires_at.as_micros(),
+            ended_at: s.ended_at.map(Timestamp::as_micros),
         }
     }
 }

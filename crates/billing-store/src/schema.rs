@@ -180,6 +180,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    dashboard_sessions (hash) {
+        hash -> Text,
+        account_id -> Text,
+        key_id -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        ended_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
     webhook_events (gateway, event_id) {
         gateway -> Text,
         event_id -> Text,

@@ -21,8 +21,8 @@ use billing_core::money::{Credits, Currency, Money};
 use billing_core::notices::{Channel, LowBalanceAlert, Topic};
 use billing_core::ports::{
     Account, ApiKeyRecord, EntryQuery, HoldError, IdempotencyClaim, InsertTopUpError, Inserted,
-    KeyPage, KeyQuery, KeyScope, OutboxOutcome, PostError, Posted, Posting, Store, StoreError,
-    TransitionOutcome,
+    KeyPage, KeyQuery, KeyScope, OutboxOutcome, PostError, Posted, Posting, SessionRecord, Store,
+    StoreError, TransitionOutcome,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -384,14 +384,14 @@ pub async fn topup_pages_and_pending(store: Handle, _other: Handle) {
         .insert_topup(&topup(&other_account, "5", "0"), None)
         .await
         .expect("insert");
-    let first = store.topup_page(&account, 1, 20).await.expect("page");
+    let first = store.topup_page(&account, None, 1, 20).await.expect("page");
     assert_eq!(first.total, 45);
     assert_eq!(first.topups.len(), 20);
     assert_eq!(first.topups[0].id, ids[44]);
-    let third = store.topup_page(&account, 3, 20).await.expect("page");
+    let third = store.topup_page(&account, None, 3, 20).await.expect("page");
     assert_eq!(third.topups.len(), 5);
     assert_eq!(third.topups[4].id, ids[0]);
-    let beyond = store.topup_page(&account, 4, 20).await.expect("page");
+    let beyond = store.topup_page(&account, None, 4, 20).await.expect("page");
     assert!(beyond.topups.is_empty());
     assert_eq!(beyond.total, 45);
 
@@ -404,6 +404,31 @@ pub async fn topup_pages_and_pending(store: Handle, _other: Handle) {
         .await
         .expect("pending");
     let pending_ids: Vec<&TopUpId> = pending.iter().map(|t| &t.id).collect();
+    // The status filter: one failed top-up, 44 pending, none completed; totals follow it.
+    let failed = store
+        .topup_page(&account, Some(TopUpStatus::Failed), 1, 20)
+        .await
+        .expect("page");
+    assert_eq!(failed.total, 1);
+    assert_eq!(
+        failed.topups.iter().map(|t| &t.id).collect::<Vec<_>>(),
+        [&ids[0]]
+    );
+    let still_pending = store
+        .topup_page(&account, Some(TopUpStatus::Pending), 3, 20)
+        .await
+        .expect("page");
+    assert_eq!(still_pending.total, 44);
+    assert_eq!(still_pending.topups.len(), 4);
+    assert_eq!(still_pending.topups[3].id, ids[1]);
+    assert!(
+        store
+            .topup_page(&account, Some(TopUpStatus::Completed), 1, 20)
+            .await
+            .expect("page")
+            .topups
+            .is_empty()
+    );
     // ids[0] failed; the other account's top-up was created at now(); cutoff excludes ≥ +3s.
     assert_eq!(pending_ids.len(), 3, "{pending_ids:?}");
     assert!(pending_ids.contains(&&ids[1]) && pending_ids.contains(&&ids[2]));
@@ -537,7 +562,11 @@ pub async fn idempotent_replay_and_conflict(store: Handle, other: Handle) {
         Err(InsertTopUpError::IdempotencyConflict)
     );
     assert_eq!(
-        store.topup_page(&account, 1, 20).await.expect("page").total,
+        store
+            .topup_page(&account, None, 1, 20)
+            .await
+            .expect("page")
+            .total,
         1
     );
 }
@@ -906,6 +935,53 @@ fn key_at(id: &str, account: Option<&AccountId>, created_secs: i64) -> ApiKeyRec
         last_used_at: None,
         requests_per_minute_max: None,
     }
+}
+
+/// Dashboard sessions: stored by hash, ended once (the first end time stays), unknown
+/// hashes are `None`, a duplicate hash is refused.
+pub async fn dashboard_sessions(store: Handle, other: Handle) {
+    let ada = new_account(&store).await;
+    let key = key_at("key_session", Some(&ada), 1);
+    other.insert_key(&key).await.expect("key");
+    let session = SessionRecord {
+        hash: "ab".repeat(32),
+        account_id: ada.clone(),
+        key_id: key.id.clone(),
+        created_at: now(),
+        expires_at: now().plus_secs(3600),
+        ended_at: None,
+    };
+    other.insert_session(&session).await.expect("insert");
+    assert!(matches!(
+        store.insert_session(&session).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(
+        store.session_by_hash(&session.hash).await.expect("read"),
+        Some(session.clone())
+    );
+    assert_eq!(
+        store.session_by_hash(&"cd".repeat(32)).await.expect("read"),
+        None
+    );
+    store
+        .end_session(&session.hash, now().plus_secs(10))
+        .await
+        .expect("end");
+    other
+        .end_session(&session.hash, now().plus_secs(20))
+        .await
+        .expect("end again");
+    store
+        .end_session(&"ef".repeat(32), now())
+        .await
+        .expect("ending an unknown session is not an error");
+    let ended = other
+        .session_by_hash(&session.hash)
+        .await
+        .expect("read")
+        .expect("still stored");
+    assert_eq!(ended.ended_at, Some(now().plus_secs(10)));
 }
 
 /// Keys list newest first, per account or all, in pages with an exact `has_more`; a cursor
@@ -2066,6 +2142,7 @@ macro_rules! store_contract_tests {
             entries_page_and_filter,
             accounts_packs_keys_events,
             keys_list_page_and_touch,
+            dashboard_sessions,
             rates_and_priced_usage_round_trip,
             holds_reserve_capture_release_and_expire,
             racing_holds_and_debits_never_overdraw,

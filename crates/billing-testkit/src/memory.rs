@@ -26,7 +26,8 @@ use billing_core::ports::{
     Account, AccountStore, ApiKeyRecord, ApiKeyStore, ControlsStore, EntryQuery, EventStore,
     HoldError, HoldOutcome, HoldStore, IdempotencyClaim, InsertTopUpError, Inserted, KeyPage,
     KeyQuery, LedgerStore, OutboxItem, OutboxOutcome, OutboxStore, PackStore, PostError, Posted,
-    Posting, RateStore, Readiness, StoreError, TopUpPage, TopUpStore, TransitionOutcome, Wallet,
+    Posting, RateStore, Readiness, SessionRecord, StoreError, TopUpPage, TopUpStore,
+    TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
 use billing_core::time::Timestamp;
@@ -41,6 +42,7 @@ struct State {
     topups: Vec<TopUp>,
     packs: BTreeMap<PackId, Pack>,
     keys: Vec<ApiKeyRecord>,
+    sessions: Vec<SessionRecord>,
     events: HashSet<(String, String)>,
     rates: BTreeMap<String, Rate>,
     holds: Vec<Hold>,
@@ -597,6 +599,7 @@ impl TopUpStore for InMemoryStore {
     async fn topup_page(
         &self,
         account_id: &AccountId,
+        status: Option<TopUpStatus>,
         page: u32,
         per_page: u32,
     ) -> Result<TopUpPage, StoreError> {
@@ -606,6 +609,7 @@ impl TopUpStore for InMemoryStore {
             .iter()
             .rev()
             .filter(|t| &t.account_id == account_id)
+            .filter(|t| status.is_none_or(|s| t.status == s))
             .collect();
         let skip = (page.saturating_sub(1) as usize).saturating_mul(per_page as usize);
         Ok(TopUpPage {
@@ -1084,6 +1088,32 @@ impl ApiKeyStore for InMemoryStore {
             && key.last_used_at.is_none_or(|at| at < minute)
         {
             key.last_used_at = Some(minute);
+        }
+        Ok(())
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if state.sessions.iter().any(|s| s.hash == session.hash) {
+            return Err(StoreError::Duplicate("session".to_owned()));
+        }
+        state.sessions.push(session.clone());
+        Ok(())
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .lock()?
+            .sessions
+            .iter()
+            .find(|s| s.hash == hash)
+            .cloned())
+    }
+
+    async fn end_session(&self, hash: &str, now: Timestamp) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if let Some(session) = state.sessions.iter_mut().find(|s| s.hash == hash) {
+            session.ended_at.get_or_insert(now);
         }
         Ok(())
     }

@@ -258,7 +258,7 @@ async fn refused_top_ups_never_reach_the_gateway() {
     assert!(matches!(unknown, Err(CreateTopUpError::UnknownGateway(_))));
     let history = w
         .billing
-        .topup_history(&w.account, 1)
+        .topup_history(&w.account, None, 1)
         .await
         .expect("history");
     assert_eq!(history.total, 0, "a refused request writes nothing");
@@ -281,7 +281,7 @@ async fn a_failed_checkout_leaves_a_failed_top_up() {
     ));
     let history = w
         .billing
-        .topup_history(&w.account, 1)
+        .topup_history(&w.account, None, 1)
         .await
         .expect("history");
     assert_eq!(history.topups[0].status, TopUpStatus::Failed);
@@ -375,7 +375,7 @@ async fn unverified_unpaid_and_mismatched_payments_credit_nothing() {
     assert_eq!(balance(&w).await, Credits::ZERO);
     let history = w
         .billing
-        .topup_history(&w.account, 1)
+        .topup_history(&w.account, None, 1)
         .await
         .expect("history");
     let statuses: Vec<TopUpStatus> = history.topups.iter().map(|t| t.status).collect();

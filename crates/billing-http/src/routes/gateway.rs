@@ -95,6 +95,7 @@ pub async fn webhook(
 #[get("/checkout/return/{gateway}")]
 pub async fn checkout_return(
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
     query: web::Query<HashMap<String, String>>,
 ) -> HttpResponse {
@@ -132,6 +133,17 @@ pub async fn checkout_return(
         ) => t.status,
         Ok(SettleOutcome::Ignored) | Err(_) => topup.status,
     };
+    // A customer who started the top-up in the dashboard goes back to it.
+    if let Ok(Some(session)) = crate::dashboard::session::current(&state, &req).await
+        && session.account == topup.account_id
+    {
+        return HttpResponse::SeeOther()
+            .insert_header((
+                actix_web::http::header::LOCATION,
+                format!("/dashboard/top-ups/{}", topup.id),
+            ))
+            .finish();
+    }
     let credits = topup
         .credits
         .checked_add(topup.bonus)

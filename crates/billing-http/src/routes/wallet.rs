@@ -6,7 +6,7 @@ use billing_core::ids::{EntryId, PackId, TopUpId};
 use billing_core::ledger::{EntryKind, LedgerEntry};
 use billing_core::ports::EntryQuery;
 use billing_core::service::{TOPUP_PAGE_SIZE, TopUpRequest};
-use billing_core::topup::{Pack, TopUp};
+use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -408,6 +408,8 @@ pub struct HistoryResponse {
 pub struct HistoryQuery {
     /// From 1.
     pub page: Option<String>,
+    /// Only top-ups in this status: `pending`, `completed` or `failed`.
+    pub status: Option<String>,
 }
 
 /// The account's top-ups, newest first, 20 a page.
@@ -423,7 +425,19 @@ pub async fn topup_history(
     Customer(account): Customer,
     query: web::Query<HistoryQuery>,
 ) -> Result<web::Json<HistoryResponse>, ApiError> {
-    let page = match query.into_inner().page {
+    let query = query.into_inner();
+    let status = query
+        .status
+        .map(|s| {
+            s.parse::<TopUpStatus>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    "status must be pending, completed or failed",
+                )
+            })
+        })
+        .transpose()?;
+    let page = match query.page {
         None => 1,
         Some(p) => p
             .parse::<u32>()
@@ -439,7 +453,7 @@ pub async fn topup_history(
                 )
             })?,
     };
-    let history = state.billing.topup_history(&account, page).await?;
+    let history = state.billing.topup_history(&account, status, page).await?;
     let data = history
         .topups
         .iter()

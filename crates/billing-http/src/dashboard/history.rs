@@ -1,0 +1,304 @@
+//! Transactions (filtered by type, paged by cursor, downloadable as CSV) and the top-up
+//! history (filtered by status, paged by number).
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use billing_core::ids::EntryId;
+use billing_core::ledger::{EntryKind, LedgerEntry};
+use billing_core::ports::EntryQuery;
+use billing_core::service::{ENTRY_PAGE_SIZE_MAX, TOPUP_PAGE_MAX};
+use billing_core::topup::TopUpStatus;
+use serde::Deserialize;
+
+use super::views::{EntryRow, TopUpRow, TopUpsPage, TransactionsPage};
+use super::{decode, error_page, html, minute, money, nav, secure, signed_in, status_label};
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Transactions a page shows.
+const PAGE_SIZE: u32 = 25;
+/// Rows a CSV download holds at most (newest first).
+const CSV_ROWS_MAX: usize = 100_000;
+
+const KINDS: [(&str, &str); 5] = [
+    ("topup", "Top-up"),
+    ("bonus", "Bonus"),
+    ("usage", "Usage"),
+    ("refund", "Refund"),
+    ("adjustment", "Adjustment"),
+];
+const STATUSES: [(&str, &str); 3] = [
+    ("pending", "Pending"),
+    ("completed", "Completed"),
+    ("failed", "Failed"),
+];
+
+fn kind_label(kind: EntryKind) -> &'static str {
+    let kind = kind.to_string();
+    KINDS
+        .iter()
+        .find(|(value, _)| *value == kind)
+        .map_or("Other", |(_, label)| label)
+}
+
+#[derive(Deserialize)]
+struct TransactionsQuery {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    starting_after: Option<String>,
+}
+
+fn parse_kind(kind: Option<&str>) -> Result<Option<EntryKind>, ApiError> {
+    match kind.filter(|k| !k.is_empty()) {
+        None => Ok(None),
+        Some(k) => k.parse::<EntryKind>().map(Some).map_err(|_| {
+            ApiError::bad_request(
+                "invalid_request",
+                "type must be topup, bonus, usage, refund or adjustment",
+            )
+        }),
+    }
+}
+
+fn signed(state: &AppState, entry: &LedgerEntry) -> String {
+    let amount = state.unit.show(entry.amount).0;
+    if amount.is_sign_positive() {
+        format!("+{amount}")
+    } else {
+        amount.to_string()
+    }
+}
+
+pub(super) async fn transactions(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let session = match signed_in(&state, &req).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let result: Result<TransactionsPage, ApiError> = async {
+        let query: TransactionsQuery = decode(req.query_string())?;
+        let kind = parse_kind(query.kind.as_deref())?;
+        let before = query
+            .starting_after
+            .filter(|s| !s.is_empty() && s.len() <= 100)
+            .map(EntryId::new);
+        if let Some(cursor) = &before
+            && state
+                .billing
+                .store()
+                .entry(&session.account, cursor)
+                .await?
+                .is_none()
+        {
+            return Err(ApiError::not_found("transaction"));
+        }
+        let page = state
+            .billing
+            .transactions(
+                &session.account,
+                EntryQuery {
+                    kind,
+                    before: before.clone(),
+                    limit: PAGE_SIZE,
+                },
+            )
+            .await?;
+        Ok(TransactionsPage {
+            title: "Transactions",
+            nav: nav(&session, "transactions"),
+            refresh_seconds: None,
+            kind: kind.map(|k| k.to_string()).unwrap_or_default(),
+            kinds: KINDS.to_vec(),
+            next: page
+                .has_more
+                .then(|| page.entries.last().map(|e| e.id.to_string()))
+                .flatten(),
+            rows: page
+                .entries
+                .iter()
+                .map(|e| EntryRow {
+                    date: minute(e.created_at),
+                    kind: kind_label(e.kind).to_owned(),
+                    description: e.description.clone(),
+                    amount: signed(&state, e),
+                    credit: e.amount.value().is_sign_positive(),
+                    balance_after: state.unit.show(e.balance_after).0.to_string(),
+                })
+                .collect(),
+            not_first: before.is_some(),
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(&e, Some(&session)),
+    }
+}
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break. Text a
+/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`.
+fn field(text: &str, is_text: bool) -> String {
+    let guarded = if is_text && text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    if guarded.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", guarded.replace('"', "\"\""))
+    } else {
+        guarded
+    }
+}
+
+/// Every transaction (of one type, when asked), newest first, as `text/csv`.
+pub(super) async fn csv(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let session = match signed_in(&state, &req).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let result: Result<String, ApiError> = async {
+        let query: TransactionsQuery = decode(req.query_string())?;
+        let kind = parse_kind(query.kind.as_deref())?;
+        let mut out = String::from(
+            "id,created_at,type,amount,balance_after,currency,description,reference\r\n",
+        );
+        let mut before = None;
+        let mut rows = 0;
+        loop {
+            let page = state
+                .billing
+                .transactions(
+                    &session.account,
+                    EntryQuery {
+                        kind,
+                        before: before.clone(),
+                        limit: ENTRY_PAGE_SIZE_MAX,
+                    },
+                )
+                .await?;
+            for e in &page.entries {
+                let line = [
+                    field(e.id.as_str(), false),
+                    field(&e.created_at.to_rfc3339(), false),
+                    field(&e.kind.to_string(), false),
+                    field(&state.unit.show(e.amount).0.to_string(), false),
+                    field(&state.unit.show(e.balance_after).0.to_string(), false),
+                    field(&state.unit.code, true),
+                    field(&e.description, true),
+                    field(e.reference.as_deref().unwrap_or_default(), true),
+                ];
+                out.push_str(&line.join(","));
+                out.push_str("\r\n");
+            }
+            rows += page.entries.len();
+            before = page.entries.last().map(|e| e.id.clone());
+            if !page.has_more || rows >= CSV_ROWS_MAX {
+                break;
+            }
+        }
+        Ok(out)
+    }
+    .await;
+    match result {
+        Ok(body) => secure(
+            HttpResponse::Ok()
+                .content_type("text/csv; charset=utf-8")
+                .insert_header((
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"transactions-{}.csv\"",
+                        session.account
+                    ),
+                ))
+                .body(body),
+        ),
+        Err(e) => error_page(&e, Some(&session)),
+    }
+}
+
+#[derive(Deserialize)]
+struct TopUpsQuery {
+    page: Option<String>,
+    status: Option<String>,
+}
+
+pub(super) async fn topups(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let session = match signed_in(&state, &req).await {
+        Ok(s) => s,
+        Err(response) => return response,
+    };
+    let result: Result<TopUpsPage, ApiError> = async {
+        let query: TopUpsQuery = decode(req.query_string())?;
+        let page = match query.page.as_deref().filter(|p| !p.is_empty()) {
+            None => 1,
+            Some(p) => p
+                .parse::<u32>()
+                .ok()
+                .filter(|p| (1..=TOPUP_PAGE_MAX).contains(p))
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_request", "page must be a whole number from 1")
+                })?,
+        };
+        let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(s.parse::<TopUpStatus>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    "status must be pending, completed or failed",
+                )
+            })?),
+        };
+        let history = state
+            .billing
+            .topup_history(&session.account, status, page)
+            .await?;
+        let shown = u64::from(page) * u64::from(billing_core::service::TOPUP_PAGE_SIZE);
+        Ok(TopUpsPage {
+            title: "Top-up history",
+            nav: nav(&session, "top-ups"),
+            refresh_seconds: None,
+            status: status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            statuses: STATUSES.to_vec(),
+            rows: history
+                .topups
+                .iter()
+                .map(|t| TopUpRow {
+                    id: t.id.to_string(),
+                    date: minute(t.created_at),
+                    what: t
+                        .pack_name
+                        .clone()
+                        .unwrap_or_else(|| "Custom amount".to_owned()),
+                    price: money(&t.price),
+                    credits: state.unit.show(t.credits).0.to_string(),
+                    bonus: state.unit.show(t.bonus).0.to_string(),
+                    status: t.status.as_str().to_owned(),
+                    status_label: status_label(t.status.as_str()),
+                })
+                .collect(),
+            page,
+            has_more: history.total > shown,
+        })
+    }
+    .await;
+    match result {
+        Ok(page) => html(StatusCode::OK, &page),
+        Err(e) => error_page(&e, Some(&session)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field;
+
+    #[test]
+    fn csv_fields_follow_rfc_4180_and_never_start_a_formula() {
+        assert_eq!(field("plain", true), "plain");
+        assert_eq!(field("a,b", true), "\"a,b\"");
+        assert_eq!(field("say \"hi\"", true), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("two\nlines", true), "\"two\nlines\"");
+        assert_eq!(field("=SUM(A1)", true), "'=SUM(A1)");
+        assert_eq!(field("-1.50", false), "-1.50", "amounts keep their sign");
+        assert_eq!(field("@x,y", true), "\"'@x,y\"");
+    }
+}
