@@ -1,6 +1,10 @@
 //! The billing page (balance, packs, a custom amount with its bonus, the 30-day chart), the
 //! top-up form and a top-up's own page (pending, then completed).
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
@@ -23,8 +27,36 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// Pages of entries read for the chart, at most (the balance stays exact beyond them; only
-/// older days' spend would be missing, and the chart says so).
+/// older days' spend would be missing, and the page says so).
 const CHART_PAGES_MAX: usize = 50;
+/// A pending top-up's page asks its gateway at most this often (per process), however many
+/// tabs refresh it.
+const GATEWAY_CHECK_INTERVAL: Duration = Duration::from_secs(3);
+/// Top-ups whose last gateway check this process remembers, at most.
+const GATEWAY_CHECKS_MAX: usize = 10_000;
+
+/// Whether the top-up's page may ask the gateway now; if so, records that it did.
+fn gateway_check_due(id: &TopUpId) -> bool {
+    static LAST: OnceLock<Mutex<HashMap<TopUpId, Instant>>> = OnceLock::new();
+    let mut last = LAST
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if last
+        .get(id)
+        .is_some_and(|at| at.elapsed() < GATEWAY_CHECK_INTERVAL)
+    {
+        return false;
+    }
+    if last.len() >= GATEWAY_CHECKS_MAX {
+        last.retain(|_, at| at.elapsed() < GATEWAY_CHECK_INTERVAL);
+        if last.len() >= GATEWAY_CHECKS_MAX {
+            return false;
+        }
+    }
+    last.insert(id.clone(), Instant::now());
+    true
+}
 /// Longest idempotency token a top-up form may carry.
 const REQUEST_TOKEN_LENGTH_MAX: usize = 64;
 
@@ -106,10 +138,11 @@ fn preview(state: &AppState, amount: &str, problem: Option<String>) -> (PreviewB
 
 /// The account's entries of the chart's window, newest first, plus the newest one before
 /// it (the opening balance), within [`CHART_PAGES_MAX`] pages.
+/// `true` beside them when the window holds more entries than were read.
 async fn chart_entries(
     state: &AppState,
     account: &AccountId,
-) -> Result<Vec<LedgerEntry>, ApiError> {
+) -> Result<(Vec<LedgerEntry>, bool), ApiError> {
     let start = chart::window_start(state.billing.now());
     let mut out: Vec<LedgerEntry> = Vec::new();
     let mut before = None;
@@ -129,10 +162,10 @@ async fn chart_entries(
         before = page.entries.last().map(|e| e.id.clone());
         out.extend(page.entries);
         if done {
-            break;
+            return Ok((out, false));
         }
     }
-    Ok(out)
+    Ok((out, true))
 }
 
 async fn billing_view(
@@ -151,8 +184,16 @@ async fn billing_view(
     let (preview_box, quote_ok) = preview(state, &amount, problem);
     let problem = preview_box.problem.clone();
     let preview_html = preview_box.render().map_err(|e| ApiError::internal(&e))?;
-    let entries = chart_entries(state, &session.account).await?;
+    let (entries, truncated) = chart_entries(state, &session.account).await?;
     let days = chart::days(&entries, state.billing.now());
+    let mut chart_html = chart::svg(&days, &state.unit.code, state.unit.display_scale);
+    if truncated && let Some(oldest) = entries.last() {
+        chart_html.push_str(&format!(
+            "<p class=\"muted small\">Spend is drawn from {} on: this month holds more \
+             transactions than the chart reads. The balance line is exact.</p>",
+            minute(oldest.created_at)
+        ));
+    }
     let policy = state.billing.policy();
     Ok(BillingPage {
         title: "Billing",
@@ -182,7 +223,7 @@ async fn billing_view(
         minimum: major(state, policy.minimum),
         contact_sales_from: major(state, policy.contact_sales_from),
         tiers: tiers(state),
-        chart: chart::svg(&days, &state.unit.code, state.unit.display_scale),
+        chart: chart_html,
     })
 }
 
@@ -357,6 +398,8 @@ pub(super) async fn topup(
         Err(e) => return error_page(&e.into(), Some(&session)),
     };
     if topup.status == TopUpStatus::Pending
+        && topup.payment_ref.is_some()
+        && gateway_check_due(&topup.id)
         && let Some(gateway) = state.billing.gateways().get(&topup.gateway).cloned()
     {
         match state.billing.settle(gateway.as_ref(), topup.clone()).await {
@@ -382,7 +425,14 @@ pub(super) async fn topup(
         &TopUpPageView {
             title: "Top-up",
             nav: nav(&session, "top-ups"),
-            refresh_seconds: (topup.status == TopUpStatus::Pending).then_some(2),
+            // Every 2 s for the first minute, then every 10 s.
+            refresh_seconds: (topup.status == TopUpStatus::Pending).then_some(
+                if state.billing.now().as_secs() - topup.created_at.as_secs() < 60 {
+                    2
+                } else {
+                    10
+                },
+            ),
             id: topup.id.to_string(),
             status_label: status_label(&status),
             status,

@@ -168,6 +168,14 @@ async fn signed_in(state: &AppState, req: &HttpRequest) -> Result<Session, HttpR
     }
 }
 
+/// Whether the browser says the request comes from another site (`Sec-Fetch-Site`): a
+/// second line of defence behind the CSRF token.
+fn cross_site(req: &HttpRequest) -> bool {
+    req.headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site")
+}
+
 /// [`signed_in`], for a posted form: also checks its CSRF token.
 async fn signed_in_form(
     state: &AppState,
@@ -175,7 +183,7 @@ async fn signed_in_form(
     csrf: Option<&str>,
 ) -> Result<Session, HttpResponse> {
     let session = signed_in(state, req).await?;
-    if !csrf.is_some_and(|token| session::same_token(token, &session.csrf)) {
+    if cross_site(req) || !csrf.is_some_and(|token| session::same_token(token, &session.csrf)) {
         tracing::warn!(account = %session.account, "dashboard form refused: CSRF token missing or wrong");
         return Err(error_page(
             &ApiError::forbidden(
@@ -328,10 +336,11 @@ async fn sign_in(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes)
         Ok(f) => f,
         Err(e) => return error_page(&e, None),
     };
-    if !form
-        .csrf
-        .as_deref()
-        .is_some_and(|token| session::signin_token_matches(&req, token))
+    if cross_site(&req)
+        || !form
+            .csrf
+            .as_deref()
+            .is_some_and(|token| session::signin_token_matches(&req, token))
     {
         return sign_in_page(
             &req,

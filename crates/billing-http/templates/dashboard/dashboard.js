@@ -11,17 +11,20 @@
     clearTimeout(timer);
     timer = setTimeout(function () {
       fetch('/dashboard/billing/preview?amount=' + encodeURIComponent(input.value), {
-        credentials: 'same-origin'
+        credentials: 'same-origin',
+        redirect: 'error'
       })
         .then(function (r) { return r.ok ? r.text() : null; })
         .then(function (html) {
           var box = document.getElementById('preview');
-          if (html === null || !box) return;
+          if (html === null || !box || html.indexOf('id="preview"') < 0) return;
           box.outerHTML = html;
-          var ok = document.getElementById('preview').getAttribute('data-ok') === 'true';
+          var fresh = document.getElementById('preview');
+          var ok = fresh !== null && fresh.getAttribute('data-ok') === 'true';
           button.disabled = !ok;
           input.setAttribute('aria-invalid', ok || input.value === '' ? 'false' : 'true');
-        });
+        })
+        .catch(function () { /* signed out or offline: the Preview button still works */ });
     }, 200);
   });
 })();
