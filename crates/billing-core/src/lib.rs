@@ -13,9 +13,11 @@
 //! - [`controls`]: the monthly spending limit.
 //! - [`autotopup`]: auto top-up's decisions (one charge per crossing, the monthly cap, failures).
 //! - [`notices`]: low-balance alerts, notifications and events, and the outbox's retries.
+//! - [`audit`]: the books recomputed from the ledger (what `billing-server audit` reports).
 //! - [`ports`]: the contracts adapters implement.
 //! - [`service`]: the use cases ([`service::Billing`]).
 
+pub mod audit;
 pub mod autotopup;
 pub mod controls;
 pub mod holds;

@@ -299,6 +299,10 @@ fn parameter_schemas() -> Vec<(&'static str, Value)> {
             json!({"type": "string", "enum": EntryKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>()}),
         ),
         (
+            "status",
+            json!({"type": "string", "enum": ["pending", "completed", "failed"]}),
+        ),
+        (
             "Idempotency-Key",
             json!({"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_LENGTH_MAX, "pattern": "^[\\x21-\\x7E]+$"}),
         ),

@@ -36,6 +36,11 @@ enum Command {
         #[arg(long)]
         account: Option<String>,
     },
+    /// Audit the books: every wallet recomputed from its ledger (balance = sum of entries,
+    /// running balances, never negative), every idempotency key and completed top-up
+    /// checked. Prints each finding; exits non-zero if there is any. Safe while the service
+    /// runs (one read-only snapshot).
+    Audit,
 }
 
 fn init_logs() {
@@ -82,6 +87,22 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             println!("{}", account.id);
             Ok(())
+        }
+        Command::Audit => {
+            let public = config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            let parts = build(&config, &public).await.map_err(|e| e.to_string())?;
+            let findings = parts.store.audit().await.map_err(|e| e.to_string())?;
+            if findings.is_empty() {
+                println!("audit: the books are clean");
+                return Ok(());
+            }
+            for finding in &findings {
+                println!("FINDING: {finding}");
+            }
+            Err(format!("audit: {} finding(s)", findings.len()))
         }
         Command::IssueKey { scope, account } => {
             let scope = KeyScope::parse(&scope).ok_or_else(|| {

@@ -448,6 +448,15 @@ impl DieselStore {
         self.ledger.stats()
     }
 
+    /// Audits the books in one snapshot of the database: every wallet recomputed from its
+    /// ledger, every idempotency claim and completed top-up checked
+    /// ([`billing_core::audit::audit`]). Empty: the books are clean. Safe while the service
+    /// runs (it only reads).
+    pub async fn audit(&self) -> Result<Vec<billing_core::audit::Finding>, StoreError> {
+        let input = on_conn!(self, |c| ops::audit_snapshot(c))?;
+        Ok(billing_core::audit::audit(&input))
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self.pools {
@@ -967,6 +976,32 @@ impl EventStore for DieselStore {
         let (gateway, event_id) = (gateway.to_owned(), event_id.to_owned());
         on_conn!(self, |c| ops::event_seen(c, &gateway, &event_id))
     }
+}
+
+/// Runs `sql` (statements separated by `;`) on the database `url` names, outside the
+/// service: for tests that tamper with rows and for an operator's one-off repair. Answers
+/// the rows the last statement changed.
+pub fn execute_sql(url: &str, sql: &str) -> Result<usize, ConnectError> {
+    let fail = |e: diesel::result::Error| ConnectError::Pool(e.to_string());
+    let mut changed = 0;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let mut conn =
+            PgConnection::establish(url).map_err(|e| ConnectError::Pool(e.to_string()))?;
+        for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+            changed = diesel::sql_query(statement)
+                .execute(&mut conn)
+                .map_err(fail)?;
+        }
+    } else {
+        let mut conn =
+            SqliteConnection::establish(url).map_err(|e| ConnectError::Pool(e.to_string()))?;
+        for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+            changed = diesel::sql_query(statement)
+                .execute(&mut conn)
+                .map_err(fail)?;
+        }
+    }
+    Ok(changed)
 }
 
 /// Creates (dropping it first if it exists) the database `name` on the server `admin_url`

@@ -26,6 +26,17 @@ where
     conn.transaction(f)
 }
 
+/// The audit's facts in one snapshot (a read-only repeatable-read transaction).
+pub(crate) fn audit_snapshot(
+    conn: &mut Conn,
+) -> Result<billing_core::audit::AuditInput, StoreError> {
+    conn.build_transaction()
+        .repeatable_read()
+        .read_only()
+        .run(audit_load)
+        .map_err(db_err)
+}
+
 /// The wallet's balance, with its row locked until the transaction ends.
 fn lock_account(
     conn: &mut Conn,
@@ -199,3 +210,4 @@ fn write_ledger_apart(
 
 include!("ops.rs");
 include!("posting.rs");
+include!("audit.rs");

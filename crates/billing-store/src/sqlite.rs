@@ -22,6 +22,13 @@ where
     conn.immediate_transaction(f)
 }
 
+/// The audit's facts in one snapshot (a read transaction of WAL mode).
+pub(crate) fn audit_snapshot(
+    conn: &mut Conn,
+) -> Result<billing_core::audit::AuditInput, StoreError> {
+    conn.transaction(audit_load).map_err(db_err)
+}
+
 /// The wallet's balance. The immediate transaction already holds the database's write lock.
 fn lock_account(
     conn: &mut Conn,
@@ -91,3 +98,4 @@ fn write_ledger(
 
 include!("ops.rs");
 include!("posting.rs");
+include!("audit.rs");

@@ -219,6 +219,11 @@ async fn billing_view(
         amount,
         problem,
         quote_ok,
+        can_save: state
+            .billing
+            .gateways()
+            .get(state.billing.gateways().default_name())
+            .is_some_and(|g| g.saves_payment_methods()),
         preview: preview_html,
         minimum: major(state, policy.minimum),
         contact_sales_from: major(state, policy.contact_sales_from),
@@ -277,6 +282,7 @@ struct TopUpForm {
     request: Option<String>,
     pack_id: Option<String>,
     amount: Option<String>,
+    save_card: Option<String>,
 }
 
 pub(super) async fn top_up(
@@ -343,11 +349,15 @@ pub(super) async fn top_up(
             }
         },
     };
+    let save = form.save_card.as_deref() == Some("true");
     // One form rendering starts one top-up, however often it is submitted.
-    let key = format!("dashboard:{token}:{what}");
+    let key = format!(
+        "dashboard:{token}:{what}:{}",
+        if save { "save" } else { "once" }
+    );
     match state
         .billing
-        .create_topup(&session.account, &request, None, Some(&key))
+        .create_topup_with(&session.account, &request, None, Some(&key), save)
         .await
     {
         Ok(topup) => match topup.checkout_url.filter(|u| !u.is_empty()) {

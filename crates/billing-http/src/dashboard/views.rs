@@ -80,6 +80,8 @@ pub struct BillingPage {
     pub amount: String,
     pub problem: Option<String>,
     pub quote_ok: bool,
+    /// The default gateway can save the card for auto top-up.
+    pub can_save: bool,
     pub preview: String,
     pub minimum: String,
     pub contact_sales_from: String,

@@ -263,6 +263,7 @@ async fn a_customer_uses_the_dashboard_in_a_real_browser() {
     )
     .await;
     shoot(&c, "06-billing-preview").await;
+    click(&c, "#save-card").await;
     click(&c, "#custom-top-up").await;
     pay(&c, None).await;
     until(
@@ -422,6 +423,23 @@ async fn a_customer_uses_the_dashboard_in_a_real_browser() {
     }
     let (_, alert) = app.get("/v1/wallet/low-balance-alert", &ada.key).await;
     assert_eq!(alert["low_balance_alert"]["enabled"], false, "{alert}");
+
+    // The card saved at the $50 checkout, and its removal.
+    c.goto(&format!("{base}/dashboard/settings"))
+        .await
+        .expect("settings");
+    assert!(text(&c, "#method").await.contains("via sandbox"));
+    click(&c, "form[action$=\"payment-method/delete\"] button").await;
+    until(
+        &c,
+        "removal",
+        |t| t.starts_with("Payment method removed"),
+        "[role=status]",
+    )
+    .await;
+    assert!(text(&c, "#method").await.starts_with("None saved"));
+    let (status, _) = app.get("/v1/wallet/payment-method", &ada.key).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Another account's top-up answers 404, as a page.
     let theirs = app.top_up(&bob, json!({"pack_id": "pack_pro"})).await;

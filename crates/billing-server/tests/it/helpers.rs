@@ -24,6 +24,9 @@ pub struct TestApp {
     pub client: Client,
     /// The in-process server; `None` for a server in another process.
     pub handle: Option<actix_web::dev::ServerHandle>,
+    /// The database, audited when the test is done with the server (take it to skip that,
+    /// in a test that breaks the books or the database on purpose).
+    pub database: Option<String>,
 }
 
 impl Drop for TestApp {
@@ -32,7 +35,37 @@ impl Drop for TestApp {
         if let Some(handle) = &self.handle {
             drop(handle.stop(false));
         }
+        // Every end-to-end test ends with the audit of its books (one snapshot; writes
+        // still in flight are either in it whole or not at all).
+        if let Some(url) = self.database.take()
+            && !std::thread::panicking()
+        {
+            let findings = std::thread::spawn(move || audit_database(&url))
+                .join()
+                .expect("the audit ran");
+            assert!(findings.is_empty(), "the audit found: {findings:#?}");
+        }
     }
+}
+
+/// `billing-server audit`'s findings on the database `url`.
+pub fn audit_database(url: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store =
+            billing_store::DieselStore::connect(url, &billing_store::StoreOptions::default())
+                .expect("open the database to audit it");
+        store
+            .audit()
+            .await
+            .expect("audit")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    })
 }
 
 /// A database URL for a fresh database, or `None` (announced) when PostgreSQL is not set up.
@@ -97,7 +130,9 @@ pub async fn spawn_on(url: &str, extra: &[(&str, &str)]) -> TestApp {
     let base = running.base_url.clone();
     let handle = running.handle();
     tokio::spawn(running.wait());
-    TestApp::at(base, Some(handle))
+    let mut app = TestApp::at(base, Some(handle));
+    app.database = Some(url.to_owned());
+    app
 }
 
 /// A customer of a [`TestApp`].
@@ -117,6 +152,7 @@ impl TestApp {
                 .build()
                 .expect("client"),
             handle,
+            database: None,
         }
     }
 

@@ -2,9 +2,11 @@
 //! PostgreSQL database per test. The PostgreSQL variants run when
 //! `BILLING_TEST_POSTGRES_URL` is set and say SKIPPED otherwise.
 
+mod audit;
 mod autotopup;
 mod batching;
 mod controls;
+mod dashboard;
 mod gateways;
 mod helpers;
 mod holds;
@@ -15,9 +17,11 @@ mod scenarios;
 mod startup;
 mod tenancy;
 
+use audit::*;
 use autotopup::*;
 use batching::*;
 use controls::*;
+use dashboard::*;
 use holds::*;
 use notices::*;
 use pricing::*;
@@ -79,6 +83,8 @@ on_both_backends!(
     stripe_auto_topup_needs_the_customer,
     readiness_follows_the_database,
     kill_9_with_batches_in_flight,
+    dashboard_sessions_outlive_restarts_and_end_with_their_key,
+    audit_names_tampered_rows,
 );
 
 /// Several processes on one database is the PostgreSQL deployment.

@@ -1,0 +1,467 @@
+//! The audit of the books: recomputes every wallet from its ledger and checks what points
+//! into it. Pure: an adapter reads the facts (in one snapshot) and hands them here.
+//!
+//! Facts are raw rows (amounts in ledger units, kinds and statuses as stored), so that a
+//! tampered row is reported, not refused on conversion.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// A wallet's stored balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletFacts {
+    pub account_id: String,
+    pub balance: i64,
+}
+
+/// A ledger row, in ledger units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFacts {
+    /// The append order.
+    pub seq: i64,
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub reference: Option<String>,
+}
+
+/// An idempotency claim: `scope` is `{account}:{operation}`, `result_ref` the comma-separated
+/// ids of what the first request wrote (entries, a top-up or a hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimFacts {
+    pub scope: String,
+    pub key: String,
+    pub result_ref: String,
+}
+
+/// A top-up's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUpFacts {
+    pub id: String,
+    pub account_id: String,
+    pub status: String,
+    pub credits: i64,
+    pub bonus: i64,
+}
+
+/// What the audit reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditInput {
+    pub wallets: Vec<WalletFacts>,
+    pub entries: Vec<EntryFacts>,
+    pub claims: Vec<ClaimFacts>,
+    pub topups: Vec<TopUpFacts>,
+    /// Holds: `(id, account)`.
+    pub holds: Vec<(String, String)>,
+}
+
+/// One thing wrong with the books.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// The wallet's balance is not the sum of its entries.
+    BalanceIsNotTheSum {
+        account: String,
+        balance: i64,
+        sum: i64,
+    },
+    /// An entry's `balance_after` is not the running sum of the wallet's entries up to it
+    /// (an entry before it was edited, deleted or moved, or this one was).
+    RunningSumBroken {
+        account: String,
+        entry: String,
+        expected: i64,
+        found: i64,
+    },
+    /// An entry took the wallet below zero.
+    NegativeBalance {
+        account: String,
+        entry: String,
+        balance_after: i64,
+    },
+    /// An entry of an account that has no wallet.
+    EntryWithoutWallet { account: String, entry: String },
+    /// An idempotency claim names something that does not exist.
+    ClaimPointsAtNothing {
+        scope: String,
+        key: String,
+        target: String,
+    },
+    /// An idempotency claim names another account's entry, top-up or hold.
+    ClaimPointsAtAnotherAccount {
+        scope: String,
+        key: String,
+        target: String,
+        owner: String,
+    },
+    /// A top-up's `topup`/`bonus` entries are not exactly what its status and amounts say.
+    TopUpEntriesWrong { topup: String, problem: String },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Finding::BalanceIsNotTheSum {
+                account,
+                balance,
+                sum,
+            } => write!(
+                f,
+                "wallet {account}: balance {balance} units, but its entries sum to {sum}"
+            ),
+            Finding::RunningSumBroken {
+                account,
+                entry,
+                expected,
+                found,
+            } => write!(
+                f,
+                "wallet {account}: entry {entry} says balance_after {found} units, the running sum is {expected} (an entry was edited, deleted or reordered)"
+            ),
+            Finding::NegativeBalance {
+                account,
+                entry,
+                balance_after,
+            } => write!(
+                f,
+                "wallet {account}: entry {entry} leaves the balance at {balance_after} units (below zero)"
+            ),
+            Finding::EntryWithoutWallet { account, entry } => {
+                write!(f, "entry {entry} belongs to {account}, which has no wallet")
+            }
+            Finding::ClaimPointsAtNothing { scope, key, target } => write!(
+                f,
+                "idempotency key {key:?} ({scope}) points at {target}, which does not exist"
+            ),
+            Finding::ClaimPointsAtAnotherAccount {
+                scope,
+                key,
+                target,
+                owner,
+            } => write!(
+                f,
+                "idempotency key {key:?} ({scope}) points at {target}, which belongs to {owner}"
+            ),
+            Finding::TopUpEntriesWrong { topup, problem } => write!(f, "top-up {topup}: {problem}"),
+        }
+    }
+}
+
+/// Every finding, wallets in id order, entries in append order.
+pub fn audit(input: &AuditInput) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut entries: Vec<&EntryFacts> = input.entries.iter().collect();
+    entries.sort_by_key(|e| e.seq);
+    let mut by_account: BTreeMap<&str, Vec<&EntryFacts>> = BTreeMap::new();
+    for e in &entries {
+        by_account.entry(e.account_id.as_str()).or_default().push(e);
+    }
+    let wallets: BTreeMap<&str, i64> = input
+        .wallets
+        .iter()
+        .map(|w| (w.account_id.as_str(), w.balance))
+        .collect();
+    for (account, balance) in &wallets {
+        let mut running: i64 = 0;
+        for e in by_account
+            .get(account)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            running = running.saturating_add(e.amount);
+            if e.balance_after != running {
+                findings.push(Finding::RunningSumBroken {
+                    account: (*account).to_owned(),
+                    entry: e.id.clone(),
+                    expected: running,
+                    found: e.balance_after,
+                });
+                // Later entries are judged against what this one says, so one tampered row
+                // is one finding, not one per row after it.
+                running = e.balance_after;
+            }
+            if e.balance_after < 0 {
+                findings.push(Finding::NegativeBalance {
+                    account: (*account).to_owned(),
+                    entry: e.id.clone(),
+                    balance_after: e.balance_after,
+                });
+            }
+        }
+        let sum = by_account.get(account).map_or(0, |es| {
+            es.iter().fold(0i64, |s, e| s.saturating_add(e.amount))
+        });
+        if sum != *balance {
+            findings.push(Finding::BalanceIsNotTheSum {
+                account: (*account).to_owned(),
+                balance: *balance,
+                sum,
+            });
+        }
+    }
+    for (account, es) in &by_account {
+        if !wallets.contains_key(account) {
+            for e in es {
+                findings.push(Finding::EntryWithoutWallet {
+                    account: (*account).to_owned(),
+                    entry: e.id.clone(),
+                });
+            }
+        }
+    }
+    // Whose is each id a claim may name.
+    let mut owner: HashMap<&str, &str> = HashMap::new();
+    for e in &entries {
+        owner.insert(e.id.as_str(), e.account_id.as_str());
+    }
+    for t in &input.topups {
+        owner.insert(t.id.as_str(), t.account_id.as_str());
+    }
+    for (id, account) in &input.holds {
+        owner.insert(id.as_str(), account.as_str());
+    }
+    for c in &input.claims {
+        let account = c.scope.split(':').next().unwrap_or_default();
+        for target in c.result_ref.split(',').filter(|t| !t.is_empty()) {
+            match owner.get(target) {
+                None => findings.push(Finding::ClaimPointsAtNothing {
+                    scope: c.scope.clone(),
+                    key: c.key.clone(),
+                    target: target.to_owned(),
+                }),
+                Some(o) if *o != account => findings.push(Finding::ClaimPointsAtAnotherAccount {
+                    scope: c.scope.clone(),
+                    key: c.key.clone(),
+                    target: target.to_owned(),
+                    owner: (*o).to_owned(),
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    findings.extend(topup_findings(&input.topups, &entries));
+    findings
+}
+
+/// A completed top-up has exactly one `topup` entry of its credits and, with a bonus,
+/// exactly one `bonus` entry of it, both on its account; any other top-up has none.
+fn topup_findings(topups: &[TopUpFacts], entries: &[&EntryFacts]) -> Vec<Finding> {
+    let mut credited: HashMap<&str, Vec<&EntryFacts>> = HashMap::new();
+    for e in entries {
+        if (e.kind == "topup" || e.kind == "bonus")
+            && let Some(reference) = &e.reference
+        {
+            credited.entry(reference.as_str()).or_default().push(e);
+        }
+    }
+    let mut findings = Vec::new();
+    for t in topups {
+        let mine = credited
+            .get(t.id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let wrong = |problem: String| Finding::TopUpEntriesWrong {
+            topup: t.id.clone(),
+            problem,
+        };
+        if let Some(e) = mine.iter().find(|e| e.account_id != t.account_id) {
+            findings.push(wrong(format!(
+                "entry {} credits {} instead of {}",
+                e.id, e.account_id, t.account_id
+            )));
+        }
+        let amounts = |kind: &str| -> Vec<i64> {
+            mine.iter()
+                .filter(|e| e.kind == kind)
+                .map(|e| e.amount)
+                .collect()
+        };
+        let (topup, bonus) = (amounts("topup"), amounts("bonus"));
+        if t.status == "completed" {
+            if topup != [t.credits] {
+                findings.push(wrong(format!(
+                    "completed with {} credits, but its topup entries are {topup:?}",
+                    t.credits
+                )));
+            }
+            let want: Vec<i64> = if t.bonus > 0 {
+                vec![t.bonus]
+            } else {
+                Vec::new()
+            };
+            if bonus != want {
+                findings.push(wrong(format!(
+                    "completed with a bonus of {}, but its bonus entries are {bonus:?}",
+                    t.bonus
+                )));
+            }
+        } else if !mine.is_empty() {
+            findings.push(wrong(format!(
+                "{} but credited by {} entries",
+                t.status,
+                mine.len()
+            )));
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: i64, account: &str, kind: &str, amount: i64, after: i64) -> EntryFacts {
+        EntryFacts {
+            seq,
+            id: format!("e{seq}"),
+            account_id: account.to_owned(),
+            kind: kind.to_owned(),
+            amount,
+            balance_after: after,
+            reference: None,
+        }
+    }
+
+    fn books() -> AuditInput {
+        let mut topup = entry(1, "a", "topup", 500, 500);
+        topup.reference = Some("top_1".into());
+        let mut bonus = entry(2, "a", "bonus", 25, 525);
+        bonus.reference = Some("top_1".into());
+        AuditInput {
+            wallets: vec![
+                WalletFacts {
+                    account_id: "a".into(),
+                    balance: 425,
+                },
+                WalletFacts {
+                    account_id: "b".into(),
+                    balance: 0,
+                },
+            ],
+            entries: vec![topup, bonus, entry(3, "a", "usage", -100, 425)],
+            claims: vec![ClaimFacts {
+                scope: "a:usage".into(),
+                key: "k1".into(),
+                result_ref: "e3".into(),
+            }],
+            topups: vec![TopUpFacts {
+                id: "top_1".into(),
+                account_id: "a".into(),
+                status: "completed".into(),
+                credits: 500,
+                bonus: 25,
+            }],
+            holds: vec![],
+        }
+    }
+
+    #[test]
+    fn clean_books_have_no_findings() {
+        assert_eq!(audit(&books()), vec![]);
+    }
+
+    #[test]
+    fn an_edited_entry_is_named() {
+        let mut books = books();
+        books.entries[1].amount = 30;
+        let findings = audit(&books);
+        assert!(findings.contains(&Finding::RunningSumBroken {
+            account: "a".into(),
+            entry: "e2".into(),
+            expected: 530,
+            found: 525,
+        }));
+        assert!(findings.contains(&Finding::BalanceIsNotTheSum {
+            account: "a".into(),
+            balance: 425,
+            sum: 430,
+        }));
+        assert!(
+            findings
+                .iter()
+                .any(|f| matches!(f, Finding::TopUpEntriesWrong { .. }))
+        );
+    }
+
+    #[test]
+    fn a_deleted_or_reordered_entry_is_named() {
+        let mut deleted = books();
+        deleted.entries.remove(1);
+        assert!(audit(&deleted).contains(&Finding::RunningSumBroken {
+            account: "a".into(),
+            entry: "e3".into(),
+            expected: 400,
+            found: 425,
+        }));
+        let mut reordered = books();
+        reordered.entries[2].seq = 0;
+        let findings = audit(&reordered);
+        assert!(findings.contains(&Finding::RunningSumBroken {
+            account: "a".into(),
+            entry: "e3".into(),
+            expected: -100,
+            found: 425,
+        }));
+    }
+
+    #[test]
+    fn claims_and_topups_point_at_their_own_account() {
+        let mut books = books();
+        books.claims.push(ClaimFacts {
+            scope: "b:usage".into(),
+            key: "k2".into(),
+            result_ref: "e3".into(),
+        });
+        books.claims.push(ClaimFacts {
+            scope: "a:usage".into(),
+            key: "k3".into(),
+            result_ref: "e9".into(),
+        });
+        books.topups.push(TopUpFacts {
+            id: "top_2".into(),
+            account_id: "a".into(),
+            status: "pending".into(),
+            credits: 100,
+            bonus: 0,
+        });
+        books.entries[1].reference = Some("top_2".into());
+        let findings = audit(&books);
+        let text: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        assert!(
+            text.iter()
+                .any(|t| t.contains("k2") && t.contains("belongs to a")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.contains("e9") && t.contains("does not exist"))
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("top-up top_2: pending but credited"))
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("top-up top_1: completed with a bonus"))
+        );
+    }
+
+    #[test]
+    fn a_negative_balance_and_an_orphan_entry_are_named() {
+        let mut books = books();
+        books.entries.push(entry(4, "a", "usage", -500, -75));
+        books.wallets[0].balance = -75;
+        books.entries.push(entry(5, "ghost", "bonus", 5, 5));
+        let findings = audit(&books);
+        assert!(findings.contains(&Finding::NegativeBalance {
+            account: "a".into(),
+            entry: "e4".into(),
+            balance_after: -75,
+        }));
+        assert!(findings.contains(&Finding::EntryWithoutWallet {
+            account: "ghost".into(),
+            entry: "e5".into(),
+        }));
+    }
+}

@@ -1,0 +1,126 @@
+//! `billing-server audit` on real books: clean after real traffic, then each kind of
+//! tampering done in SQL (an edited, a deleted, a reordered entry, a claim moved to another
+//! account) named by the command, which exits non-zero.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Backend, database_url, spawn_on};
+
+/// Runs `billing-server audit`; its exit status and what it printed.
+fn audit(url: &str) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_billing-server"))
+        .arg("audit")
+        .env("BILLING_DATABASE_URL", url)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("billing-server audit runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+pub async fn audit_names_tampered_rows(backend: Backend) {
+    let Some(url) = database_url(backend, "audit") else {
+        return;
+    };
+    let mut app = spawn_on(&url, &[]).await;
+    let ada = app.customer("ada").await;
+    let bob = app.customer("bob").await;
+    let topup = app.top_up(&ada, json!({"amount": "50.00"})).await;
+    let checkout = topup["checkout_url"].as_str().expect("checkout").to_owned();
+    app.press(&checkout, "paid").await;
+    let platform = app.platform_key(&ada.account_id).await;
+    for _ in 0..4 {
+        assert!(
+            app.usage(&platform, &ada.account_id, "1.25")
+                .await
+                .is_success()
+        );
+    }
+    let bob_platform = app.platform_key(&bob.account_id).await;
+    app.grant(&bob.account_id, "3").await;
+    assert!(
+        app.usage(&bob_platform, &bob.account_id, "1")
+            .await
+            .is_success()
+    );
+    assert_eq!(app.balance(&ada).await, "47.50");
+    let (clean, report) = audit(&url);
+    assert!(clean, "{report}");
+    assert!(report.contains("the books are clean"), "{report}");
+    // This test breaks the books on purpose.
+    app.database = None;
+    let entries = app.all_transactions(&ada).await;
+    // Newest first: four usage entries, then the bonus and the top-up.
+    let id = |i: usize| entries[i]["id"].as_str().expect("id").to_owned();
+    let (newest, second, third, fourth) = (id(0), id(1), id(2), id(3));
+    assert_eq!(entries.len(), 6);
+    let sql = |statement: String| {
+        billing_store::execute_sql(&url, &statement).expect("tamper");
+    };
+
+    // An edited amount: the running sum breaks at that entry.
+    sql(format!(
+        "UPDATE ledger_entries SET amount = amount + 1000 WHERE id = '{fourth}'"
+    ));
+    let (ok, report) = audit(&url);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains(&format!("entry {fourth} says balance_after")),
+        "{report}"
+    );
+    assert!(report.contains("entries sum to"), "{report}");
+    sql(format!(
+        "UPDATE ledger_entries SET amount = amount - 1000 WHERE id = '{fourth}'"
+    ));
+    assert!(audit(&url).0, "restored");
+
+    // A deleted entry: the next one no longer follows.
+    sql(format!("DELETE FROM ledger_entries WHERE id = '{third}'"));
+    let (ok, report) = audit(&url);
+    assert!(!ok);
+    assert!(
+        report.contains(&format!("entry {second} says balance_after")),
+        "{report}"
+    );
+
+    // An entry moved in the append order (to the front of the ledger).
+    sql(format!(
+        "UPDATE ledger_entries SET seq = -1 WHERE id = '{newest}'"
+    ));
+    let (ok, report) = audit(&url);
+    assert!(!ok);
+    assert!(
+        report.contains(&format!("entry {newest} says balance_after")),
+        "{report}"
+    );
+
+    // A claim moved to another account's scope.
+    let moved = billing_store::execute_sql(
+        &url,
+        &format!(
+            "UPDATE idempotency_keys SET scope = '{}:usage' WHERE scope = '{}:usage'",
+            bob.account_id, ada.account_id
+        ),
+    )
+    .expect("move claims");
+    assert!(moved > 0);
+    let (ok, report) = audit(&url);
+    assert!(!ok);
+    assert!(
+        report.contains(&format!("which belongs to {}", ada.account_id)),
+        "{report}"
+    );
+    assert_eq!(
+        app.get("/v1/wallet/balance", &bob.key).await.0,
+        StatusCode::OK
+    );
+}
