@@ -3,15 +3,81 @@
 //!
 //! Facts are raw rows (amounts in ledger units, kinds and statuses as stored), so that a
 //! tampered row is reported, not refused on conversion.
+//!
+//! Each wallet's entries form a hash chain: an entry stores
+//! `hash = SHA-256(previous entry's hash ‖ canonical encoding of the entry)` ([`entry_hash`]),
+//! written in the transaction that appends it, and the wallet row keeps the last one (its
+//! head). An entry edited, deleted or moved breaks the chain at that place.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::fmt::Write as _;
+
+use sha2::{Digest, Sha256};
+
+/// What an entry's hash covers: every stored field but the append order (which the chain
+/// itself records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainFields<'a> {
+    pub id: &'a str,
+    pub account_id: &'a str,
+    pub kind: &'a str,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub description: &'a str,
+    pub reference: Option<&'a str>,
+    pub created_at: i64,
+    pub usage_model: Option<&'a str>,
+    /// Input and output tokens, then the prices per million they were charged at.
+    pub usage: [Option<i64>; 4],
+}
+
+/// The hash of an entry that follows `previous` (`None`: the wallet's first entry), lower-case
+/// hex. The encoding is unambiguous: every text is length-prefixed, an absent value is `-`.
+pub fn entry_hash(previous: Option<&str>, e: &ChainFields<'_>) -> String {
+    let mut canonical = String::with_capacity(256);
+    canonical.push_str("billing-ledger-entry-v1\n");
+    canonical.push_str(previous.unwrap_or(""));
+    canonical.push('\n');
+    let text = |out: &mut String, value: Option<&str>| match value {
+        Some(v) => {
+            let _ = writeln!(out, "{}:{v}", v.len());
+        }
+        None => out.push_str("-\n"),
+    };
+    let number = |out: &mut String, value: Option<i64>| match value {
+        Some(v) => {
+            let _ = writeln!(out, "{v}");
+        }
+        None => out.push_str("-\n"),
+    };
+    text(&mut canonical, Some(e.id));
+    text(&mut canonical, Some(e.account_id));
+    text(&mut canonical, Some(e.kind));
+    number(&mut canonical, Some(e.amount));
+    number(&mut canonical, Some(e.balance_after));
+    text(&mut canonical, Some(e.description));
+    text(&mut canonical, e.reference);
+    number(&mut canonical, Some(e.created_at));
+    text(&mut canonical, e.usage_model);
+    for value in e.usage {
+        number(&mut canonical, value);
+    }
+    let digest = Sha256::digest(canonical.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest.iter() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
 
 /// A wallet's stored balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletFacts {
     pub account_id: String,
     pub balance: i64,
+    /// The hash of the wallet's last entry, as the wallet row keeps it.
+    pub head: Option<String>,
 }
 
 /// A ledger row, in ledger units.
@@ -25,6 +91,30 @@ pub struct EntryFacts {
     pub amount: i64,
     pub balance_after: i64,
     pub reference: Option<String>,
+    pub description: String,
+    pub created_at: i64,
+    pub usage_model: Option<String>,
+    pub usage: [Option<i64>; 4],
+    /// The stored hash of the chain.
+    pub hash: Option<String>,
+}
+
+impl EntryFacts {
+    /// The fields its hash covers.
+    pub fn chain_fields(&self) -> ChainFields<'_> {
+        ChainFields {
+            id: &self.id,
+            account_id: &self.account_id,
+            kind: &self.kind,
+            amount: self.amount,
+            balance_after: self.balance_after,
+            description: &self.description,
+            reference: self.reference.as_deref(),
+            created_at: self.created_at,
+            usage_model: self.usage_model.as_deref(),
+            usage: self.usage,
+        }
+    }
 }
 
 /// An idempotency claim: `scope` is `{account}:{operation}`, `result_ref` the comma-separated
@@ -97,6 +187,12 @@ pub enum Finding {
     },
     /// A top-up's `topup`/`bonus` entries are not exactly what its status and amounts say.
     TopUpEntriesWrong { topup: String, problem: String },
+    /// An entry's stored hash is not the hash of its fields after the entry before it: the
+    /// entry was edited, or one before it was deleted or moved.
+    ChainBroken { account: String, entry: String },
+    /// The wallet's head is not the hash of its last entry (its last entries were deleted,
+    /// or the head was rewritten).
+    HeadMismatch { account: String },
 }
 
 impl fmt::Display for Finding {
@@ -144,6 +240,14 @@ impl fmt::Display for Finding {
                 "idempotency key {key:?} ({scope}) points at {target}, which belongs to {owner}"
             ),
             Finding::TopUpEntriesWrong { topup, problem } => write!(f, "top-up {topup}: {problem}"),
+            Finding::ChainBroken { account, entry } => write!(
+                f,
+                "wallet {account}: entry {entry} does not follow the hash chain (edited, or an entry before it was deleted or moved)"
+            ),
+            Finding::HeadMismatch { account } => write!(
+                f,
+                "wallet {account}: the chain's head is not its last entry's hash (its last entries were deleted or the head rewritten)"
+            ),
         }
     }
 }
@@ -162,6 +266,17 @@ pub fn audit(input: &AuditInput) -> Vec<Finding> {
         .iter()
         .map(|w| (w.account_id.as_str(), w.balance))
         .collect();
+    for wallet in &input.wallets {
+        let mine = by_account
+            .get(wallet.account_id.as_str())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        findings.extend(chain_findings(
+            &wallet.account_id,
+            wallet.head.as_deref(),
+            mine,
+        ));
+    }
     for (account, balance) in &wallets {
         let mut running: i64 = 0;
         for e in by_account
@@ -244,6 +359,29 @@ pub fn audit(input: &AuditInput) -> Vec<Finding> {
     findings
 }
 
+/// The chain of one wallet's entries (in append order) and its head. Each entry is judged
+/// against the hash stored before it, so one tampered row is one finding.
+fn chain_findings(account: &str, head: Option<&str>, entries: &[&EntryFacts]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let mut previous: Option<&str> = None;
+    for e in entries {
+        let expected = entry_hash(previous, &e.chain_fields());
+        if e.hash.as_deref() != Some(expected.as_str()) {
+            findings.push(Finding::ChainBroken {
+                account: account.to_owned(),
+                entry: e.id.clone(),
+            });
+        }
+        previous = e.hash.as_deref();
+    }
+    if head != previous {
+        findings.push(Finding::HeadMismatch {
+            account: account.to_owned(),
+        });
+    }
+    findings
+}
+
 /// A completed top-up has exactly one `topup` entry of its credits and, with a bonus,
 /// exactly one `bonus` entry of it, both on its account; any other top-up has none.
 fn topup_findings(topups: &[TopUpFacts], entries: &[&EntryFacts]) -> Vec<Finding> {
@@ -320,6 +458,28 @@ mod tests {
             amount,
             balance_after: after,
             reference: None,
+            description: format!("entry {seq}"),
+            created_at: seq * 1_000_000,
+            usage_model: None,
+            usage: [None; 4],
+            hash: None,
+        }
+    }
+
+    /// Chains every wallet's entries (in seq order) and sets the heads, as the writers do.
+    fn chain(books: &mut AuditInput) {
+        books.entries.sort_by_key(|e| e.seq);
+        let mut heads: HashMap<String, String> = HashMap::new();
+        for e in &mut books.entries {
+            let hash = entry_hash(
+                heads.get(&e.account_id).map(String::as_str),
+                &e.chain_fields(),
+            );
+            e.hash = Some(hash.clone());
+            heads.insert(e.account_id.clone(), hash);
+        }
+        for w in &mut books.wallets {
+            w.head = heads.get(&w.account_id).cloned();
         }
     }
 
@@ -328,15 +488,17 @@ mod tests {
         topup.reference = Some("top_1".into());
         let mut bonus = entry(2, "a", "bonus", 25, 525);
         bonus.reference = Some("top_1".into());
-        AuditInput {
+        let mut books = AuditInput {
             wallets: vec![
                 WalletFacts {
                     account_id: "a".into(),
                     balance: 425,
+                    head: None,
                 },
                 WalletFacts {
                     account_id: "b".into(),
                     balance: 0,
+                    head: None,
                 },
             ],
             entries: vec![topup, bonus, entry(3, "a", "usage", -100, 425)],
@@ -353,12 +515,59 @@ mod tests {
                 bonus: 25,
             }],
             holds: vec![],
-        }
+        };
+        chain(&mut books);
+        books
     }
 
     #[test]
     fn clean_books_have_no_findings() {
         assert_eq!(audit(&books()), vec![]);
+    }
+
+    #[test]
+    fn the_chain_names_an_edit_that_keeps_the_sums() {
+        // A description rewritten: every sum still holds, only the chain sees it.
+        let mut edited = books();
+        edited.entries[2].description = "refund".into();
+        assert_eq!(
+            audit(&edited),
+            vec![Finding::ChainBroken {
+                account: "a".into(),
+                entry: "e3".into(),
+            }]
+        );
+        // The last entry deleted with the balance made consistent: the head no longer
+        // matches.
+        let mut truncated = books();
+        truncated.entries.pop();
+        truncated.wallets[0].balance = 525;
+        truncated.claims.clear();
+        assert_eq!(
+            audit(&truncated),
+            vec![Finding::HeadMismatch {
+                account: "a".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn hashes_are_stable_and_cover_every_field() {
+        let e = entry(1, "a", "usage", -5, 0);
+        let base = entry_hash(None, &e.chain_fields());
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, entry_hash(None, &e.chain_fields()));
+        assert_ne!(base, entry_hash(Some(&base), &e.chain_fields()));
+        let mut other = e.clone();
+        other.usage[3] = Some(0);
+        assert_ne!(base, entry_hash(None, &other.chain_fields()));
+        let mut other = e.clone();
+        other.reference = Some(String::new());
+        assert_ne!(
+            base,
+            entry_hash(None, &other.chain_fields()),
+            "absent is not empty"
+        );
     }
 
     #[test]

@@ -8,35 +8,39 @@ fn audit_load(
     use billing_core::audit::{AuditInput, ClaimFacts, EntryFacts, TopUpFacts, WalletFacts};
     use crate::schema::{accounts, holds, idempotency_keys, ledger_entries, topups};
     let wallets = accounts::table
-        .select((accounts::id, accounts::balance))
-        .load::<(String, i64)>(conn)?
+        .select((accounts::id, accounts::balance, accounts::ledger_head))
+        .load::<(String, i64, Option<String>)>(conn)?
         .into_iter()
-        .map(|(account_id, balance)| WalletFacts { account_id, balance })
+        .map(|(account_id, balance, head)| WalletFacts {
+            account_id,
+            balance,
+            head,
+        })
         .collect();
     let entries = ledger_entries::table
         .order(ledger_entries::seq.asc())
-        .select((
-            ledger_entries::seq,
-            ledger_entries::id,
-            ledger_entries::account_id,
-            ledger_entries::kind,
-            ledger_entries::amount,
-            ledger_entries::balance_after,
-            ledger_entries::reference,
-        ))
-        .load::<(i64, String, String, String, i64, i64, Option<String>)>(conn)?
+        .select(AuditEntryRow::as_select())
+        .load::<AuditEntryRow>(conn)?
         .into_iter()
-        .map(
-            |(seq, id, account_id, kind, amount, balance_after, reference)| EntryFacts {
-                seq,
-                id,
-                account_id,
-                kind,
-                amount,
-                balance_after,
-                reference,
-            },
-        )
+        .map(|r| EntryFacts {
+            seq: r.seq,
+            id: r.id,
+            account_id: r.account_id,
+            kind: r.kind,
+            amount: r.amount,
+            balance_after: r.balance_after,
+            reference: r.reference,
+            description: r.description,
+            created_at: r.created_at,
+            usage_model: r.usage_model,
+            usage: [
+                r.usage_input_tokens,
+                r.usage_output_tokens,
+                r.usage_input_per_million,
+                r.usage_output_per_million,
+            ],
+            hash: r.hash,
+        })
         .collect();
     let claims = idempotency_keys::table
         .select((
@@ -80,4 +84,56 @@ fn audit_load(
         topups,
         holds,
     })
+}
+
+/// Chains the wallets written before the hash chain existed (no head, and no entry with a
+/// hash), in append order, and sets their heads. A wallet whose chain exists is never
+/// rewritten here: a hash erased later is the audit's finding, not repaired. Runs at
+/// start-up, under the migrations' lock; answers how many entries it chained.
+pub(crate) fn chain_existing(conn: &mut Conn) -> Result<usize, diesel::result::Error> {
+    use crate::schema::{accounts, ledger_entries};
+    let unchained: Vec<String> = ledger_entries::table
+        .filter(ledger_entries::hash.is_null())
+        .select(ledger_entries::account_id)
+        .distinct()
+        .load(conn)?;
+    let mut chained = 0;
+    for account in unchained {
+        let head: Option<Option<String>> = accounts::table
+            .find(&account)
+            .select(accounts::ledger_head)
+            .first(conn)
+            .optional()?;
+        if !matches!(head, Some(None)) {
+            continue;
+        }
+        let rows: Vec<AuditEntryRow> = ledger_entries::table
+            .filter(ledger_entries::account_id.eq(&account))
+            .order(ledger_entries::seq.asc())
+            .select(AuditEntryRow::as_select())
+            .load(conn)?;
+        if rows.iter().any(|r| r.hash.is_some()) {
+            continue;
+        }
+        let mut head: Option<String> = None;
+        for row in rows {
+            let hash = match row.hash.clone() {
+                Some(hash) => hash,
+                None => {
+                    let hash =
+                        billing_core::audit::entry_hash(head.as_deref(), &row.chain_fields());
+                    diesel::update(ledger_entries::table.find(row.seq))
+                        .set(ledger_entries::hash.eq(&hash))
+                        .execute(conn)?;
+                    chained += 1;
+                    hash
+                }
+            };
+            head = Some(hash);
+        }
+        diesel::update(accounts::table.find(&account))
+            .set(accounts::ledger_head.eq(head))
+            .execute(conn)?;
+    }
+    Ok(chained)
 }

@@ -139,7 +139,12 @@ fn migrate_postgres(conn: &mut PgConnection) -> Result<(), ConnectError> {
     let result = conn
         .run_pending_migrations(POSTGRES_MIGRATIONS)
         .map(|_| ())
-        .map_err(|e| fail(&e));
+        .map_err(|e| fail(&e))
+        .and_then(|()| {
+            conn.transaction(postgres::chain_existing)
+                .map(|_| ())
+                .map_err(|e| fail(&e))
+        });
     let unlocked = diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"))
         .execute(conn)
         .map_err(|e| fail(&e));
@@ -419,7 +424,9 @@ impl DieselStore {
         conn.immediate_transaction(|conn| {
             conn.run_pending_migrations(SQLITE_MIGRATIONS)
                 .map(|_| ())
-                .map_err(|e| MigrationError::Run(e.to_string()))
+                .map_err(|e| MigrationError::Run(e.to_string()))?;
+            sqlite::chain_existing(conn)?;
+            Ok::<(), MigrationError>(())
         })
         .map_err(|e| ConnectError::Migrations(e.to_string()))?;
         drop(conn);

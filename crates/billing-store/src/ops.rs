@@ -32,7 +32,7 @@ use diesel::prelude::*;
 
 use crate::rows::{
     AccountRow, ApiKeyRow, AutoTopUpRow, EntryRow, HoldRow, NewClaimRow, NewEntryRow, NewOutboxRow, OutboxRow,
-    PackRow, PaymentMethodRow, RateRow, SessionRow, TopUpRow,
+    AuditEntryRow, PackRow, PaymentMethodRow, RateRow, SessionRow, TopUpRow, chain_rows,
 };
 use crate::schema::{
     accounts, api_keys, auto_topups, dashboard_sessions, holds, idempotency_keys, ledger_entries, outbox, packs,
@@ -160,11 +160,22 @@ fn append_entries<E>(
 where
     E: From<StoreError>,
 {
-    let rows = planned
+    let mut rows = planned
         .iter()
         .map(NewEntryRow::try_from)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TxError::Op(E::from(e)))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // The caller holds the wallet's lock: its head is the chain's end.
+    let head: Option<String> = accounts::table
+        .find(account_id.as_str())
+        .select(accounts::ledger_head)
+        .first(conn)?;
+    let mut heads = std::collections::HashMap::from([(account_id.as_str().to_owned(), head)]);
+    chain_rows(&mut heads, &mut rows);
+    let new_head = heads.remove(account_id.as_str()).flatten();
     let Some(last) = rows.last() else {
         return Ok(());
     };
@@ -184,7 +195,10 @@ where
         .execute(conn)?;
     let updated = diesel::update(accounts::table.find(account_id.as_str()))
         .filter(accounts::balance.eq(previous_balance))
-        .set(accounts::balance.eq(new_balance))
+        .set((
+            accounts::balance.eq(new_balance),
+            accounts::ledger_head.eq(new_head),
+        ))
         .execute(conn)?;
     if updated != 1 {
         return Err(TxError::Op(E::from(StoreError::Corrupt(format!(

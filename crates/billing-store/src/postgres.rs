@@ -89,7 +89,7 @@ fn write_ledger(
     updates: &[WalletUpdate],
 ) -> Result<usize, diesel::result::Error> {
     use diesel::sql_types::{BigInt, Nullable, Text};
-    if entries.len() * 13 + claims.len() * 5 + updates.len() * 6 > PARAMETERS_MAX {
+    if entries.len() * 14 + claims.len() * 5 + updates.len() * 7 > PARAMETERS_MAX {
         return write_ledger_apart(conn, entries, claims, updates);
     }
     let mut n = 0;
@@ -104,11 +104,11 @@ fn write_ledger(
     };
     let mut parts = Vec::new();
     if !entries.is_empty() {
-        let rows: Vec<String> = entries.iter().map(|_| next(13, &[])).collect();
+        let rows: Vec<String> = entries.iter().map(|_| next(14, &[])).collect();
         parts.push(format!(
             "e AS (INSERT INTO ledger_entries (id, account_id, kind, amount, balance_after, \
              description, reference, created_at, usage_model, usage_input_tokens, \
-             usage_output_tokens, usage_input_per_million, usage_output_per_million) \
+             usage_output_tokens, usage_input_per_million, usage_output_per_million, hash) \
              VALUES {} RETURNING 1)",
             rows.join(", ")
         ));
@@ -122,16 +122,16 @@ fn write_ledger(
         ));
     }
     let casts = [
-        "::text", "::bigint", "::bigint", "::bigint", "::bigint", "::bigint",
+        "::text", "::bigint", "::bigint", "::bigint", "::bigint", "::bigint", "::text",
     ];
     let count = if updates.is_empty() {
         "0::bigint".to_owned()
     } else {
-        let rows: Vec<String> = updates.iter().map(|_| next(6, &casts)).collect();
+        let rows: Vec<String> = updates.iter().map(|_| next(7, &casts)).collect();
         parts.push(format!(
             "w AS (UPDATE accounts SET balance = v.balance, spend_month_start = v.month_start, \
-             spend_month = v.spent, limit_told_month = v.told \
-             FROM (VALUES {}) AS v(id, old_balance, balance, month_start, spent, told) \
+             spend_month = v.spent, limit_told_month = v.told, ledger_head = v.head \
+             FROM (VALUES {}) AS v(id, old_balance, balance, month_start, spent, told, head) \
              WHERE accounts.id = v.id AND accounts.balance = v.old_balance RETURNING 1)",
             rows.join(", ")
         ));
@@ -157,7 +157,8 @@ fn write_ledger(
             .bind::<Nullable<BigInt>, _>(e.usage_input_tokens)
             .bind::<Nullable<BigInt>, _>(e.usage_output_tokens)
             .bind::<Nullable<BigInt>, _>(e.usage_input_per_million)
-            .bind::<Nullable<BigInt>, _>(e.usage_output_per_million);
+            .bind::<Nullable<BigInt>, _>(e.usage_output_per_million)
+            .bind::<Nullable<Text>, _>(e.hash.as_deref());
     }
     for c in claims {
         query = query
@@ -174,7 +175,8 @@ fn write_ledger(
             .bind::<BigInt, _>(u.balance)
             .bind::<BigInt, _>(u.month_start)
             .bind::<BigInt, _>(u.spent)
-            .bind::<Nullable<BigInt>, _>(u.told);
+            .bind::<Nullable<BigInt>, _>(u.told)
+            .bind::<Nullable<Text>, _>(u.head.as_deref());
     }
     let written: Updated = query.get_result(conn)?;
     Ok(usize::try_from(written.updated).unwrap_or(0))

@@ -20,6 +20,7 @@ type WalletTuple = (
     bool,
     Option<i64>,
     Option<i64>,
+    Option<String>,
 );
 
 #[allow(clippy::type_complexity)]
@@ -34,6 +35,7 @@ const WALLET_COLUMNS: (
     accounts::alert_enabled,
     accounts::alert_threshold,
     accounts::limit_told_month,
+    accounts::ledger_head,
 ) = (
     accounts::id,
     accounts::balance,
@@ -45,14 +47,26 @@ const WALLET_COLUMNS: (
     accounts::alert_enabled,
     accounts::alert_threshold,
     accounts::limit_told_month,
+    accounts::ledger_head,
 );
 
 /// Rows per multi-row `INSERT` (under both backends' limits on bound parameters).
 const ROWS_PER_INSERT: usize = 500;
 
 fn wallet_state(row: WalletTuple) -> Result<billing_core::posting::WalletState, StoreError> {
-    let (id, balance, enabled, monthly, action, month_start, spent, alert_enabled, threshold, told) =
-        row;
+    let (
+        id,
+        balance,
+        enabled,
+        monthly,
+        action,
+        month_start,
+        spent,
+        alert_enabled,
+        threshold,
+        told,
+        _head,
+    ) = row;
     Ok(billing_core::posting::WalletState {
         account_id: AccountId::new(id),
         balance: Credits::from_units(balance),
@@ -81,6 +95,8 @@ fn wallet_state(row: WalletTuple) -> Result<billing_core::posting::WalletState, 
 struct Slot {
     state: billing_core::posting::WalletState,
     written: billing_core::posting::WalletState,
+    /// The hash of the wallet's last entry, written or pending.
+    head: Option<String>,
 }
 
 /// Locks the wallets `ids` (sorted, distinct) and loads what their postings are decided
@@ -91,8 +107,11 @@ fn load_wallets(
 ) -> Result<std::collections::BTreeMap<String, Slot>, TxError<StoreError>> {
     let corrupt = |e: StoreError| TxError::Op(e);
     let mut wallets = std::collections::BTreeMap::new();
+    let mut heads = std::collections::HashMap::new();
     for row in lock_wallets(conn, ids)? {
+        let head = row.10.clone();
         let state = wallet_state(row).map_err(corrupt)?;
+        heads.insert(state.account_id.as_str().to_owned(), head);
         wallets.insert(state.account_id.as_str().to_owned(), state);
     }
     let autos: Vec<AutoTopUpRow> = if POINT_QUERIES {
@@ -138,11 +157,13 @@ fn load_wallets(
     Ok(wallets
         .into_iter()
         .map(|(id, state)| {
+            let head = heads.remove(&id).flatten();
             (
                 id,
                 Slot {
                     written: state.clone(),
                     state,
+                    head,
                 },
             )
         })
@@ -209,7 +230,13 @@ fn flush(
     pending: &mut Pending,
     wallets: &mut std::collections::BTreeMap<String, Slot>,
 ) -> Result<(), TxError<StoreError>> {
-    let pending = std::mem::take(pending);
+    let mut pending = std::mem::take(pending);
+    // Each entry hashed onto its wallet's chain, in the order it is appended.
+    let mut heads: std::collections::HashMap<String, Option<String>> = wallets
+        .iter()
+        .map(|(id, slot)| (id.clone(), slot.head.clone()))
+        .collect();
+    chain_rows(&mut heads, &mut pending.entries);
     let mut moved: std::collections::HashMap<&str, i128> = std::collections::HashMap::new();
     for row in &pending.entries {
         *moved.entry(row.account_id.as_str()).or_default() += i128::from(row.amount);
@@ -238,6 +265,7 @@ fn flush(
             month_start: state.spend.month_start.as_micros(),
             spent: units(state.spend.spent).map_err(TxError::Op)?,
             told: state.settings.limit_reached_month.map(Timestamp::as_micros),
+            head: heads.get(id.as_str()).cloned().flatten(),
         });
     }
     // The entries first: refund links and auto top-ups name them.
@@ -263,7 +291,10 @@ fn flush(
             ))
             .execute(conn)?;
     }
-    for slot in wallets.values_mut() {
+    for (id, slot) in wallets.iter_mut() {
+        if let Some(head) = heads.remove(id.as_str()) {
+            slot.head = head;
+        }
         if slot.state == slot.written {
             continue;
         }
@@ -292,6 +323,7 @@ fn update_wallet_rows(
                 accounts::spend_month_start.eq(u.month_start),
                 accounts::spend_month.eq(u.spent),
                 accounts::limit_told_month.eq(u.told),
+                accounts::ledger_head.eq(u.head.as_deref()),
             ))
             .execute(conn)?;
     }
@@ -307,6 +339,8 @@ struct WalletUpdate {
     month_start: i64,
     spent: i64,
     told: Option<i64>,
+    /// The hash of the wallet's last entry.
+    head: Option<String>,
 }
 
 /// Active holds by account: (amount, expires_at) in ledger units and microseconds.

@@ -87,6 +87,89 @@ pub(crate) struct NewEntryRow {
     pub usage_output_tokens: Option<i64>,
     pub usage_input_per_million: Option<i64>,
     pub usage_output_per_million: Option<i64>,
+    /// Set by [`chain_rows`] just before the row is written.
+    pub hash: Option<String>,
+}
+
+impl NewEntryRow {
+    /// The fields its hash covers.
+    pub fn chain_fields(&self) -> billing_core::audit::ChainFields<'_> {
+        billing_core::audit::ChainFields {
+            id: &self.id,
+            account_id: &self.account_id,
+            kind: &self.kind,
+            amount: self.amount,
+            balance_after: self.balance_after,
+            description: &self.description,
+            reference: self.reference.as_deref(),
+            created_at: self.created_at,
+            usage_model: self.usage_model.as_deref(),
+            usage: [
+                self.usage_input_tokens,
+                self.usage_output_tokens,
+                self.usage_input_per_million,
+                self.usage_output_per_million,
+            ],
+        }
+    }
+}
+
+/// Chains `rows` (in the order they are appended) onto their wallets' heads in `heads`
+/// (account id → last hash; a wallet missing from it has no entry yet), moving each head.
+pub(crate) fn chain_rows(
+    heads: &mut std::collections::HashMap<String, Option<String>>,
+    rows: &mut [NewEntryRow],
+) {
+    for row in rows {
+        let head = heads.entry(row.account_id.clone()).or_default();
+        let hash = billing_core::audit::entry_hash(head.as_deref(), &row.chain_fields());
+        row.hash = Some(hash.clone());
+        *head = Some(hash);
+    }
+}
+
+/// A ledger row as the audit reads it: every column, nothing converted.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = ledger_entries)]
+pub(crate) struct AuditEntryRow {
+    pub seq: i64,
+    pub id: String,
+    pub account_id: String,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub description: String,
+    pub reference: Option<String>,
+    pub created_at: i64,
+    pub usage_model: Option<String>,
+    pub usage_input_tokens: Option<i64>,
+    pub usage_output_tokens: Option<i64>,
+    pub usage_input_per_million: Option<i64>,
+    pub usage_output_per_million: Option<i64>,
+    pub hash: Option<String>,
+}
+
+impl AuditEntryRow {
+    /// The fields its hash covers.
+    pub fn chain_fields(&self) -> billing_core::audit::ChainFields<'_> {
+        billing_core::audit::ChainFields {
+            id: &self.id,
+            account_id: &self.account_id,
+            kind: &self.kind,
+            amount: self.amount,
+            balance_after: self.balance_after,
+            description: &self.description,
+            reference: self.reference.as_deref(),
+            created_at: self.created_at,
+            usage_model: self.usage_model.as_deref(),
+            usage: [
+                self.usage_input_tokens,
+                self.usage_output_tokens,
+                self.usage_input_per_million,
+                self.usage_output_per_million,
+            ],
+        }
+    }
 }
 
 impl TryFrom<EntryRow> for LedgerEntry {
@@ -147,6 +230,7 @@ impl TryFrom<&LedgerEntry> for NewEntryRow {
                 .as_ref()
                 .map(|u| price_units(u.output_per_million))
                 .transpose()?,
+            hash: None,
         })
     }
 }

@@ -15,6 +15,7 @@ diesel::table! {
         alert_enabled -> Bool,
         alert_threshold -> Nullable<BigInt>,
         limit_told_month -> Nullable<BigInt>,
+        ledger_head -> Nullable<Text>,
     }
 }
 
@@ -85,6 +86,7 @@ diesel::table! {
         usage_output_tokens -> Nullable<BigInt>,
         usage_input_per_million -> Nullable<BigInt>,
         usage_output_per_million -> Nullable<BigInt>,
+        hash -> Nullable<Text>,
     }
 }
 
