@@ -22,25 +22,7 @@ fn audit_load(
         .select(AuditEntryRow::as_select())
         .load::<AuditEntryRow>(conn)?
         .into_iter()
-        .map(|r| EntryFacts {
-            seq: r.seq,
-            id: r.id,
-            account_id: r.account_id,
-            kind: r.kind,
-            amount: r.amount,
-            balance_after: r.balance_after,
-            reference: r.reference,
-            description: r.description,
-            created_at: r.created_at,
-            usage_model: r.usage_model,
-            usage: [
-                r.usage_input_tokens,
-                r.usage_output_tokens,
-                r.usage_input_per_million,
-                r.usage_output_per_million,
-            ],
-            hash: r.hash,
-        })
+        .map(EntryFacts::from)
         .collect();
     let claims = idempotency_keys::table
         .select((
@@ -107,11 +89,14 @@ pub(crate) fn chain_existing(conn: &mut Conn) -> Result<usize, diesel::result::E
         if !matches!(head, Some(None)) {
             continue;
         }
-        let rows: Vec<AuditEntryRow> = ledger_entries::table
+        let rows: Vec<billing_core::audit::EntryFacts> = ledger_entries::table
             .filter(ledger_entries::account_id.eq(&account))
             .order(ledger_entries::seq.asc())
             .select(AuditEntryRow::as_select())
-            .load(conn)?;
+            .load::<AuditEntryRow>(conn)?
+            .into_iter()
+            .map(billing_core::audit::EntryFacts::from)
+            .collect();
         if rows.iter().any(|r| r.hash.is_some()) {
             continue;
         }

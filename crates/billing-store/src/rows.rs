@@ -149,25 +149,26 @@ pub(crate) struct AuditEntryRow {
     pub hash: Option<String>,
 }
 
-impl AuditEntryRow {
-    /// The fields its hash covers.
-    pub fn chain_fields(&self) -> billing_core::audit::ChainFields<'_> {
-        billing_core::audit::ChainFields {
-            id: &self.id,
-            account_id: &self.account_id,
-            kind: &self.kind,
-            amount: self.amount,
-            balance_after: self.balance_after,
-            description: &self.description,
-            reference: self.reference.as_deref(),
-            created_at: self.created_at,
-            usage_model: self.usage_model.as_deref(),
+impl From<AuditEntryRow> for billing_core::audit::EntryFacts {
+    fn from(r: AuditEntryRow) -> billing_core::audit::EntryFacts {
+        billing_core::audit::EntryFacts {
+            seq: r.seq,
+            id: r.id,
+            account_id: r.account_id,
+            kind: r.kind,
+            amount: r.amount,
+            balance_after: r.balance_after,
+            reference: r.reference,
+            description: r.description,
+            created_at: r.created_at,
+            usage_model: r.usage_model,
             usage: [
-                self.usage_input_tokens,
-                self.usage_output_tokens,
-                self.usage_input_per_million,
-                self.usage_output_per_million,
+                r.usage_input_tokens,
+                r.usage_output_tokens,
+                r.usage_input_per_million,
+                r.usage_output_per_million,
             ],
+            hash: r.hash,
         }
     }
 }
