@@ -233,6 +233,27 @@ impl Running {
 
 /// Starts the service: binds, builds, seeds, starts the HTTP server and the reconciliation
 /// worker.
+/// How far behind the newest ledger entry this machine's clock may be at start.
+pub const CLOCK_BEHIND_MAX_SECS: i64 = 300;
+
+/// Refuses to serve with a clock far behind the newest ledger entry: its entries would be
+/// dated before ones already written, months and hold expiries would be judged in the past.
+async fn check_clock(parts: &Parts) -> Result<(), StartError> {
+    let now = parts.billing.now();
+    if let Some(newest) = parts.store.newest_entry_at().await?
+        && newest.as_secs() - now.as_secs() > CLOCK_BEHIND_MAX_SECS
+    {
+        return Err(StartError::Invalid(format!(
+            "this machine's clock ({}) is {} s behind the newest ledger entry ({}); fix the \
+             clock (NTP) before starting: entries would be dated before ones already written",
+            now.to_rfc3339(),
+            newest.as_secs() - now.as_secs(),
+            newest.to_rfc3339()
+        )));
+    }
+    Ok(())
+}
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let listener = TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
         address: config.listen.clone(),
@@ -248,6 +269,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .clone()
         .unwrap_or_else(|| base_url.clone());
     let parts = build(&config, &public_url).await?;
+    check_clock(&parts).await?;
     parts
         .sandbox
         .set_webhook_target(config.sandbox_webhook_url.as_deref().unwrap_or(&base_url));

@@ -68,6 +68,15 @@ fn audit_load(
     })
 }
 
+/// The creation time (microseconds) of the newest ledger entry, if any.
+pub(crate) fn newest_entry_micros(conn: &mut Conn) -> Result<Option<i64>, StoreError> {
+    use crate::schema::ledger_entries;
+    ledger_entries::table
+        .select(diesel::dsl::max(ledger_entries::created_at))
+        .first::<Option<i64>>(conn)
+        .map_err(db_err)
+}
+
 /// Chains the wallets written before the hash chain existed (no head, and no entry with a
 /// hash), in append order, and sets their heads. A wallet whose chain exists is never
 /// rewritten here: a hash erased later is the audit's finding, not repaired. Runs at

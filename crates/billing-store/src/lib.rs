@@ -464,6 +464,13 @@ impl DieselStore {
         Ok(billing_core::audit::audit(&input))
     }
 
+    /// When the newest ledger entry was written, if there is one (a clock far behind it
+    /// would write entries that sort before it).
+    pub async fn newest_entry_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        let micros = on_conn!(self, |c| ops::newest_entry_micros(c))?;
+        Ok(micros.map(Timestamp::from_micros))
+    }
+
     /// `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self.pools {

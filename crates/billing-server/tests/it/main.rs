@@ -85,6 +85,7 @@ on_both_backends!(
     kill_9_with_batches_in_flight,
     dashboard_sessions_outlive_restarts_and_end_with_their_key,
     audit_names_tampered_rows,
+    a_clock_far_behind_the_ledger_refuses_to_start,
 );
 
 /// Several processes on one database is the PostgreSQL deployment.

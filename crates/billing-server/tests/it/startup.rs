@@ -153,3 +153,53 @@ pub async fn readiness_follows_the_database(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// A clock far behind the newest ledger entry refuses to start (its entries would be dated
+/// before ones already written); within the tolerance it starts.
+pub async fn a_clock_far_behind_the_ledger_refuses_to_start(backend: Backend) {
+    let Some(url) = crate::helpers::database_url(backend, "clock") else {
+        return;
+    };
+    let mut app = crate::helpers::spawn_on(&url, &[]).await;
+    let ada = app.customer("ada").await;
+    app.grant(&ada.account_id, "5").await;
+    // Dating the entry ahead breaks its hash on purpose: no audit of these books.
+    app.database = None;
+    drop(app);
+    let launch = || {
+        Command::new(env!("CARGO_BIN_EXE_billing-server"))
+            .env("BILLING_DATABASE_URL", &url)
+            .env("BILLING_LISTEN", "127.0.0.1:0")
+            .env("BILLING_ADMIN_KEY", crate::helpers::ADMIN_KEY)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    // Two minutes ahead: within the tolerance, it starts.
+    billing_store::execute_sql(
+        &url,
+        "UPDATE ledger_entries SET created_at = created_at + 120000000",
+    )
+    .expect("date ahead");
+    let mut child = launch();
+    let result = started(&mut child);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(result.is_ok(), "{result:?}");
+    // An hour ahead: refused, with the reason.
+    billing_store::execute_sql(
+        &url,
+        "UPDATE ledger_entries SET created_at = created_at + 3600000000",
+    )
+    .expect("date ahead");
+    let mut child = launch();
+    let result = started(&mut child);
+    let status = child.wait().expect("exit");
+    let stderr = result.expect_err("a server with a clock an hour behind started");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("behind the newest ledger entry"),
+        "{stderr}"
+    );
+}
