@@ -556,3 +556,62 @@ async fn reconciliation_is_not_starved_by_stuck_top_ups() {
     assert_eq!(balance(&w).await, Credits::new(d("30")).expect("c"));
     assert_eq!(rounds, 2, "the paid top-up is reached on the second round");
 }
+
+/// The spending month turns at midnight UTC: a limit reached in the last second of a leap
+/// day (2028-02-29T23:59:59Z) blocks until 2028-03-01T00:00:00Z, and not a second longer.
+#[tokio::test]
+async fn the_spending_month_turns_at_midnight_utc_after_a_leap_day() {
+    use billing_core::ports::Clock;
+    use billing_core::time::Timestamp;
+    let w = world(gateway()).await;
+    w.billing
+        .grant(&w.account, d("100"), "welcome", None)
+        .await
+        .expect("grant");
+    let last_second = Timestamp::parse_rfc3339("2028-02-29T23:59:59Z").expect("time");
+    w.clock
+        .advance_secs(last_second.as_secs() - w.clock.now().as_secs());
+    w.billing
+        .set_spending_limit(&w.account, true, Some(d("10")), "block", 2)
+        .await
+        .expect("limit");
+    let usage = |amount: &str, key: &str| UsageRequest {
+        charge: UsageCharge::Amount(d(amount)),
+        description: None,
+        idempotency_key: key.into(),
+    };
+    w.billing
+        .record_usage(&w.account, &usage("10", "feb-1"))
+        .await
+        .expect("within the limit");
+    assert!(matches!(
+        w.billing
+            .record_usage(&w.account, &usage("0.01", "feb-2"))
+            .await,
+        Err(LedgerOpError::SpendingLimitExceeded(_))
+    ));
+    let (_, spend) = w
+        .billing
+        .spending_limit(&w.account)
+        .await
+        .expect("read")
+        .expect("account");
+    assert_eq!(
+        spend.month_start,
+        Timestamp::parse_rfc3339("2028-02-01T00:00:00Z").expect("time")
+    );
+    w.clock.advance_secs(1);
+    assert_eq!(w.clock.now().to_rfc3339(), "2028-03-01T00:00:00Z");
+    w.billing
+        .record_usage(&w.account, &usage("0.01", "mar-1"))
+        .await
+        .expect("a new month");
+    let (_, spend) = w
+        .billing
+        .spending_limit(&w.account)
+        .await
+        .expect("read")
+        .expect("account");
+    assert_eq!(spend.month_start, w.clock.now());
+    assert_eq!(spend.spent, Credits::new(d("0.01")).expect("credits"));
+}
