@@ -201,6 +201,20 @@ pub enum SettleOutcome {
     Ignored,
 }
 
+impl SettleOutcome {
+    /// The top-up as it stands after settling; `None` when it was [`SettleOutcome::Ignored`].
+    pub fn into_topup(self) -> Option<TopUp> {
+        match self {
+            SettleOutcome::Completed(t)
+            | SettleOutcome::Failed(t)
+            | SettleOutcome::AlreadySettled(t)
+            | SettleOutcome::StillPending(t)
+            | SettleOutcome::AmountMismatch(t) => Some(t),
+            SettleOutcome::Ignored => None,
+        }
+    }
+}
+
 /// A page of ledger entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryPage {

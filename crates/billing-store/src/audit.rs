@@ -68,12 +68,15 @@ fn audit_load(
     })
 }
 
-/// The creation time (microseconds) of the newest ledger entry, if any.
+/// The creation time (microseconds) of the last entry appended, if any: one read down the
+/// primary key, not a scan of every entry's time.
 pub(crate) fn newest_entry_micros(conn: &mut Conn) -> Result<Option<i64>, StoreError> {
     use crate::schema::ledger_entries;
     ledger_entries::table
-        .select(diesel::dsl::max(ledger_entries::created_at))
-        .first::<Option<i64>>(conn)
+        .order(ledger_entries::seq.desc())
+        .select(ledger_entries::created_at)
+        .first::<i64>(conn)
+        .optional()
         .map_err(db_err)
 }
 

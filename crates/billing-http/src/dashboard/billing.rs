@@ -12,7 +12,7 @@ use billing_core::ids::{AccountId, PackId, TopUpId};
 use billing_core::ledger::LedgerEntry;
 use billing_core::money::Money;
 use billing_core::ports::EntryQuery;
-use billing_core::service::{ENTRY_PAGE_SIZE_MAX, SettleOutcome, TopUpRequest};
+use billing_core::service::{ENTRY_PAGE_SIZE_MAX, TopUpRequest};
 use billing_core::topup::{TopUpRuleError, TopUpStatus};
 use serde::Deserialize;
 
@@ -255,11 +255,12 @@ pub(super) async fn page(state: web::Data<AppState>, req: HttpRequest) -> HttpRe
         Err(e) => return error_page(&e, Some(&session)),
     };
     let amount = query.amount.unwrap_or_default();
-    let status = match preview(&state, &amount, None) {
-        (view, _) if view.problem.is_some() => StatusCode::UNPROCESSABLE_ENTITY,
-        _ => StatusCode::OK,
-    };
-    render(&state, &session, amount, None, status).await
+    match billing_view(&state, &session, amount, None).await {
+        // An amount that cannot be bought is the page's answer: 422, with the page.
+        Ok(view) if view.problem.is_some() => html(StatusCode::UNPROCESSABLE_ENTITY, &view),
+        Ok(view) => html(StatusCode::OK, &view),
+        Err(e) => error_page(&e, Some(&session)),
+    }
 }
 
 /// The preview box alone, for the page's script.
@@ -413,14 +414,7 @@ pub(super) async fn topup(
         && let Some(gateway) = state.billing.gateways().get(&topup.gateway).cloned()
     {
         match state.billing.settle(gateway.as_ref(), topup.clone()).await {
-            Ok(
-                SettleOutcome::Completed(t)
-                | SettleOutcome::Failed(t)
-                | SettleOutcome::AlreadySettled(t)
-                | SettleOutcome::StillPending(t)
-                | SettleOutcome::AmountMismatch(t),
-            ) => topup = t,
-            Ok(SettleOutcome::Ignored) => {}
+            Ok(outcome) => topup = outcome.into_topup().unwrap_or(topup),
             Err(e) => tracing::warn!(topup = %topup.id, error = %e, "could not ask the gateway"),
         }
     }

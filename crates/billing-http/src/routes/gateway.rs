@@ -124,14 +124,8 @@ pub async fn checkout_return(
         }
     };
     let status = match state.billing.settle(gateway.as_ref(), topup.clone()).await {
-        Ok(
-            SettleOutcome::Completed(t)
-            | SettleOutcome::Failed(t)
-            | SettleOutcome::AlreadySettled(t)
-            | SettleOutcome::StillPending(t)
-            | SettleOutcome::AmountMismatch(t),
-        ) => t.status,
-        Ok(SettleOutcome::Ignored) | Err(_) => topup.status,
+        Ok(outcome) => outcome.into_topup().map_or(topup.status, |t| t.status),
+        Err(_) => topup.status,
     };
     // A customer who started the top-up in the dashboard goes back to it.
     if let Ok(Some(session)) = crate::dashboard::session::current(&state, &req).await
