@@ -266,18 +266,20 @@ pub fn audit(input: &AuditInput) -> Vec<Finding> {
         .iter()
         .map(|w| (w.account_id.as_str(), w.balance))
         .collect();
-    for wallet in &input.wallets {
-        let mine = by_account
-            .get(wallet.account_id.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        findings.extend(chain_findings(
-            &wallet.account_id,
-            wallet.head.as_deref(),
-            mine,
-        ));
-    }
+    let heads: BTreeMap<&str, Option<&str>> = input
+        .wallets
+        .iter()
+        .map(|w| (w.account_id.as_str(), w.head.as_deref()))
+        .collect();
     for (account, balance) in &wallets {
+        findings.extend(chain_findings(
+            account,
+            heads.get(account).copied().flatten(),
+            by_account
+                .get(account)
+                .map(Vec::as_slice)
+                .unwrap_or_default(),
+        ));
         let mut running: i64 = 0;
         for e in by_account
             .get(account)
@@ -359,22 +361,35 @@ pub fn audit(input: &AuditInput) -> Vec<Finding> {
     findings
 }
 
-/// The chain of one wallet's entries (in append order) and its head. Each entry is judged
-/// against the hash stored before it, so one tampered row is one finding.
+/// The chain of one wallet's entries (in append order) and its head. One tampered row is
+/// one finding: after an entry that does not follow, the next is judged against both the
+/// hash stored before it (the entry's fields were edited) and the hash recomputed for it
+/// (its hash was erased or rewritten).
 fn chain_findings(account: &str, head: Option<&str>, entries: &[&EntryFacts]) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let mut previous: Option<&str> = None;
+    let mut previous: Option<String> = None;
+    let mut recomputed: Option<String> = None;
     for e in entries {
-        let expected = entry_hash(previous, &e.chain_fields());
-        if e.hash.as_deref() != Some(expected.as_str()) {
+        let expected = entry_hash(previous.as_deref(), &e.chain_fields());
+        let follows = e.hash.as_deref() == Some(expected.as_str())
+            || recomputed.as_deref().is_some_and(|r| {
+                e.hash.as_deref() == Some(entry_hash(Some(r), &e.chain_fields()).as_str())
+            });
+        if !follows {
             findings.push(Finding::ChainBroken {
                 account: account.to_owned(),
                 entry: e.id.clone(),
             });
         }
-        previous = e.hash.as_deref();
+        (previous, recomputed) = match &e.hash {
+            Some(stored) if !follows => (Some(stored.clone()), Some(expected)),
+            Some(stored) => (Some(stored.clone()), None),
+            None => (Some(expected), None),
+        };
     }
-    if head != previous {
+    let head_follows =
+        head == previous.as_deref() || recomputed.is_some() && head == recomputed.as_deref();
+    if !head_follows {
         findings.push(Finding::HeadMismatch {
             account: account.to_owned(),
         });
@@ -549,6 +564,45 @@ mod tests {
                 account: "a".into()
             }]
         );
+    }
+
+    #[test]
+    fn an_erased_or_rewritten_hash_is_one_finding() {
+        let broken = |entry: &str| {
+            vec![Finding::ChainBroken {
+                account: "a".into(),
+                entry: entry.into(),
+            }]
+        };
+        for tamper in [None, Some("0".repeat(64))] {
+            // In the middle: the entry after it still follows its true hash.
+            let mut books = books();
+            books.entries[1].hash = tamper.clone();
+            assert_eq!(audit(&books), broken("e2"), "{tamper:?}");
+            // The last: the head is still its true hash.
+            let mut books = self::books();
+            books.entries[2].hash = tamper.clone();
+            assert_eq!(audit(&books), broken("e3"), "{tamper:?}");
+        }
+    }
+
+    #[test]
+    fn findings_come_wallet_by_wallet_in_id_order() {
+        let mut books = books();
+        books.wallets.reverse();
+        // b's head names no entry; a's second entry was edited.
+        books.wallets[0].head = Some("0".repeat(64));
+        books.entries[1].description = "edited".into();
+        let accounts: Vec<String> = audit(&books)
+            .iter()
+            .map(|f| match f {
+                Finding::ChainBroken { account, .. } | Finding::HeadMismatch { account } => {
+                    account.clone()
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
+        assert_eq!(accounts, vec!["a".to_owned(), "b".to_owned()]);
     }
 
     #[test]

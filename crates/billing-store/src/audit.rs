@@ -80,25 +80,46 @@ pub(crate) fn newest_entry_micros(conn: &mut Conn) -> Result<Option<i64>, StoreE
         .map_err(db_err)
 }
 
+/// Whether the wallets from before the hash chain have been chained. After that, start-up
+/// never chains a wallet again (an erased chain is the audit's finding).
+pub(crate) fn chain_backfilled(conn: &mut Conn) -> Result<bool, diesel::result::Error> {
+    use crate::schema::ledger_chain_backfill;
+    ledger_chain_backfill::table
+        .count()
+        .get_result::<i64>(conn)
+        .map(|n| n > 0)
+}
+
+/// Entries hashed by the backfill, written per statement.
+const BACKFILL_ROWS_PER_WRITE: usize = 5_000;
+
 /// Chains the wallets written before the hash chain existed (no head, and no entry with a
-/// hash), in append order, and sets their heads. A wallet whose chain exists is never
-/// rewritten here: a hash erased later is the audit's finding, not repaired. Runs at
-/// start-up, under the migrations' lock; answers how many entries it chained.
+/// hash), in append order, sets their heads, and records that it is done: it runs once per
+/// database, at start-up under the migrations' lock, and each wallet is chained under its
+/// row lock (a writer of an older build that chains never interleaves). A wallet whose
+/// chain exists, or any wallet once this has run, is never rewritten here: a hash erased
+/// later is the audit's finding, not repaired. Answers how many entries it chained.
 pub(crate) fn chain_existing(conn: &mut Conn) -> Result<usize, diesel::result::Error> {
-    use crate::schema::{accounts, ledger_entries};
+    use crate::schema::{accounts, ledger_chain_backfill, ledger_entries};
+    if chain_backfilled(conn)? {
+        return Ok(0);
+    }
     let unchained: Vec<String> = ledger_entries::table
         .filter(ledger_entries::hash.is_null())
         .select(ledger_entries::account_id)
         .distinct()
         .load(conn)?;
+    let mut hashed: Vec<(i64, String)> = Vec::new();
     let mut chained = 0;
     for account in unchained {
-        let head: Option<Option<String>> = accounts::table
+        if lock_account(conn, &billing_core::ids::AccountId::new(account.as_str()))?.is_none() {
+            continue;
+        }
+        let head: Option<String> = accounts::table
             .find(&account)
             .select(accounts::ledger_head)
-            .first(conn)
-            .optional()?;
-        if !matches!(head, Some(None)) {
+            .first(conn)?;
+        if head.is_some() {
             continue;
         }
         let rows: Vec<billing_core::audit::EntryFacts> = ledger_entries::table
@@ -114,23 +135,28 @@ pub(crate) fn chain_existing(conn: &mut Conn) -> Result<usize, diesel::result::E
         }
         let mut head: Option<String> = None;
         for row in rows {
-            let hash = match row.hash.clone() {
-                Some(hash) => hash,
-                None => {
-                    let hash =
-                        billing_core::audit::entry_hash(head.as_deref(), &row.chain_fields());
-                    diesel::update(ledger_entries::table.find(row.seq))
-                        .set(ledger_entries::hash.eq(&hash))
-                        .execute(conn)?;
-                    chained += 1;
-                    hash
-                }
-            };
+            let hash = billing_core::audit::entry_hash(head.as_deref(), &row.chain_fields());
+            hashed.push((row.seq, hash.clone()));
             head = Some(hash);
+        }
+        if hashed.len() >= BACKFILL_ROWS_PER_WRITE {
+            chained += hashed.len();
+            set_hashes(conn, &std::mem::take(&mut hashed))?;
         }
         diesel::update(accounts::table.find(&account))
             .set(accounts::ledger_head.eq(head))
             .execute(conn)?;
     }
+    chained += hashed.len();
+    set_hashes(conn, &hashed)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    diesel::insert_into(ledger_chain_backfill::table)
+        .values((
+            ledger_chain_backfill::id.eq(1),
+            ledger_chain_backfill::finished_at.eq(now),
+        ))
+        .execute(conn)?;
     Ok(chained)
 }

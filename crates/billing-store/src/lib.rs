@@ -455,15 +455,6 @@ impl DieselStore {
         self.ledger.stats()
     }
 
-    /// Audits the books in one snapshot of the database: every wallet recomputed from its
-    /// ledger, every idempotency claim and completed top-up checked
-    /// ([`billing_core::audit::audit`]). Empty: the books are clean. Safe while the service
-    /// runs (it only reads).
-    pub async fn audit(&self) -> Result<Vec<billing_core::audit::Finding>, StoreError> {
-        let input = on_conn!(self, |c| ops::audit_snapshot(c))?;
-        Ok(billing_core::audit::audit(&input))
-    }
-
     /// When the newest ledger entry was written, if there is one (a clock far behind it
     /// would write entries that sort before it).
     pub async fn newest_entry_at(&self) -> Result<Option<Timestamp>, StoreError> {
@@ -990,6 +981,52 @@ impl EventStore for DieselStore {
         let (gateway, event_id) = (gateway.to_owned(), event_id.to_owned());
         on_conn!(self, |c| ops::event_seen(c, &gateway, &event_id))
     }
+}
+
+/// Why the audit could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("no database at {0}")]
+    Missing(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error(
+        "the database has not been brought up to this build (its migrations, or the chaining of \
+         wallets from before the hash chain, have not run): start the service on it once"
+    )]
+    NotReady,
+    #[error("cannot read the books: {0}")]
+    Read(String),
+}
+
+/// Audits the books of the database `url` names in one snapshot: every wallet recomputed
+/// from its ledger, every hash chain, idempotency claim and completed top-up checked
+/// ([`billing_core::audit::audit`]). Empty: the books are clean. Changes nothing (no
+/// migration, no chaining, no file created), so it is safe while the service runs and it
+/// never repairs what it should report.
+pub fn audit_database(url: &str) -> Result<Vec<billing_core::audit::Finding>, AuditError> {
+    let input = if is_postgres_url(url) {
+        let mut conn =
+            PgConnection::establish(url).map_err(|e| AuditError::Connect(e.to_string()))?;
+        if !postgres::chain_backfilled(&mut conn).unwrap_or(false) {
+            return Err(AuditError::NotReady);
+        }
+        postgres::audit_snapshot(&mut conn).map_err(|e| AuditError::Read(e.to_string()))?
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if !Path::new(path).is_file() {
+            return Err(AuditError::Missing(path.to_owned()));
+        }
+        let mut conn =
+            SqliteConnection::establish(path).map_err(|e| AuditError::Connect(e.to_string()))?;
+        conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
+            .map_err(|e| AuditError::Connect(e.to_string()))?;
+        if !sqlite::chain_backfilled(&mut conn).unwrap_or(false) {
+            return Err(AuditError::NotReady);
+        }
+        sqlite::audit_snapshot(&mut conn).map_err(|e| AuditError::Read(e.to_string()))?
+    };
+    Ok(billing_core::audit::audit(&input))
 }
 
 /// Runs `sql` (statements separated by `;`) on the database `url` names, outside the

@@ -75,6 +75,24 @@ fn lock_wallets(conn: &mut Conn, ids: &[&str]) -> Result<Vec<WalletTuple>, diese
         .load(conn)
 }
 
+/// Sets the hashes of entries (by `seq`) in one statement.
+fn set_hashes(conn: &mut Conn, rows: &[(i64, String)]) -> Result<(), diesel::result::Error> {
+    use diesel::sql_types::{Array, BigInt, Text};
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (seqs, hashes): (Vec<i64>, Vec<String>) = rows.iter().cloned().unzip();
+    diesel::sql_query(
+        "UPDATE ledger_entries SET hash = u.hash \
+         FROM unnest($1::bigint[], $2::text[]) AS u(seq, hash) \
+         WHERE ledger_entries.seq = u.seq",
+    )
+    .bind::<Array<BigInt>, _>(seqs)
+    .bind::<Array<Text>, _>(hashes)
+    .execute(conn)
+    .map(|_| ())
+}
+
 /// Bound parameters a statement may carry (PostgreSQL's protocol allows 65,535).
 const PARAMETERS_MAX: usize = 60_000;
 

@@ -254,7 +254,10 @@ fn flush(
     }
     let mut updates = Vec::new();
     for (id, slot) in wallets.iter() {
-        if slot.state == slot.written {
+        // Entries that net to zero (+5 and -5 in one batch) leave the state as it was but
+        // move the chain's head: the row is written then too.
+        let head_moved = heads.get(id.as_str()).is_some_and(|h| *h != slot.head);
+        if slot.state == slot.written && !head_moved {
             continue;
         }
         let (state, written) = (&slot.state, &slot.written);

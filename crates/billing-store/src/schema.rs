@@ -71,6 +71,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    ledger_chain_backfill (id) {
+        id -> Integer,
+        finished_at -> BigInt,
+    }
+}
+
+diesel::table! {
     ledger_entries (seq) {
         seq -> BigInt,
         id -> Text,

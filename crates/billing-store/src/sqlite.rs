@@ -52,6 +52,17 @@ fn lock_topup(
         .optional()
 }
 
+/// Sets the hashes of entries (by `seq`): one cached prepared statement each, in process.
+fn set_hashes(conn: &mut Conn, rows: &[(i64, String)]) -> Result<(), diesel::result::Error> {
+    use crate::schema::ledger_entries;
+    for (seq, hash) in rows {
+        diesel::update(ledger_entries::table.find(seq))
+            .set(ledger_entries::hash.eq(hash))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Reads by key take one cached prepared statement each (in process, no round trip), not
 /// one `IN (…)` statement parsed afresh for every length of list.
 const POINT_QUERIES: bool = true;

@@ -59,17 +59,46 @@ pub async fn audit_names_tampered_rows(backend: Backend) {
     // This test breaks the books on purpose.
     app.database = None;
 
-    // A database from before the hash chain: its wallets are chained at start-up (here,
-    // by the audit command's own start), and audit clean.
+    let postgres = billing_store::is_postgres_url(&url);
+    // The database refuses an entry without its hash (an old build's write, or an erasure).
+    let erase_ada = format!(
+        "UPDATE ledger_entries SET hash = NULL WHERE account_id = '{a}'; \
+         UPDATE accounts SET ledger_head = NULL WHERE id = '{a}'",
+        a = ada.account_id
+    );
+    let refused = billing_store::execute_sql(&url, &erase_ada).expect_err("a hash is required");
+    assert!(
+        refused.to_string().contains(if postgres {
+            "ledger_entries_hash_present"
+        } else {
+            "a ledger entry needs its hash"
+        }),
+        "{refused}"
+    );
+
+    // A database from before the hash chain (the guard's migration rolled back, ada's chain
+    // erased): the audit, which only reads, refuses to judge it; the next start chains it
+    // and it audits clean.
+    let guard = if postgres {
+        include_str!(
+            "../../../../migrations/postgres/2026-12-03-000012_ledger_chain_guard/down.sql"
+        )
+    } else {
+        include_str!("../../../../migrations/sqlite/2026-12-03-000012_ledger_chain_guard/down.sql")
+    };
     billing_store::execute_sql(
         &url,
         &format!(
-            "UPDATE ledger_entries SET hash = NULL WHERE account_id = '{a}'; \
-             UPDATE accounts SET ledger_head = NULL WHERE id = '{a}'",
-            a = ada.account_id
+            "{guard}; DELETE FROM __diesel_schema_migrations WHERE version = '20261203000012'; \
+             {erase_ada}"
         ),
     )
-    .expect("erase the chain");
+    .expect("roll the guard back and erase the chain");
+    let (clean, report) = audit(&url);
+    assert!(!clean, "{report}");
+    assert!(report.contains("start the service on it once"), "{report}");
+    assert!(!report.contains("FINDING"), "{report}");
+    drop(spawn_on(&url, &[]).await);
     let (clean, report) = audit(&url);
     assert!(clean, "{report}");
     let entries = app.all_transactions(&ada).await;
@@ -93,16 +122,27 @@ pub async fn audit_names_tampered_rows(backend: Backend) {
         "{report}"
     );
     assert!(!report.contains("says balance_after"), "{report}");
+    // An erased hash (the guard dropped first, as one with the database's keys could):
+    // named once, not re-chained by a restart, and the entries after it are not blamed.
+    let unguard = if postgres {
+        "ALTER TABLE ledger_entries DROP CONSTRAINT ledger_entries_hash_present"
+    } else {
+        "DROP TRIGGER ledger_entries_hash_on_update"
+    };
     sql(format!(
-        "UPDATE ledger_entries SET hash = NULL WHERE id = '{newest}'"
+        "{unguard}; UPDATE ledger_entries SET hash = NULL WHERE id = '{second}'"
     ));
+    let mut restarted = spawn_on(&url, &[]).await;
+    restarted.database = None;
+    drop(restarted);
     let (ok, report) = audit(&url);
     assert!(!ok);
     assert!(
-        report.contains(&format!("entry {newest} does not follow the hash chain")),
+        report.contains(&format!("entry {second} does not follow the hash chain")),
         "{report}"
     );
-    assert!(report.contains("the chain's head"), "{report}");
+    assert_eq!(report.matches("FINDING").count(), 2, "{report}");
+    assert!(!report.contains("the chain's head"), "{report}");
 
     // An edited amount: the running sum breaks at that entry.
     sql(format!(

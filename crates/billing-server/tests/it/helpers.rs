@@ -48,24 +48,13 @@ impl Drop for TestApp {
     }
 }
 
-/// `billing-server audit`'s findings on the database `url`.
+/// `billing-server audit`'s findings on the database `url` (which it only reads).
 pub fn audit_database(url: &str) -> Vec<String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let store =
-            billing_store::DieselStore::connect(url, &billing_store::StoreOptions::default())
-                .expect("open the database to audit it");
-        store
-            .audit()
-            .await
-            .expect("audit")
-            .iter()
-            .map(ToString::to_string)
-            .collect()
-    })
+    billing_store::audit_database(url)
+        .expect("audit")
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 /// A database URL for a fresh database, or `None` (announced) when PostgreSQL is not set up.

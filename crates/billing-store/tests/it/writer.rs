@@ -145,6 +145,8 @@ async fn racing_postings_are_batched_and_exact(backend: &str) {
         stats.failed_batches, 0,
         "no batch failed and fell back to one by one"
     );
+    let findings = billing_store::audit_database(&url).expect("audit");
+    assert!(findings.is_empty(), "the books are clean: {findings:?}");
 }
 
 async fn a_full_queue_answers_unavailable(backend: &str) {
@@ -189,6 +191,40 @@ async fn a_full_queue_answers_unavailable(backend: &str) {
         expected,
         "refused postings wrote nothing"
     );
+}
+
+/// A batch whose postings cancel out (+5 then −5 on one wallet) leaves the balance where it
+/// was but moves the chain's head: the wallet row is still written, so the audit finds the
+/// head at the last entry's hash.
+async fn a_zero_net_batch_moves_the_chains_head(backend: &str) {
+    let Some(url) = database(backend, "zero_net") else {
+        return;
+    };
+    let store = open(&url, BatchOptions::default());
+    let a = account(&store, "acct_writer_zero", "10").await;
+    let answers = store
+        .post_batch(vec![
+            posting(&a, EntryKind::Adjustment, "5"),
+            posting(&a, EntryKind::Adjustment, "-5"),
+        ])
+        .await;
+    assert_eq!(answers.len(), 2);
+    for answer in answers {
+        answer.expect("posted");
+    }
+    assert_eq!(consistent(&store, &a).await, "10".parse().expect("credits"));
+    let findings = billing_store::audit_database(&url).expect("audit");
+    assert!(findings.is_empty(), "the books are clean: {findings:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_zero_net_batch_moves_the_chains_head() {
+    a_zero_net_batch_moves_the_chains_head("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_zero_net_batch_moves_the_chains_head() {
+    a_zero_net_batch_moves_the_chains_head("postgres").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

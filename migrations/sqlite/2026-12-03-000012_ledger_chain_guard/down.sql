@@ -1,0 +1,3 @@
+DROP TABLE ledger_chain_backfill;
+DROP TRIGGER ledger_entries_hash_on_update;
+DROP TRIGGER ledger_entries_hash_on_insert;
