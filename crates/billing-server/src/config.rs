@@ -222,6 +222,9 @@ pub struct Config {
     pub hold_expiry_interval_secs: u64,
     pub workers: usize,
     pub max_connections: u32,
+    /// How long a request waits for a database connection before it answers `503`
+    /// (`BILLING_DB_ACQUIRE_TIMEOUT_MS`, 5,000).
+    pub db_acquire_timeout_ms: u64,
     /// Group commit of postings: writer threads, batch size and wait, queue bound.
     pub batch: billing_store::BatchOptions,
     /// Failed authentications a client address may make a minute, and whether the client
@@ -584,6 +587,15 @@ impl Config {
                 .unwrap_or(5),
             workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
             max_connections: env_parse(env, "BILLING_DB_MAX_CONNECTIONS")?.unwrap_or(16),
+            db_acquire_timeout_ms: match env_parse(env, "BILLING_DB_ACQUIRE_TIMEOUT_MS")? {
+                None => 5_000,
+                Some(ms) if (100..=300_000).contains(&ms) => ms,
+                Some(_) => {
+                    return Err(ConfigError::Invalid(
+                        "BILLING_DB_ACQUIRE_TIMEOUT_MS must be between 100 and 300000".into(),
+                    ));
+                }
+            },
             batch: batch_options(env)?,
             auth: AuthSettings {
                 failures_per_minute: match env_parse(env, "BILLING_AUTH_FAILURES_PER_MINUTE")? {

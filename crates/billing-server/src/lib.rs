@@ -55,6 +55,16 @@ pub struct Parts {
     pub ids: Arc<RandomIds>,
 }
 
+/// The line `billing-server` prints on stdout once it listens: this prefix, then its base
+/// URL. Scripts and tests that start the binary wait for it.
+pub const LISTENING_LINE: &str = "billing service listening on ";
+
+/// The base URL in a line of `billing-server`'s stdout, if it is [`LISTENING_LINE`].
+pub fn listening_base(line: &str) -> Option<String> {
+    line.strip_prefix(LISTENING_LINE)
+        .map(|u| u.trim().to_owned())
+}
+
 /// Opens the database (running migrations), builds the gateways and the service, and seeds
 /// the configured packs that do not exist yet.
 pub async fn build(config: &Config, public_url: &str) -> Result<Parts, StartError> {
@@ -62,6 +72,7 @@ pub async fn build(config: &Config, public_url: &str) -> Result<Parts, StartErro
     let options = StoreOptions {
         max_connections: config.max_connections,
         batch: config.batch.clone(),
+        acquire_timeout: std::time::Duration::from_millis(config.db_acquire_timeout_ms),
     };
     let store = tokio::task::spawn_blocking(move || DieselStore::connect(&url, &options))
         .await

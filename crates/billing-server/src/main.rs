@@ -71,7 +71,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                      Keep it: only its hash is stored. Set BILLING_ADMIN_KEY to choose your own.\n"
                 );
             }
-            println!("billing service listening on {}", running.base_url);
+            println!("{}{}", billing_server::LISTENING_LINE, running.base_url);
             running.wait().await.map_err(|e| e.to_string())
         }
         Command::CreateAccount { name, email } => {

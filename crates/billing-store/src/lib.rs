@@ -114,8 +114,8 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 30_000;
 const SQLITE_MMAP_BYTES: u64 = 256 * 1024 * 1024;
 /// Tries of the first connection's PRAGMAs while another process creates the file.
 const SQLITE_PRAGMA_ATTEMPTS_MAX: u32 = 200;
-/// How long a caller waits for a pooled connection.
-const POOL_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `/readyz` waits for a connection before it answers not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Key of the PostgreSQL advisory lock under which migrations run ("billing" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x62_696c_6c69_6e67;
@@ -172,6 +172,11 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// How the ledger writers batch postings (group commit).
     pub batch: BatchOptions,
+    /// How long a request waits for a database connection before it is answered
+    /// `StoreError::Unavailable` (`503`): the bound on a request while the database is
+    /// away. Reconnection attempts back off to at most half of it, so it also bounds how
+    /// long after the database is back the pool notices.
+    pub acquire_timeout: Duration,
 }
 
 impl Default for StoreOptions {
@@ -179,6 +184,7 @@ impl Default for StoreOptions {
         StoreOptions {
             max_connections: 16,
             batch: BatchOptions::default(),
+            acquire_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -380,7 +386,7 @@ impl DieselStore {
             let pool = Pool::builder()
                 .error_handler(Box::new(QuietErrors::default()))
                 .max_size(options.max_connections + u32::try_from(shards).unwrap_or(u32::MAX))
-                .connection_timeout(POOL_CONNECTION_TIMEOUT)
+                .connection_timeout(options.acquire_timeout)
                 .connection_customizer(Box::new(PostgresSession))
                 .build(ConnectionManager::<PgConnection>::new(url))
                 .map_err(|e| ConnectError::Pool(e.to_string()))?;
@@ -434,7 +440,7 @@ impl DieselStore {
             .error_handler(Box::new(QuietErrors::default()))
             // The ledger writer holds one on top.
             .max_size(options.max_connections + 1)
-            .connection_timeout(POOL_CONNECTION_TIMEOUT)
+            .connection_timeout(options.acquire_timeout)
             .connection_customizer(Box::new(SqlitePragmas))
             .build(ConnectionManager::<SqliteConnection>::new(path))
             .map_err(|e| ConnectError::Pool(e.to_string()))?;
@@ -855,7 +861,26 @@ impl ControlsStore for DieselStore {
 #[async_trait]
 impl Readiness for DieselStore {
     async fn ready(&self) -> Result<(), StoreError> {
-        let pending = on_conn!(self, |c| ops::migrations_pending(c))?;
+        // A probe waits a second at most: a load balancer's check must not hang while the
+        // database is away.
+        let pending = match &self.pools {
+            Pools::Sqlite(pool, _) => {
+                let pool = pool.clone();
+                run_blocking(move || {
+                    let mut c = pool.get_timeout(READY_TIMEOUT).map_err(pool_err)?;
+                    sqlite::migrations_pending(&mut c)
+                })
+                .await
+            }
+            Pools::Postgres(pool) => {
+                let pool = pool.clone();
+                run_blocking(move || {
+                    let mut c = pool.get_timeout(READY_TIMEOUT).map_err(pool_err)?;
+                    postgres::migrations_pending(&mut c)
+                })
+                .await
+            }
+        }?;
         if pending {
             return Err(StoreError::Unavailable(
                 "the database lacks migrations this build expects".into(),

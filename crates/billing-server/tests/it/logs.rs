@@ -45,8 +45,8 @@ fn start(env: &[(&str, &str)], log: &std::path::Path) -> (Server, String) {
             .next()
             .expect("the server printed its address before exiting")
             .expect("stdout");
-        if let Some(url) = line.strip_prefix("billing service listening on ") {
-            break url.trim().to_owned();
+        if let Some(url) = billing_server::listening_base(&line) {
+            break url;
         }
     };
     (Server(child), base)

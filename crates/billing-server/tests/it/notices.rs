@@ -566,10 +566,7 @@ pub async fn notices_survive_kill_9(backend: Backend) {
         let base = BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .find_map(|l| {
-                l.strip_prefix("billing service listening on ")
-                    .map(|u| u.trim().to_owned())
-            })
+            .find_map(|l| billing_server::listening_base(&l))
             .expect("listening");
         (child, base)
     };

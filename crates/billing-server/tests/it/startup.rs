@@ -16,8 +16,8 @@ fn started(child: &mut Child) -> Result<String, String> {
     let stdout = child.stdout.take().expect("stdout");
     for line in BufReader::new(stdout).lines() {
         let line = line.map_err(|e| e.to_string())?;
-        if let Some(url) = line.strip_prefix("billing service listening on ") {
-            return Ok(url.trim().to_owned());
+        if let Some(url) = billing_server::listening_base(&line) {
+            return Ok(url);
         }
     }
     let mut stderr = String::new();

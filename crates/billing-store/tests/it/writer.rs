@@ -37,6 +37,7 @@ fn open(url: &str, batch: BatchOptions) -> Arc<DieselStore> {
     let options = StoreOptions {
         max_connections: 8,
         batch,
+        ..StoreOptions::default()
     };
     Arc::new(DieselStore::connect(url, &options).expect("open the store"))
 }
