@@ -8,6 +8,7 @@
 pub mod amount;
 pub mod auth;
 pub mod dashboard;
+pub mod drain;
 pub mod error;
 pub mod keycache;
 pub mod openapi;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub auth: auth::AuthGuard,
     /// The customer dashboard's sessions and links.
     pub dashboard: dashboard::DashboardSettings,
+    /// Graceful shutdown: refuses new requests once started, counts those in flight.
+    pub drain: Arc<drain::Drain>,
 }
 
 /// The `Idempotency-Key` header, if any: 1 to 255 printable ASCII bytes.
@@ -328,6 +331,7 @@ pub fn serve(
                 }
             })
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
+            .wrap(actix_web::middleware::from_fn(drain::refuse_while_draining))
             .wrap(TracingLogger::default())
             .configure(configure(state.clone()))
     })
@@ -335,5 +339,6 @@ pub fn serve(
     if workers > 0 {
         server = server.workers(workers);
     }
-    Ok(server.shutdown_timeout(30).run())
+    // Signals are the caller's: it drains (billing_server::Running::wait) before stopping.
+    Ok(server.shutdown_timeout(30).disable_signals().run())
 }

@@ -18,6 +18,7 @@ use billing_core::ports::{
 };
 use billing_core::service::{Billing, Gateways, ManagePackError, OutboxDelivery};
 use billing_http::auth::{AuthGuard, IssuedKey, issue_key, key_record};
+use billing_http::drain::Drain;
 use billing_http::sandbox::SandboxGateway;
 use billing_http::{AppState, WalletUnit};
 use billing_myfatoorah::{MyFatoorahConfig, MyFatoorahGateway};
@@ -224,6 +225,7 @@ pub struct Running {
     reconciler: tokio::task::JoinHandle<()>,
     expirer: tokio::task::JoinHandle<()>,
     outbox: tokio::task::JoinHandle<()>,
+    drain: Arc<Drain>,
 }
 
 impl Running {
@@ -231,14 +233,61 @@ impl Running {
         self.server.handle()
     }
 
-    /// Runs until the server stops (SIGINT/SIGTERM: graceful, in-flight requests finish),
-    /// then stops the reconciliation worker.
+    /// Runs until the server stops, then stops the workers. On SIGTERM or SIGINT it drains
+    /// first: new requests answer `503 shutting_down`, `/readyz` answers `draining`, and the
+    /// server stops once every accepted request is answered (at most [`DRAIN_TIMEOUT`]).
     pub async fn wait(self) -> std::io::Result<()> {
+        let (handle, drain) = (self.server.handle(), self.drain.clone());
+        let on_signal = tokio::spawn(async move {
+            shutdown_signal().await;
+            drain.start();
+            tracing::info!(
+                in_flight = drain.in_flight(),
+                "shutting down: refusing new requests, answering those in flight"
+            );
+            if drain.idle(DRAIN_TIMEOUT).await {
+                tracing::info!("every accepted request answered; stopping");
+            } else {
+                tracing::warn!(
+                    in_flight = drain.in_flight(),
+                    "requests still in flight after the drain timeout; stopping anyway"
+                );
+            }
+            handle.stop(true).await;
+        });
         let result = self.server.await;
+        on_signal.abort();
         self.reconciler.abort();
         self.expirer.abort();
         self.outbox.abort();
         result
+    }
+}
+
+/// The longest a shutdown waits for requests in flight.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// SIGTERM (an orchestrator's stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C drains");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -285,6 +334,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .sandbox
         .set_webhook_target(config.sandbox_webhook_url.as_deref().unwrap_or(&base_url));
     let new_admin_key = ensure_admin_key(&parts, config.admin_key.as_deref()).await?;
+    let drain = Arc::new(Drain::default());
     let state = web::Data::new(AppState {
         billing: parts.billing.clone(),
         unit: WalletUnit {
@@ -295,6 +345,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         sandbox: config.sandbox_enabled.then(|| parts.sandbox.clone()),
         auth: AuthGuard::new(config.auth.clone()),
         dashboard: config.dashboard.clone(),
+        drain: drain.clone(),
     });
     let server = billing_http::serve(state, listener, config.workers).map_err(|source| {
         StartError::Listen {
@@ -338,6 +389,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         reconciler,
         expirer,
         outbox,
+        drain,
     })
 }
 

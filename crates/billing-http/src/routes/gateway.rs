@@ -182,6 +182,12 @@ pub struct Health {
 #[utoipa::path(tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.drain.is_draining() {
+        return HttpResponse::ServiceUnavailable().json(Health {
+            status: "draining".into(),
+            storage: "ok".into(),
+        });
+    }
     match state.billing.store().ready().await {
         Ok(()) => HttpResponse::Ok().json(Health {
             status: "ready".into(),

@@ -83,6 +83,7 @@ on_both_backends!(
     stripe_auto_topup_needs_the_customer,
     readiness_follows_the_database,
     kill_9_with_batches_in_flight,
+    sigterm_drains_in_flight_requests,
     dashboard_sessions_outlive_restarts_and_end_with_their_key,
     audit_names_tampered_rows,
     a_clock_far_behind_the_ledger_refuses_to_start,
