@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod drain;
 pub mod error;
 pub mod keycache;
+pub mod limits;
 pub mod openapi;
 mod page;
 pub mod ratelimit;
@@ -332,6 +333,7 @@ pub fn serve(
             })
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
             .wrap(actix_web::middleware::from_fn(drain::refuse_while_draining))
+            .wrap(actix_web::middleware::from_fn(limits::enforce))
             .wrap(TracingLogger::default())
             .configure(configure(state.clone()))
     })

@@ -233,10 +233,20 @@ impl Running {
         self.server.handle()
     }
 
-    /// Runs until the server stops, then stops the workers. On SIGTERM or SIGINT it drains
-    /// first: new requests answer `503 shutting_down`, `/readyz` answers `draining`, and the
-    /// server stops once every accepted request is answered (at most [`DRAIN_TIMEOUT`]).
+    /// Runs until the server is stopped through its [`handle`](Self::handle), then stops
+    /// the workers. Installs no signal handler (embedders and tests keep theirs).
     pub async fn wait(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        self.reconciler.abort();
+        self.expirer.abort();
+        self.outbox.abort();
+        result
+    }
+
+    /// [`wait`](Self::wait), and on SIGTERM or SIGINT drains first: new requests answer
+    /// `503 shutting_down`, `/readyz` answers `draining`, and the server stops once every
+    /// accepted request is answered (at most [`DRAIN_TIMEOUT`]). What `billing-server` runs.
+    pub async fn serve_until_shutdown(self) -> std::io::Result<()> {
         let (handle, drain) = (self.server.handle(), self.drain.clone());
         let on_signal = tokio::spawn(async move {
             shutdown_signal().await;
@@ -245,21 +255,26 @@ impl Running {
                 in_flight = drain.in_flight(),
                 "shutting down: refusing new requests, answering those in flight"
             );
-            if drain.idle(DRAIN_TIMEOUT).await {
-                tracing::info!("every accepted request answered; stopping");
-            } else {
-                tracing::warn!(
+            let drained = tokio::select! {
+                drained = drain.idle(DRAIN_TIMEOUT) => Some(drained),
+                () = shutdown_signal() => None,
+            };
+            match drained {
+                Some(true) => tracing::info!("every accepted request answered; stopping"),
+                Some(false) => tracing::warn!(
                     in_flight = drain.in_flight(),
                     "requests still in flight after the drain timeout; stopping anyway"
-                );
+                ),
+                None => {
+                    tracing::warn!("a second signal: stopping without waiting");
+                    handle.stop(false).await;
+                    return;
+                }
             }
             handle.stop(true).await;
         });
-        let result = self.server.await;
+        let result = self.wait().await;
         on_signal.abort();
-        self.reconciler.abort();
-        self.expirer.abort();
-        self.outbox.abort();
         result
     }
 }

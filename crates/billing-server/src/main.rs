@@ -72,7 +72,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             println!("{}{}", billing_server::LISTENING_LINE, running.base_url);
-            running.wait().await.map_err(|e| e.to_string())
+            running
+                .serve_until_shutdown()
+                .await
+                .map_err(|e| e.to_string())
         }
         Command::CreateAccount { name, email } => {
             let public = config

@@ -10,6 +10,7 @@ mod dashboard;
 mod gateways;
 mod helpers;
 mod holds;
+mod limits;
 mod logs;
 mod notices;
 mod pricing;
@@ -23,6 +24,7 @@ use batching::*;
 use controls::*;
 use dashboard::*;
 use holds::*;
+use limits::*;
 use notices::*;
 use pricing::*;
 use scenarios::*;
@@ -84,6 +86,7 @@ on_both_backends!(
     readiness_follows_the_database,
     kill_9_with_batches_in_flight,
     sigterm_drains_in_flight_requests,
+    hostile_requests_are_cut_off,
     dashboard_sessions_outlive_restarts_and_end_with_their_key,
     audit_names_tampered_rows,
     a_clock_far_behind_the_ledger_refuses_to_start,
