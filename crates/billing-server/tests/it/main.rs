@@ -7,6 +7,7 @@ mod autotopup;
 mod batching;
 mod controls;
 mod dashboard;
+mod fuzz;
 mod gateways;
 mod helpers;
 mod holds;
@@ -101,6 +102,12 @@ async fn postgres_debits_race_across_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_auto_topup_across_processes() {
     autotopup::auto_topup_across_processes(helpers::Backend::Postgres).await;
+}
+
+/// Fuzzing is about the HTTP shell and the core's parsing: SQLite is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_hostile_input_never_fails_the_server() {
+    fuzz::hostile_input_never_fails_the_server(helpers::Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
