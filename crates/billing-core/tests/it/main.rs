@@ -615,3 +615,96 @@ async fn the_spending_month_turns_at_midnight_utc_after_a_leap_day() {
     assert_eq!(spend.month_start, w.clock.now());
     assert_eq!(spend.spent, Credits::new(d("0.01")).expect("credits"));
 }
+
+/// A hold expires at its `expires_at` to the second, across the end of a leap day's month:
+/// placed at 2028-02-29T23:58:59Z for 60 s, it reserves (and counts toward February's
+/// spending limit) through 23:59:58; at 2028-03-01T00:00:00Z it is expired: it reserves
+/// nothing, a capture answers not active, and March's spend starts from nothing.
+#[tokio::test]
+async fn a_hold_expires_to_the_second_across_a_leap_day_month_end() {
+    use billing_core::holds::HoldStatus;
+    use billing_core::ports::Clock;
+    use billing_core::service::{CaptureCharge, HoldCharge, HoldOpError};
+    use billing_core::time::Timestamp;
+    let w = world(gateway()).await;
+    w.billing
+        .grant(&w.account, d("100"), "welcome", None)
+        .await
+        .expect("grant");
+    let placed_at = Timestamp::parse_rfc3339("2028-02-29T23:58:59Z").expect("time");
+    w.clock
+        .advance_secs(placed_at.as_secs() - w.clock.now().as_secs());
+    w.billing
+        .set_spending_limit(&w.account, true, Some(d("50")), "block", 2)
+        .await
+        .expect("limit");
+    let placed = w
+        .billing
+        .place_hold(
+            &w.account,
+            &HoldCharge::Amount(d("40")),
+            Some(61),
+            "leap-hold",
+        )
+        .await
+        .expect("hold");
+    assert_eq!(
+        placed.hold.expires_at.to_rfc3339(),
+        "2028-03-01T00:00:00Z",
+        "61 s after 23:58:59 on a leap day"
+    );
+    w.clock.advance_secs(59);
+    assert_eq!(w.clock.now().to_rfc3339(), "2028-02-29T23:59:58Z");
+    assert_eq!(
+        w.billing.available(&w.account).await.expect("available"),
+        Credits::new(d("60")).expect("c")
+    );
+    // The held 40 counts toward February's 50: 10.01 more is over it.
+    assert!(matches!(
+        w.billing
+            .place_hold(
+                &w.account,
+                &HoldCharge::Amount(d("10.01")),
+                Some(60),
+                "over"
+            )
+            .await,
+        Err(HoldOpError::SpendingLimitExceeded(_))
+    ));
+    w.clock.advance_secs(1);
+    assert_eq!(w.clock.now().to_rfc3339(), "2028-02-29T23:59:59Z");
+    assert_eq!(
+        w.billing.available(&w.account).await.expect("available"),
+        Credits::new(d("60")).expect("c"),
+        "still held in the last second of February"
+    );
+    w.clock.advance_secs(1);
+    assert_eq!(w.clock.now().to_rfc3339(), "2028-03-01T00:00:00Z");
+    assert_eq!(
+        w.billing.available(&w.account).await.expect("available"),
+        Credits::new(d("100")).expect("c"),
+        "expired at its expires_at: nothing reserved"
+    );
+    assert!(matches!(
+        w.billing
+            .capture_hold(
+                &w.account,
+                &placed.hold.id,
+                &CaptureCharge::Amount(d("1")),
+                None,
+                "late-capture"
+            )
+            .await,
+        Err(HoldOpError::NotActive(HoldStatus::Expired))
+    ));
+    // March's limit starts from nothing: 50 may be held again.
+    w.billing
+        .place_hold(&w.account, &HoldCharge::Amount(d("50")), Some(60), "march")
+        .await
+        .expect("a new month's limit");
+    assert_eq!(
+        balance(&w).await,
+        Credits::new(d("100")).expect("c"),
+        "an expired hold never moved money"
+    );
+}
