@@ -415,7 +415,7 @@ pub async fn auto_topup_across_processes(backend: Backend) {
     for _ in 0..3 {
         let (child, base) = launch(&url);
         children.push(child);
-        apps.push(TestApp::at(base, None));
+        apps.push(TestApp::audited(base, &url));
     }
     let customer = with_saved_card(&apps[0], "multi", "paid").await;
     let platform = apps[0].platform_key(&customer.account_id).await;

@@ -41,7 +41,7 @@ pub async fn debits_race_across_processes(backend: Backend) {
         children.push(child);
         bases.push(base);
     }
-    let app = TestApp::at(bases[0].clone(), None);
+    let app = TestApp::audited(bases[0].clone(), &url);
     let ada = app.customer("ada").await;
     let platform = app.platform_key(&ada.account_id).await;
     app.grant(&ada.account_id, "1050").await;
@@ -154,7 +154,7 @@ pub async fn kill_9_with_batches_in_flight(backend: Backend) {
             .expect("replay");
         assert_eq!(body["id"].as_str(), Some(id.as_str()));
     }
-    let app = TestApp::at(base, None);
+    let app = TestApp::audited(base, &url);
     let balance = app.balance(&ada).await;
     let transactions = app.all_transactions(&ada).await;
     let _ = second.kill();
@@ -281,7 +281,7 @@ pub async fn sigterm_drains_in_flight_requests(backend: Backend) {
     }
     assert!(refused > 0, "requests after SIGTERM were refused with 503");
     let (mut second, base) = launch(&url);
-    let app = TestApp::at(base, None);
+    let app = TestApp::audited(base, &url);
     let transactions = app.all_transactions(&ada).await;
     let _ = second.kill();
     let _ = second.wait();

@@ -132,6 +132,14 @@ pub struct Customer {
 }
 
 impl TestApp {
+    /// A client of server processes on `url`, whose books are audited when it is dropped
+    /// (as for [`spawn`]'s).
+    pub fn audited(base: String, url: &str) -> TestApp {
+        let mut app = TestApp::at(base, None);
+        app.database = Some(url.to_owned());
+        app
+    }
+
     pub fn at(base: String, handle: Option<actix_web::dev::ServerHandle>) -> TestApp {
         TestApp {
             base,

@@ -616,7 +616,7 @@ pub async fn notices_survive_kill_9(backend: Backend) {
     );
 
     let (mut second, base) = launch("100");
-    let restarted = TestApp::at(base, None);
+    let restarted = TestApp::audited(base, &url);
     let emails = wait_for(1, || smtp.messages()).await;
     let low = wait_for(1, || receiver.of_type("balance.low")).await;
     let mut balance = String::new();
