@@ -83,7 +83,11 @@ pub async fn refuse_while_draining(
     };
     // Probes still answer while draining: /readyz says so, /healthz that the process lives.
     let probe = matches!(req.path(), "/readyz" | "/healthz");
+    // Counted first, then checked: a request the drain did not see is refused, so once
+    // `idle` has seen none left, none is accepted.
+    let accepted = state.drain.enter();
     if state.drain.is_draining() && !probe {
+        drop(accepted);
         let refused = ApiError {
             retry_after: Some(1),
             ..ApiError::new(
@@ -98,6 +102,7 @@ pub async fn refuse_while_draining(
             .set_connection_type(ConnectionType::Close);
         return Ok(req.into_response(response).map_into_right_body());
     }
-    let _accepted = state.drain.enter();
-    next.call(req).await.map(|r| r.map_into_left_body())
+    let response = next.call(req).await;
+    drop(accepted);
+    response.map(|r| r.map_into_left_body())
 }

@@ -316,6 +316,10 @@ pub fn serve(
 ) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || {
         App::new()
+            .wrap(actix_web::middleware::from_fn(auth::authenticate))
+            .wrap(actix_web::middleware::from_fn(drain::refuse_while_draining))
+            .wrap(actix_web::middleware::from_fn(limits::enforce))
+            // Outside the limits and the drain, so that their answers carry the id too.
             .wrap_fn(|req, srv| {
                 let request_id = req.extensions().get::<RequestId>().copied();
                 let response = srv.call(req);
@@ -331,9 +335,6 @@ pub fn serve(
                     Ok(response)
                 }
             })
-            .wrap(actix_web::middleware::from_fn(auth::authenticate))
-            .wrap(actix_web::middleware::from_fn(drain::refuse_while_draining))
-            .wrap(actix_web::middleware::from_fn(limits::enforce))
             .wrap(TracingLogger::default())
             .configure(configure(state.clone()))
     })
@@ -341,6 +342,7 @@ pub fn serve(
     if workers > 0 {
         server = server.workers(workers);
     }
-    // Signals are the caller's: it drains (billing_server::Running::wait) before stopping.
-    Ok(server.shutdown_timeout(30).disable_signals().run())
+    // Signals are the caller's: it drains (billing_server::Running::serve_until_shutdown)
+    // before stopping, so the stop itself waits only briefly for connections.
+    Ok(server.shutdown_timeout(5).disable_signals().run())
 }

@@ -43,6 +43,11 @@ impl Stream for Deadline {
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // What has arrived is always read: only waiting for the client past the deadline
+        // fails (the server's own delays before it reads the body never do).
+        if let Poll::Ready(item) = Pin::new(&mut self.inner).poll_next(cx) {
+            return Poll::Ready(item);
+        }
         if self.sleep.as_mut().poll(cx).is_ready() {
             self.timed_out.store(true, Ordering::SeqCst);
             return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
@@ -50,7 +55,7 @@ impl Stream for Deadline {
                 "the body did not arrive in time",
             )))));
         }
-        Pin::new(&mut self.inner).poll_next(cx)
+        Poll::Pending
     }
 }
 

@@ -246,63 +246,98 @@ impl Running {
     /// [`wait`](Self::wait), and on SIGTERM or SIGINT drains first: new requests answer
     /// `503 shutting_down`, `/readyz` answers `draining`, and the server stops once every
     /// accepted request is answered (at most [`DRAIN_TIMEOUT`]). What `billing-server` runs.
-    pub async fn serve_until_shutdown(self) -> std::io::Result<()> {
-        let (handle, drain) = (self.server.handle(), self.drain.clone());
-        let on_signal = tokio::spawn(async move {
-            shutdown_signal().await;
-            drain.start();
-            tracing::info!(
-                in_flight = drain.in_flight(),
-                "shutting down: refusing new requests, answering those in flight"
-            );
-            let drained = tokio::select! {
-                drained = drain.idle(DRAIN_TIMEOUT) => Some(drained),
-                () = shutdown_signal() => None,
-            };
-            match drained {
-                Some(true) => tracing::info!("every accepted request answered; stopping"),
-                Some(false) => tracing::warn!(
+    /// The signals are listened for from this call on (call it before announcing the
+    /// process); the drain happens while the returned future runs.
+    pub fn serve_until_shutdown(self) -> impl Future<Output = std::io::Result<()>> {
+        let mut signals = ShutdownSignals::install();
+        async move {
+            let (handle, drain) = (self.server.handle(), self.drain.clone());
+            let on_signal = tokio::spawn(async move {
+                signals.recv().await;
+                drain.start();
+                tracing::info!(
                     in_flight = drain.in_flight(),
-                    "requests still in flight after the drain timeout; stopping anyway"
-                ),
-                None => {
-                    tracing::warn!("a second signal: stopping without waiting");
-                    handle.stop(false).await;
-                    return;
+                    "shutting down: refusing new requests, answering those in flight"
+                );
+                let drained = tokio::select! {
+                    drained = drain.idle(DRAIN_TIMEOUT) => Some(drained),
+                    () = signals.recv() => None,
+                };
+                match drained {
+                    Some(true) => tracing::info!("every accepted request answered; stopping"),
+                    Some(false) => tracing::warn!(
+                        in_flight = drain.in_flight(),
+                        "requests still in flight after the drain timeout; stopping anyway"
+                    ),
+                    None => {
+                        tracing::warn!("a second signal: stopping without waiting");
+                        handle.stop(false).await;
+                        return;
+                    }
                 }
-            }
-            handle.stop(true).await;
-        });
-        let result = self.wait().await;
-        on_signal.abort();
-        result
+                handle.stop(true).await;
+            });
+            let result = self.wait().await;
+            on_signal.abort();
+            result
+        }
     }
 }
 
 /// The longest a shutdown waits for requests in flight.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// SIGTERM (an orchestrator's stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// SIGTERM (an orchestrator's stop) and SIGINT (Ctrl-C), listened for from the moment
+/// this is made (before the process says it listens: a stop right after start drains too).
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> ShutdownSignals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listen = |kind: SignalKind, name: &str| match signal(kind) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for {name}: it will not drain");
+                    None
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C drains");
-                let _ = tokio::signal::ctrl_c().await;
+            };
+            ShutdownSignals {
+                term: listen(SignalKind::terminate(), "SIGTERM"),
+                interrupt: listen(SignalKind::interrupt(), "SIGINT"),
             }
         }
+        #[cfg(not(unix))]
+        ShutdownSignals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = next(&mut self.term) => {}
+                () = next(&mut self.interrupt) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

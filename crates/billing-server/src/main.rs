@@ -71,11 +71,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                      Keep it: only its hash is stored. Set BILLING_ADMIN_KEY to choose your own.\n"
                 );
             }
-            println!("{}{}", billing_server::LISTENING_LINE, running.base_url);
-            running
-                .serve_until_shutdown()
-                .await
-                .map_err(|e| e.to_string())
+            let base_url = running.base_url.clone();
+            // Listening for SIGTERM before saying so: a stop right after start drains too.
+            let serving = running.serve_until_shutdown();
+            println!("{}{base_url}", billing_server::LISTENING_LINE);
+            serving.await.map_err(|e| e.to_string())
         }
         Command::CreateAccount { name, email } => {
             let public = config

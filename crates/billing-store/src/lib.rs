@@ -214,13 +214,32 @@ pub struct DieselStore {
 /// How long a ledger writer waits for a connection before answering its batch
 /// `Unavailable` (shorter than the pool's wait: callers are queued behind it).
 const WRITER_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same wait once a batch has found no connection, until one is found again: while the
+/// database is away, the batches queued behind a failed one are answered `Unavailable`
+/// quickly instead of each waiting the full timeout in turn.
+const WRITER_CONNECTION_TIMEOUT_WHILE_DOWN: Duration = Duration::from_millis(250);
+
+/// A ledger writer's connection, and whether the last attempt to get one failed.
+struct WriterConnection<M: diesel::r2d2::ManageConnection> {
+    held: Option<PooledConnection<M>>,
+    unreachable: bool,
+}
+
+impl<M: diesel::r2d2::ManageConnection> WriterConnection<M> {
+    fn new() -> Self {
+        WriterConnection {
+            held: None,
+            unreachable: false,
+        }
+    }
+}
 
 /// Runs a ledger writer's batch on its connection `held` (taken from `pool` when there is
 /// none). The connection is kept only after a clean answer: after an error or a panic it
 /// goes back to the pool, which discards it if it is broken or still in a transaction.
 fn commit_on<M, C>(
     pool: &Pool<M>,
-    held: &mut Option<PooledConnection<M>>,
+    writer_conn: &mut WriterConnection<M>,
     postings: &[Posting],
     attempt: writer::Attempt,
     fresh: impl Fn(&mut C) -> Result<(), diesel::result::Error>,
@@ -233,16 +252,24 @@ fn commit_on<M, C>(
 where
     M: diesel::r2d2::ManageConnection<Connection = C>,
 {
-    let mut conn = match held.take() {
+    let mut conn = match writer_conn.held.take() {
         Some(conn) => conn,
         None => {
-            let mut conn = pool
-                .get_timeout(WRITER_CONNECTION_TIMEOUT)
-                .map_err(|e| writer::CommitError::NoConnection(pool_err(e)))?;
+            let wait = if writer_conn.unreachable {
+                WRITER_CONNECTION_TIMEOUT_WHILE_DOWN
+            } else {
+                WRITER_CONNECTION_TIMEOUT
+            };
+            let mut conn = pool.get_timeout(wait).map_err(|e| {
+                writer_conn.unreachable = true;
+                writer::CommitError::NoConnection(pool_err(e))
+            })?;
+            writer_conn.unreachable = false;
             fresh(&mut conn).map_err(|e| writer::CommitError::Failed(db_err(e)))?;
             conn
         }
     };
+    let held = &mut writer_conn.held;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         post(&mut conn, postings, attempt)
     })) {
@@ -259,7 +286,7 @@ where
 
 /// A PostgreSQL ledger writer's commit, on a connection of its own.
 fn postgres_commit(pool: Pool<ConnectionManager<PgConnection>>) -> writer::Commit {
-    let mut held = None;
+    let mut held = WriterConnection::new();
     Box::new(move |postings, attempt| {
         commit_on(
             &pool,
@@ -284,7 +311,7 @@ fn sqlite_commit(
     pool: Pool<ConnectionManager<SqliteConnection>>,
     writer: Arc<tokio::sync::Mutex<()>>,
 ) -> writer::Commit {
-    let mut held = None;
+    let mut held = WriterConnection::new();
     Box::new(move |postings, attempt| {
         let _writing = writer.blocking_lock();
         commit_on(
@@ -1071,6 +1098,9 @@ pub fn execute_sql(url: &str, sql: &str) -> Result<usize, ConnectError> {
     } else {
         let mut conn =
             SqliteConnection::establish(url).map_err(|e| ConnectError::Pool(e.to_string()))?;
+        // Beside a running server: wait for its write lock instead of failing at once.
+        conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
+            .map_err(fail)?;
         for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
             changed = diesel::sql_query(statement)
                 .execute(&mut conn)

@@ -617,8 +617,8 @@ async fn the_spending_month_turns_at_midnight_utc_after_a_leap_day() {
 }
 
 /// A hold expires at its `expires_at` to the second, across the end of a leap day's month:
-/// placed at 2028-02-29T23:58:59Z for 60 s, it reserves (and counts toward February's
-/// spending limit) through 23:59:58; at 2028-03-01T00:00:00Z it is expired: it reserves
+/// placed at 2028-02-29T23:58:59Z for 61 s, it reserves (and counts toward February's
+/// spending limit) through 23:59:59; at 2028-03-01T00:00:00Z it is expired: it reserves
 /// nothing, a capture answers not active, and March's spend starts from nothing.
 #[tokio::test]
 async fn a_hold_expires_to_the_second_across_a_leap_day_month_end() {

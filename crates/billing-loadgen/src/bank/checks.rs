@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::Report;
 use crate::fleet::Fleet;
-use crate::ops::{Ledgers, Outcomes, Wallet, decimal};
+use crate::ops::{Ledger, Ledgers, Outcomes, Wallet, decimal};
 
 pub struct Checks {
     pub audits: u64,
@@ -18,19 +18,21 @@ pub struct Checks {
 }
 
 /// Audits the whole database in one snapshot every 100 ms until `deadline`. An audit that
-/// cannot connect or read (the database cut or stopped on purpose) is skipped, not failed.
+/// cannot connect or read is skipped while the database is stopped on purpose, and once
+/// otherwise (a cut connection); two in a row outside an outage are a violation.
 pub async fn checker(database_url: String, outcomes: Arc<Outcomes>, deadline: Instant) -> Checks {
     let mut checks = Checks {
         audits: 0,
         skipped: 0,
         violations: Vec::new(),
     };
-    let _ = outcomes;
+    let mut failed_in_a_row = 0;
     while Instant::now() < deadline {
         let next = Instant::now() + Duration::from_millis(100);
         let url = database_url.clone();
         match tokio::task::spawn_blocking(move || billing_store::audit_database(&url)).await {
             Ok(Ok(findings)) => {
+                failed_in_a_row = 0;
                 checks.audits += 1;
                 if !findings.is_empty() && checks.violations.len() < 50 {
                     for finding in findings {
@@ -38,6 +40,16 @@ pub async fn checker(database_url: String, outcomes: Arc<Outcomes>, deadline: In
                             .violations
                             .push(format!("audit during the load: {finding}"));
                     }
+                }
+            }
+            Ok(Err(e)) if !outcomes.in_outage() => {
+                checks.skipped += 1;
+                failed_in_a_row += 1;
+                if failed_in_a_row >= 2 {
+                    checks.violations.push(format!(
+                        "the audit failed twice in a row outside an outage: {e}"
+                    ));
+                    failed_in_a_row = 0;
                 }
             }
             _ => checks.skipped += 1,
@@ -105,6 +117,22 @@ async fn top_up_status(
     body["status"].as_str().map(str::to_owned)
 }
 
+/// The wallet's top-ups that are completed now, with their credits and bonus.
+async fn completed_top_ups(
+    http: &reqwest::Client,
+    fleet: &Fleet,
+    wallet: &Wallet,
+    acked: &Ledger,
+) -> Vec<(String, (Decimal, Decimal))> {
+    let mut completed = Vec::new();
+    for (id, credits) in &acked.topups {
+        if top_up_status(http, fleet, wallet, id).await.as_deref() == Some("completed") {
+            completed.push((id.clone(), *credits));
+        }
+    }
+    completed
+}
+
 fn sum(items: &[(String, Decimal)]) -> Decimal {
     items.iter().map(|(_, a)| *a).sum()
 }
@@ -119,7 +147,23 @@ pub async fn conservation(
     report: &mut Report,
 ) {
     for (wallet, acked) in wallets.iter().zip(&ledgers.0) {
-        let entries = match transactions(http, fleet, wallet).await {
+        // A top-up may complete while the ledger is read (the reconciler): read the
+        // statuses before and after the ledger, until they agree.
+        let mut read = None;
+        for _ in 0..5 {
+            let before = completed_top_ups(http, fleet, wallet, acked).await;
+            let entries = transactions(http, fleet, wallet).await;
+            let after = completed_top_ups(http, fleet, wallet, acked).await;
+            if before == after {
+                read = Some((entries, after));
+                break;
+            }
+        }
+        let Some((entries, completed)) = read else {
+            report.violation(format!("{}: top-ups kept completing", wallet.id));
+            continue;
+        };
+        let entries = match entries {
             Ok(e) => e,
             Err(e) => {
                 report.violation(format!("{}: cannot list transactions: {e}", wallet.id));
@@ -138,21 +182,28 @@ pub async fn conservation(
             total += amount;
             ids.insert(entry["id"].as_str().unwrap_or_default().to_owned());
         }
-        let mut completed = Vec::new();
-        for (id, credits) in &acked.topups {
-            if top_up_status(http, fleet, wallet, id).await.as_deref() == Some("completed") {
-                completed.push((id.clone(), *credits));
-            }
-        }
+        let credits: Vec<(String, Decimal)> = completed
+            .iter()
+            .map(|(id, (c, _))| (id.clone(), *c))
+            .collect();
+        let bonuses: Vec<(String, Decimal)> = completed
+            .iter()
+            .filter(|(_, (_, b))| !b.is_zero())
+            .map(|(id, (_, b))| (id.clone(), *b))
+            .collect();
         let want: [(&str, usize, Decimal); 4] = [
             (
                 "usage",
                 acked.debits.len() + acked.captures.len(),
                 -(sum(&acked.debits) + sum(&acked.captures)),
             ),
-            ("bonus", acked.grants.len(), sum(&acked.grants)),
+            (
+                "bonus",
+                acked.grants.len() + bonuses.len(),
+                sum(&acked.grants) + sum(&bonuses),
+            ),
             ("refund", acked.refunds.len(), sum(&acked.refunds)),
-            ("topup", completed.len(), sum(&completed)),
+            ("topup", credits.len(), sum(&credits)),
         ];
         for (kind, count, amount) in want {
             let got = by_kind.remove(kind).unwrap_or_default();

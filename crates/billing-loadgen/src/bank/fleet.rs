@@ -287,6 +287,8 @@ async fn stop_postgres(
     outage: Duration,
     outcomes: &Outcomes,
 ) -> String {
+    // The audit may fail from the moment the shutdown begins.
+    outcomes.set_outage(true);
     if let Err(e) = tokio::task::spawn_blocking(|| pg_ctl("stop"))
         .await
         .unwrap_or_else(|e| Err(e.to_string()))
@@ -295,7 +297,6 @@ async fn stop_postgres(
         return String::new();
     }
     println!("bank: PostgreSQL stopped for {outage:?}");
-    outcomes.set_outage(true);
     tokio::time::sleep(outage / 2).await;
     for base in fleet.bases() {
         let status = http
@@ -318,7 +319,6 @@ async fn stop_postgres(
         outcomes.violation(format!("cannot start PostgreSQL again: {e}"));
         return String::new();
     }
-    outcomes.set_outage(false);
     let back = Instant::now();
     let acked_before = outcomes.acknowledged_now();
     let (mut ready_after, mut write_after) = (None, None);
@@ -344,6 +344,7 @@ async fn stop_postgres(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    outcomes.set_outage(false);
     match (ready_after, write_after) {
         (Some(r), Some(w)) => format!(
             "PostgreSQL stopped {outage:?}: every /readyz 200 again {r:.2?} after it was back, \

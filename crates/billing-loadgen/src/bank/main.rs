@@ -45,7 +45,7 @@ pub struct Args {
     /// Run on PostgreSQL: a server URL on which a fresh database is created.
     #[arg(long)]
     postgres: Option<String>,
-    /// Run on a fresh SQLite file instead (use `--processes 1`).
+    /// Run on a fresh SQLite file instead (several processes may share it).
     #[arg(long)]
     sqlite: bool,
     /// The `billing-server` binary (default: beside this one).
@@ -179,7 +179,13 @@ async fn run(args: Args) -> Result<Report, String> {
                 )
             })
             .await;
-            println!("bank: tampered with one ledger entry: {done:?}");
+            match done {
+                Ok(Ok(1)) => println!("bank: tampered with one ledger entry"),
+                other => {
+                    eprintln!("billing-bank: the tamper did not change one row: {other:?}");
+                    std::process::exit(3);
+                }
+            }
         });
     }
     let clients: Vec<_> = (0..args.clients)

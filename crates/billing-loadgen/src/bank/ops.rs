@@ -13,6 +13,9 @@ use crate::fleet::{ADMIN_KEY, Fleet};
 
 /// Past this a request counts as hung (the server's own waits are shorter).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// A `503` must come at most this long after its request (`BILLING_DB_ACQUIRE_TIMEOUT_MS`,
+/// 5 s, and a margin).
+const UNAVAILABLE_WITHIN: Duration = Duration::from_secs(7);
 /// A client retries one operation (with its key) this long before giving up on it.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(180);
 
@@ -30,8 +33,8 @@ pub struct Ledger {
     pub captures: Vec<(String, Decimal)>,
     pub grants: Vec<(String, Decimal)>,
     pub refunds: Vec<(String, Decimal)>,
-    /// `(top-up id, credits if it completes)`: its final status is read at the end.
-    pub topups: Vec<(String, Decimal)>,
+    /// `(top-up id, (credits, bonus) if it completes)`: its final status is read at the end.
+    pub topups: Vec<(String, (Decimal, Decimal))>,
 }
 
 /// Every wallet's acknowledged operations.
@@ -102,6 +105,9 @@ impl Outcomes {
     }
     pub fn set_outage(&self, on: bool) {
         self.outage.store(on, Ordering::SeqCst);
+    }
+    pub fn in_outage(&self) -> bool {
+        self.outage.load(Ordering::SeqCst)
     }
     pub fn acknowledged_now(&self) -> u64 {
         self.acknowledged.load(Ordering::SeqCst)
@@ -186,6 +192,7 @@ async fn send(
             }
         };
         let status = response.status().as_u16();
+        let has_retry_after = response.headers().contains_key("retry-after");
         let text = match response.text().await {
             Ok(t) => t,
             Err(_) => {
@@ -201,6 +208,20 @@ async fn send(
             }
             503 => {
                 outcomes.unavailable.fetch_add(1, Ordering::Relaxed);
+                if !has_retry_after {
+                    outcomes.violation(format!(
+                        "{} {} answered 503 without Retry-After: {text}",
+                        request.method, request.path
+                    ));
+                }
+                if sent.elapsed() > UNAVAILABLE_WITHIN {
+                    outcomes.violation(format!(
+                        "{} {} answered 503 only after {:?} (the acquire timeout is 5 s)",
+                        request.method,
+                        request.path,
+                        sent.elapsed()
+                    ));
+                }
                 tokio::time::sleep(Duration::from_millis(100 + rand::random_range(0..200))).await;
             }
             500..=599 => {
@@ -519,9 +540,9 @@ impl Op<'_> {
         let Answer::Done(topup, _) = self.send(&request, None).await else {
             return;
         };
-        let credits = decimal(&topup["amount"]).unwrap_or_default()
-            + decimal(&topup["bonus"]).unwrap_or_default();
-        ledger.topups.push((id(&topup), credits));
+        let credits = decimal(&topup["credits"]).unwrap_or_default();
+        let bonus = decimal(&topup["bonus"]).unwrap_or_default();
+        ledger.topups.push((id(&topup), (credits, bonus)));
         // The sandbox's checkout lives in the process that created it; if that process
         // was killed meanwhile, the top-up stays pending (and is not counted).
         if let Some(url) = topup["checkout_url"].as_str() {

@@ -251,13 +251,22 @@ pub async fn sigterm_drains_in_flight_requests(backend: Backend) {
         .status()
         .expect("kill -TERM");
     assert!(sent.success());
-    // While it drains, the load balancer's probe says so (or the process is already gone).
-    if let Ok(response) = client.get(format!("{base}/readyz")).send().await {
+    // While it drains, the load balancer's probe says so (until the process is gone).
+    let probing = std::time::Instant::now();
+    loop {
+        let Ok(response) = client.get(format!("{base}/readyz")).send().await else {
+            break;
+        };
         let body: Value = response.json().await.unwrap_or(Value::Null);
+        if body["status"] == "draining" || body.is_null() {
+            break;
+        }
+        assert_eq!(body["status"], "ready", "{body}");
         assert!(
-            body["status"] == "draining" || body.is_null(),
-            "readyz while draining: {body}"
+            probing.elapsed() < Duration::from_secs(10),
+            "readyz never said draining"
         );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let started = std::time::Instant::now();
