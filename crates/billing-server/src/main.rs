@@ -41,6 +41,12 @@ enum Command {
     /// checked. Prints each finding; exits non-zero if there is any. Safe while the service
     /// runs (one read-only snapshot).
     Audit,
+    /// Back up a SQLite database to a new file (`VACUUM INTO`: one consistent snapshot,
+    /// safe while the service runs). For PostgreSQL use `pg_dump` (README, "Backups").
+    Backup {
+        /// The file to write; it must not exist yet.
+        file: String,
+    },
 }
 
 fn init_logs() {
@@ -106,6 +112,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 println!("FINDING: {finding}");
             }
             Err(format!("audit: {} finding(s)", findings.len()))
+        }
+        Command::Backup { file } => {
+            let url = config.database_url.clone();
+            let target = file.clone();
+            tokio::task::spawn_blocking(move || billing_store::backup_sqlite(&url, &target))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("backup: {e}"))?;
+            println!("backup: {file}");
+            Ok(())
         }
         Command::IssueKey { scope, account } => {
             let scope = KeyScope::parse(&scope).ok_or_else(|| {

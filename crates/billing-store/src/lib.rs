@@ -1081,6 +1081,50 @@ pub fn audit_database(url: &str) -> Result<Vec<billing_core::audit::Finding>, Au
     Ok(billing_core::audit::audit(&input))
 }
 
+/// Why a backup was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(
+        "this is a PostgreSQL database: back it up with pg_dump (README, \"Backups\"), \
+         not with this command"
+    )]
+    Postgres,
+    #[error("no database at {0}")]
+    Missing(String),
+    #[error("{0} already exists: a backup never overwrites a file")]
+    TargetExists(String),
+    #[error("cannot back up: {0}")]
+    Failed(String),
+}
+
+/// Writes a consistent copy of the SQLite database `url` names to the new file `target`
+/// with `VACUUM INTO`: one read transaction, so a copy of the books as of one instant
+/// (every committed batch in it whole, none in part), safe while servers write. The copy
+/// is a normal database file: restore by pointing `BILLING_DATABASE_URL` at it (or moving
+/// it in place while the service is stopped).
+pub fn backup_sqlite(url: &str, target: &str) -> Result<(), BackupError> {
+    if is_postgres_url(url) {
+        return Err(BackupError::Postgres);
+    }
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    if !Path::new(path).is_file() {
+        return Err(BackupError::Missing(path.to_owned()));
+    }
+    if Path::new(target).exists() {
+        return Err(BackupError::TargetExists(target.to_owned()));
+    }
+    let fail = |e: diesel::result::Error| BackupError::Failed(e.to_string());
+    let mut conn =
+        SqliteConnection::establish(path).map_err(|e| BackupError::Failed(e.to_string()))?;
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
+        .map_err(fail)?;
+    diesel::sql_query("VACUUM INTO ?")
+        .bind::<diesel::sql_types::Text, _>(target)
+        .execute(&mut conn)
+        .map_err(fail)?;
+    Ok(())
+}
+
 /// Runs `sql` (statements separated by `;`) on the database `url` names, outside the
 /// service: for tests that tamper with rows and for an operator's one-off repair. Answers
 /// the rows the last statement changed.

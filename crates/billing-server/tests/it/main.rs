@@ -4,6 +4,7 @@
 
 mod audit;
 mod autotopup;
+mod backup;
 mod batching;
 mod controls;
 mod dashboard;
@@ -102,6 +103,12 @@ async fn postgres_debits_race_across_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_auto_topup_across_processes() {
     autotopup::auto_topup_across_processes(helpers::Backend::Postgres).await;
+}
+
+/// Backups with `VACUUM INTO` are SQLite's (PostgreSQL has pg_dump).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_backup_under_load_restores_exact_books() {
+    backup::backup_under_load_restores_exact_books().await;
 }
 
 /// Fuzzing is about the HTTP shell and the core's parsing: SQLite is enough.
