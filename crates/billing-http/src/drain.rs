@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::{ConnectionType, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{ResponseError, web};
+use actix_web::web;
 use tokio::sync::Notify;
 
 use crate::AppState;
@@ -96,11 +96,9 @@ pub async fn refuse_while_draining(
                 "this process is shutting down; retry (another process will answer)",
             )
         };
-        let mut response = refused.error_response();
-        response
-            .head_mut()
-            .set_connection_type(ConnectionType::Close);
-        return Ok(req.into_response(response).map_into_right_body());
+        return Ok(req
+            .into_response(refused.closing_response())
+            .map_into_right_body());
     }
     let response = next.call(req).await;
     drop(accepted);

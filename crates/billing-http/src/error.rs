@@ -108,6 +108,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// This error's response, with `Connection: close`: for a client that should not send
+    /// more on this connection (it is shutting down, or it sent what it must not).
+    pub fn closing_response(&self) -> HttpResponse {
+        let mut response = self.error_response();
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        response
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::{ConnectionType, StatusCode};
+use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
-use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use futures_core::Stream;
 
 use crate::error::ApiError;
@@ -59,14 +59,6 @@ impl Stream for Deadline {
     }
 }
 
-fn refuse(req: ServiceRequest, api: &ApiError) -> ServiceResponse {
-    let mut response: HttpResponse = api.error_response();
-    response
-        .head_mut()
-        .set_connection_type(ConnectionType::Close);
-    req.into_response(response)
-}
-
 /// Middleware: the header size limit and the body deadline.
 pub async fn enforce(
     mut req: ServiceRequest,
@@ -83,7 +75,9 @@ pub async fn enforce(
             "headers_too_large",
             format!("the request's headers are larger than {HEADER_BYTES_MAX} bytes"),
         );
-        return Ok(refuse(req, &api).map_into_right_body());
+        return Ok(req
+            .into_response(api.closing_response())
+            .map_into_right_body());
     }
     let timed_out = Arc::new(AtomicBool::new(false));
     let body = Deadline {
@@ -105,9 +99,7 @@ pub async fn enforce(
             ),
         );
         let (req, _) = response.into_parts();
-        let mut answer = api.error_response();
-        answer.head_mut().set_connection_type(ConnectionType::Close);
-        return Ok(ServiceResponse::new(req, answer).map_into_right_body());
+        return Ok(ServiceResponse::new(req, api.closing_response()).map_into_right_body());
     }
     Ok(response.map_into_left_body())
 }

@@ -1035,6 +1035,21 @@ impl EventStore for DieselStore {
     }
 }
 
+/// The file of the SQLite database `url` names, if it exists (never created here).
+fn existing_sqlite_file(url: &str) -> Option<&str> {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    Path::new(path).is_file().then_some(path)
+}
+
+/// A connection to a SQLite file outside the pools (the audit, a backup, one-off SQL),
+/// which waits for running servers' write lock as theirs do.
+fn sqlite_beside_servers(path: &str) -> Result<SqliteConnection, String> {
+    let mut conn = SqliteConnection::establish(path).map_err(|e| e.to_string())?;
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
 /// Why the audit could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -1065,14 +1080,10 @@ pub fn audit_database(url: &str) -> Result<Vec<billing_core::audit::Finding>, Au
         }
         postgres::audit_snapshot(&mut conn).map_err(|e| AuditError::Read(e.to_string()))?
     } else {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        if !Path::new(path).is_file() {
-            return Err(AuditError::Missing(path.to_owned()));
-        }
-        let mut conn =
-            SqliteConnection::establish(path).map_err(|e| AuditError::Connect(e.to_string()))?;
-        conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
-            .map_err(|e| AuditError::Connect(e.to_string()))?;
+        let path = existing_sqlite_file(url).ok_or_else(|| {
+            AuditError::Missing(url.strip_prefix("sqlite://").unwrap_or(url).into())
+        })?;
+        let mut conn = sqlite_beside_servers(path).map_err(AuditError::Connect)?;
         if !sqlite::chain_backfilled(&mut conn).unwrap_or(false) {
             return Err(AuditError::NotReady);
         }
@@ -1106,22 +1117,16 @@ pub fn backup_sqlite(url: &str, target: &str) -> Result<(), BackupError> {
     if is_postgres_url(url) {
         return Err(BackupError::Postgres);
     }
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
-    if !Path::new(path).is_file() {
-        return Err(BackupError::Missing(path.to_owned()));
-    }
+    let path = existing_sqlite_file(url)
+        .ok_or_else(|| BackupError::Missing(url.strip_prefix("sqlite://").unwrap_or(url).into()))?;
     if Path::new(target).exists() {
         return Err(BackupError::TargetExists(target.to_owned()));
     }
-    let fail = |e: diesel::result::Error| BackupError::Failed(e.to_string());
-    let mut conn =
-        SqliteConnection::establish(path).map_err(|e| BackupError::Failed(e.to_string()))?;
-    conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
-        .map_err(fail)?;
+    let mut conn = sqlite_beside_servers(path).map_err(BackupError::Failed)?;
     diesel::sql_query("VACUUM INTO ?")
         .bind::<diesel::sql_types::Text, _>(target)
         .execute(&mut conn)
-        .map_err(fail)?;
+        .map_err(|e| BackupError::Failed(e.to_string()))?;
     Ok(())
 }
 
@@ -1140,11 +1145,7 @@ pub fn execute_sql(url: &str, sql: &str) -> Result<usize, ConnectError> {
                 .map_err(fail)?;
         }
     } else {
-        let mut conn =
-            SqliteConnection::establish(url).map_err(|e| ConnectError::Pool(e.to_string()))?;
-        // Beside a running server: wait for its write lock instead of failing at once.
-        conn.batch_execute(&format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};"))
-            .map_err(fail)?;
+        let mut conn = sqlite_beside_servers(url).map_err(ConnectError::Pool)?;
         for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
             changed = diesel::sql_query(statement)
                 .execute(&mut conn)
