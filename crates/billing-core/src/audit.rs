@@ -19,14 +19,24 @@ use sha2::{Digest, Sha256};
 /// itself records).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChainFields<'a> {
+    /// The entry's id (`txn_…`).
     pub id: &'a str,
+    /// The account whose wallet the entry is in.
     pub account_id: &'a str,
+    /// The kind as stored (`topup`, `usage`, `refund`, `bonus`, `adjustment`).
     pub kind: &'a str,
+    /// Signed amount in ledger units (10^-9 credits): positive credits the wallet, negative debits
+    /// it.
     pub amount: i64,
+    /// The wallet's balance right after this entry, in ledger units.
     pub balance_after: i64,
+    /// The entry's description, as stored.
     pub description: &'a str,
+    /// What the entry answers (a top-up id, a usage request id, refunded entry ids), if anything.
     pub reference: Option<&'a str>,
+    /// When the entry was written, in microseconds since the Unix epoch.
     pub created_at: i64,
+    /// For priced usage: the model it was charged for.
     pub usage_model: Option<&'a str>,
     /// Input and output tokens, then the prices per million they were charged at.
     pub usage: [Option<i64>; 4],
@@ -74,7 +84,9 @@ pub fn entry_hash(previous: Option<&str>, e: &ChainFields<'_>) -> String {
 /// A wallet's stored balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletFacts {
+    /// The account that owns the wallet.
     pub account_id: String,
+    /// The stored balance, in ledger units (10^-9 credits).
     pub balance: i64,
     /// The hash of the wallet's last entry, as the wallet row keeps it.
     pub head: Option<String>,
@@ -85,15 +97,25 @@ pub struct WalletFacts {
 pub struct EntryFacts {
     /// The append order.
     pub seq: i64,
+    /// The entry's id.
     pub id: String,
+    /// The account whose wallet the entry is in.
     pub account_id: String,
+    /// The kind as stored (`topup`, `usage`, …), not parsed.
     pub kind: String,
+    /// Signed amount in ledger units: positive credits the wallet, negative debits it.
     pub amount: i64,
+    /// The stored balance after this entry, in ledger units (checked against the running sum).
     pub balance_after: i64,
+    /// What the entry answers; for `topup` and `bonus` entries, the top-up's id.
     pub reference: Option<String>,
+    /// The stored description.
     pub description: String,
+    /// When the entry was written, in microseconds since the Unix epoch.
     pub created_at: i64,
+    /// For priced usage: the model it was charged for.
     pub usage_model: Option<String>,
+    /// Input and output tokens, then the prices per million they were charged at (ledger units).
     pub usage: [Option<i64>; 4],
     /// The stored hash of the chain.
     pub hash: Option<String>,
@@ -121,27 +143,41 @@ impl EntryFacts {
 /// ids of what the first request wrote (entries, a top-up or a hold).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimFacts {
+    /// `{account}:{operation}`: the claim's account is the part before the first `:`.
     pub scope: String,
+    /// The idempotency key the client sent.
     pub key: String,
+    /// Comma-separated ids of what the first request wrote.
     pub result_ref: String,
 }
 
 /// A top-up's row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopUpFacts {
+    /// The top-up's id, which its `topup` and `bonus` entries reference.
     pub id: String,
+    /// The account it credits.
     pub account_id: String,
+    /// The status as stored (`pending`, `completed`, `failed`): only a completed top-up may have
+    /// entries.
     pub status: String,
+    /// Credits bought, in ledger units: the amount of its one `topup` entry once completed.
     pub credits: i64,
+    /// Bonus credits, in ledger units: the amount of its `bonus` entry once completed (none when
+    /// zero).
     pub bonus: i64,
 }
 
 /// What the audit reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditInput {
+    /// Every wallet row.
     pub wallets: Vec<WalletFacts>,
+    /// Every ledger row, in any order (the audit sorts them by `seq`).
     pub entries: Vec<EntryFacts>,
+    /// Every idempotency claim.
     pub claims: Vec<ClaimFacts>,
+    /// Every top-up row.
     pub topups: Vec<TopUpFacts>,
     /// Holds: `(id, account)`.
     pub holds: Vec<(String, String)>,
@@ -152,47 +188,83 @@ pub struct AuditInput {
 pub enum Finding {
     /// The wallet's balance is not the sum of its entries.
     BalanceIsNotTheSum {
+        /// The wallet's account.
         account: String,
+        /// The stored balance, in ledger units.
         balance: i64,
+        /// The sum of the wallet's entry amounts, in ledger units.
         sum: i64,
     },
     /// An entry's `balance_after` is not the running sum of the wallet's entries up to it
     /// (an entry before it was edited, deleted or moved, or this one was).
     RunningSumBroken {
+        /// The wallet's account.
         account: String,
+        /// The entry whose `balance_after` is wrong.
         entry: String,
+        /// The running sum up to it, in ledger units (after an earlier break, counted from the
+        /// `balance_after` that entry stated).
         expected: i64,
+        /// Its stored `balance_after`, in ledger units.
         found: i64,
     },
     /// An entry took the wallet below zero.
     NegativeBalance {
+        /// The wallet's account.
         account: String,
+        /// The entry that left the balance below zero.
         entry: String,
+        /// Its stored `balance_after` (negative), in ledger units.
         balance_after: i64,
     },
     /// An entry of an account that has no wallet.
-    EntryWithoutWallet { account: String, entry: String },
+    EntryWithoutWallet {
+        /// The account the entry names.
+        account: String,
+        /// The entry's id.
+        entry: String,
+    },
     /// An idempotency claim names something that does not exist.
     ClaimPointsAtNothing {
+        /// The claim's scope (`{account}:{operation}`).
         scope: String,
+        /// The claim's idempotency key.
         key: String,
+        /// The id in its `result_ref` that is no entry, top-up or hold.
         target: String,
     },
     /// An idempotency claim names another account's entry, top-up or hold.
     ClaimPointsAtAnotherAccount {
+        /// The claim's scope (`{account}:{operation}`).
         scope: String,
+        /// The claim's idempotency key.
         key: String,
+        /// The id in its `result_ref`.
         target: String,
+        /// The account `target` belongs to (not the scope's).
         owner: String,
     },
     /// A top-up's `topup`/`bonus` entries are not exactly what its status and amounts say.
-    TopUpEntriesWrong { topup: String, problem: String },
+    TopUpEntriesWrong {
+        /// The top-up's id.
+        topup: String,
+        /// What is wrong with its entries, in words.
+        problem: String,
+    },
     /// An entry's stored hash is not the hash of its fields after the entry before it: the
     /// entry was edited, or one before it was deleted or moved.
-    ChainBroken { account: String, entry: String },
+    ChainBroken {
+        /// The wallet's account.
+        account: String,
+        /// The entry that does not follow the one before it.
+        entry: String,
+    },
     /// The wallet's head is not the hash of its last entry (its last entries were deleted,
     /// or the head was rewritten).
-    HeadMismatch { account: String },
+    HeadMismatch {
+        /// The wallet's account.
+        account: String,
+    },
 }
 
 impl fmt::Display for Finding {

@@ -19,7 +19,9 @@ pub const MONTHLY_CAP_MULTIPLE: i64 = 10;
 
 /// Why the service turned auto top-up off (`disabled_reason`).
 pub const REASON_MONTHLY_CAP: &str = "monthly_cap_reached";
+/// Turned off after `failure_limit` charges in a row failed.
 pub const REASON_PAYMENT_FAILED: &str = "payment_failed";
+/// Turned off because the saved payment method was removed while it was enabled.
 pub const REASON_NO_PAYMENT_METHOD: &str = "payment_method_removed";
 /// A pending auto top-up's failure reason when auto top-up was turned off (or its method
 /// removed) before its charge: not a failed payment, not counted, nobody emailed.
@@ -33,8 +35,11 @@ pub struct SavedMethod {
     pub gateway: String,
     /// The gateway's reference (opaque here: `cus_…/pm_…` for Stripe).
     pub reference: String,
+    /// The card's brand, for display, when the gateway reports it.
     pub brand: Option<String>,
+    /// The card number's last four digits, for display, when the gateway reports them.
     pub last4: Option<String>,
+    /// When it was saved.
     pub saved_at: Timestamp,
 }
 
@@ -42,13 +47,18 @@ pub struct SavedMethod {
 /// custom amount when it was set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AutoTopUpSettings {
+    /// Whether a debit below `threshold` may start a charge.
     pub enabled: bool,
+    /// A debit that leaves the balance below this starts a charge; `None` until set.
     pub threshold: Option<Credits>,
+    /// What each charge pays; `None` until set.
     pub amount: Option<Money>,
     /// The most auto top-ups may charge in a calendar month; `None`: `MONTHLY_CAP_MULTIPLE`
     /// × `amount`.
     pub monthly_cap: Option<Money>,
+    /// Credits each charge adds: the quote of `amount` when it was set.
     pub credits: Credits,
+    /// Bonus credits each charge adds, from the same quote.
     pub bonus: Credits,
     /// Consecutive failures that turn it off.
     pub failure_limit: u32,
@@ -83,15 +93,20 @@ impl AutoTopUpSettings {
 pub struct AutoTopUpState {
     /// The auto top-up being charged, if any: no second one starts while it is pending.
     pub pending: Option<TopUpId>,
+    /// Failed charges in a row (cancelled ones not counted); a completed charge resets it.
     pub failures: u32,
     /// The month `month_charged` counts (its first instant, UTC).
     pub month_start: Timestamp,
     /// What auto top-ups charged (or are charging) this month, in minor units.
     pub month_charged_minor: i64,
+    /// Why the service turned auto top-up off or paused it (a `REASON_*` constant); `None`
+    /// otherwise.
     pub disabled_reason: Option<String>,
 }
 
 impl AutoTopUpState {
+    /// Nothing pending, no failures, nothing charged; the month starts at the epoch, so the first
+    /// [`AutoTopUpState::at`] rolls it forward.
     pub fn new() -> AutoTopUpState {
         AutoTopUpState {
             pending: None,
@@ -134,11 +149,19 @@ pub enum AutoTopUpDecision {
     /// state may still have rolled into a new month.
     Nothing,
     /// Start this top-up (pending, `origin: auto_topup`) and record `state`.
-    Start { topup: TopUp, state: AutoTopUpState },
+    Start {
+        /// The pending top-up to insert, with id `topup_auto_{entry_id}`.
+        topup: TopUp,
+        /// The state to record: `pending` names the new top-up, and its price counts toward
+        /// the month's cap.
+        state: AutoTopUpState,
+    },
     /// The charge would pass the monthly cap: nothing is charged; auto top-up pauses until
     /// next month (`state.disabled_reason`) and the customer is told once.
     CapReached {
+        /// The state to record, with `disabled_reason` set to [`REASON_MONTHLY_CAP`].
         state: AutoTopUpState,
+        /// The `auto_topup.disabled` notice telling the customer.
         notice: Notice,
     },
 }
@@ -146,10 +169,13 @@ pub enum AutoTopUpDecision {
 /// The debit that may start a charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AfterDebit<'a> {
+    /// The debited account.
     pub account_id: &'a AccountId,
     /// The debit's last entry (the new top-up's id is derived from it).
     pub entry_id: &'a str,
+    /// The balance after the debit, compared with the threshold.
     pub balance_after: Credits,
+    /// When the debit was posted: the month the cap counts and the new top-up's creation time.
     pub now: Timestamp,
 }
 

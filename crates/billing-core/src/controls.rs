@@ -21,6 +21,7 @@ pub enum LimitAction {
 }
 
 impl LimitAction {
+    /// The wire and storage name (`block`, `alert`).
     pub fn as_str(self) -> &'static str {
         match self {
             LimitAction::Block => "block",
@@ -49,9 +50,11 @@ impl FromStr for LimitAction {
 /// `{"enabled", "monthly_limit", "action"}`: a calendar month in UTC.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SpendingLimit {
+    /// Whether the limit is in force; a disabled limit may keep its `monthly_limit`.
     pub enabled: bool,
     /// Positive; `None` only while disabled and never set.
     pub monthly_limit: Option<Credits>,
+    /// What a debit that would pass the limit does.
     pub action: LimitAction,
 }
 
@@ -91,6 +94,7 @@ impl SpendingLimit {
 pub struct MonthSpend {
     /// The first instant of the month (UTC).
     pub month_start: Timestamp,
+    /// Usage debited in the month less refunds of that usage; never below zero.
     pub spent: Credits,
 }
 

@@ -23,15 +23,21 @@ pub const HOLD_EXPIRY_DEFAULT_SECS: i64 = 600;
 /// Longest life a hold may be given at once (an extend may renew it).
 pub const HOLD_EXPIRY_MAX_SECS: i64 = 86_400;
 
+/// Where a hold stands: `active`, then `captured`, `released` or `expired`, which are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HoldStatus {
+    /// Reserves its amount until it is settled or its `expires_at` passes.
     Active,
+    /// Settled by a capture: the captured amount was debited, the rest released.
     Captured,
+    /// Released without a debit.
     Released,
+    /// Its `expires_at` passed before it was settled; it reserves nothing.
     Expired,
 }
 
 impl HoldStatus {
+    /// The wire and storage name (`active`, `captured`, `released`, `expired`).
     pub fn as_str(self) -> &'static str {
         match self {
             HoldStatus::Active => "active",
@@ -66,10 +72,13 @@ impl FromStr for HoldStatus {
 /// A hold as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hold {
+    /// The hold's id (`hold_…`).
     pub id: HoldId,
+    /// The account whose balance it reserves.
     pub account_id: AccountId,
     /// What is reserved: the most the call may cost.
     pub amount: Credits,
+    /// The stored status; [`Hold::status_at`] tells the status at a given instant.
     pub status: HoldStatus,
     /// Set by a capture.
     pub captured_amount: Option<Credits>,
@@ -78,8 +87,11 @@ pub struct Hold {
     /// For a hold placed by model and tokens: the prices it was placed at, which a capture
     /// by tokens uses.
     pub rate: Option<Rate>,
+    /// When it was placed.
     pub created_at: Timestamp,
+    /// When it stops reserving, unless settled or extended first.
     pub expires_at: Timestamp,
+    /// When it last changed (placed, captured, released or extended).
     pub updated_at: Timestamp,
 }
 
@@ -118,14 +130,19 @@ pub enum HoldAction {
     /// Settle: debit `amount` (at most the hold's) as the `usage` entry given (amount
     /// negated; `None` for a capture of zero), release the rest.
     Capture {
+        /// What to debit; at most the hold's amount.
         amount: Credits,
+        /// The `usage` entry to write; `None` for a capture of zero.
         entry: Option<NewEntry>,
     },
+    /// Settle without a debit: the whole amount is released.
     Release,
     /// Keep it alive until `expires_at`; `amount`, when given, is the new total (an increase
     /// is checked against the available balance).
     Extend {
+        /// The new expiry.
         expires_at: Timestamp,
+        /// The new total reserved, or `None` to keep the current amount.
         amount: Option<Credits>,
     },
 }
@@ -133,10 +150,19 @@ pub enum HoldAction {
 /// Why a hold operation was refused. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HoldRuleError {
+    /// The hold is no longer active (its status as of now).
     #[error("the hold is {0}, not active")]
     NotActive(HoldStatus),
+    /// A capture asked for more than the hold reserves.
     #[error("capture of {requested} exceeds the {held} held")]
-    CaptureExceedsHold { held: Credits, requested: Credits },
+    CaptureExceedsHold {
+        /// What the hold reserves.
+        held: Credits,
+        /// What the capture asked for.
+        requested: Credits,
+    },
+    /// A capture's entry or an extend was refused by the ledger's rules (insufficient funds,
+    /// overflow, …).
     #[error(transparent)]
     Posting(#[from] PostingRuleError),
 }
@@ -163,7 +189,9 @@ pub fn check_new_hold(
 /// The hold after an action, and the entries to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldChange {
+    /// The hold to store: new status, amounts, expiry and `updated_at`.
     pub hold: Hold,
+    /// The entries to append: a capture's `usage` entry, else none.
     pub entries: Vec<LedgerEntry>,
 }
 

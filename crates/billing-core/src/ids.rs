@@ -18,6 +18,7 @@ macro_rules! id_type {
                 $name(id.into())
             }
 
+            /// The id's text, exactly as stored and sent.
             pub fn as_str(&self) -> &str {
                 &self.0
             }

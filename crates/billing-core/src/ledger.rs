@@ -30,6 +30,7 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// Every kind, in declaration order (what parsing tries).
     pub const ALL: [EntryKind; 5] = [
         EntryKind::TopUp,
         EntryKind::Usage,
@@ -64,6 +65,7 @@ impl fmt::Display for EntryKind {
     }
 }
 
+/// A kind name that is none of [`EntryKind::ALL`]; holds the text as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown entry type {0:?}")]
 pub struct UnknownEntryKindError(pub String);
@@ -81,9 +83,14 @@ impl FromStr for EntryKind {
 /// An entry to be appended, before the store has placed it after the current balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {
+    /// The id the entry will be stored under.
     pub id: EntryId,
+    /// What it is; the amount's sign must match it.
     pub kind: EntryKind,
+    /// Signed: positive credits the wallet, negative debits it; exact at
+    /// [`LEDGER_SCALE`](crate::money::LEDGER_SCALE) decimals.
     pub amount: Credits,
+    /// What the customer sees in their history.
     pub description: String,
     /// What this entry answers: a top-up id, a usage request id, refunded entry ids.
     pub reference: Option<String>,
@@ -94,15 +101,23 @@ pub struct NewEntry {
 /// An entry as recorded in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
+    /// The entry's id (`txn_…`).
     pub id: EntryId,
+    /// The account whose wallet it is in.
     pub account_id: AccountId,
+    /// What it is; its amount's sign follows from it.
     pub kind: EntryKind,
+    /// Signed: positive credited the wallet, negative debited it.
     pub amount: Credits,
+    /// The wallet's balance right after this entry: the running sum of the amounts.
     pub balance_after: Credits,
+    /// What the customer sees in their history.
     pub description: String,
+    /// What this entry answers: a top-up id, a usage request id, refunded entry ids.
     pub reference: Option<String>,
     /// For priced usage: the model, tokens and prices it was charged at.
     pub usage: Option<UsageDetail>,
+    /// When it was posted.
     pub created_at: Timestamp,
 }
 
@@ -112,24 +127,37 @@ pub const DESCRIPTION_LENGTH_MAX: usize = 500;
 /// Why a posting was refused by the ledger's rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PostingRuleError {
+    /// A debit (or a new hold) would take the available balance (the balance less active holds)
+    /// below zero.
     #[error("insufficient balance: {available} available, {requested} requested")]
     InsufficientFunds {
+        /// What was available before it; never negative.
         available: Credits,
+        /// The size of the debit or hold (positive).
         requested: Credits,
     },
+    /// An entry's amount has the wrong sign for its kind (say, a positive `usage` or a zero
+    /// `adjustment`).
     #[error("entry amount has the wrong sign for a {0} entry")]
     WrongSign(EntryKind),
+    /// A balance or total would leave the ledger's range (`i64` ledger units).
     #[error("balance would leave the ledger's range")]
     Overflow,
+    /// The posting has no entries.
     #[error("a posting needs at least one entry")]
     Empty,
+    /// A debit or hold would pass the account's monthly spending limit whose action is `block`.
     #[error(
         "the monthly spending limit of {limit} would be passed: {spent} spent this month, {held} held, {requested} requested"
     )]
     SpendingLimitExceeded {
+        /// The monthly limit.
         limit: Credits,
+        /// What the month has spent so far.
         spent: Credits,
+        /// What active holds already commit.
         held: Credits,
+        /// The new debit or hold.
         requested: Credits,
     },
 }
@@ -188,13 +216,18 @@ pub fn plan_posting(
 /// Why a refund was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefundRuleError {
+    /// The refund names no entry.
     #[error("a refund must name at least one entry")]
     NoEntries,
+    /// A named entry is missing, is not a `usage` entry, or belongs to another account.
     #[error("entry {0} is not a usage entry of this account")]
     NotRefundable(EntryId),
+    /// The refund is more than the named entries debited, less what earlier refunds gave back.
     #[error("refund of {requested} exceeds the {refundable} still refundable on those entries")]
     ExceedsRefundable {
+        /// The refund asked for.
         requested: Credits,
+        /// What is still refundable on those entries.
         refundable: Credits,
     },
 }

@@ -31,14 +31,23 @@ const LEDGER_FACTOR: i64 = 1_000_000_000;
 /// Why an amount was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AmountError {
+    /// More decimals than allowed: [`LEDGER_SCALE`] for credits, the currency's exponent for money.
     #[error("amount has more than {max_scale} decimal places")]
-    TooPrecise { max_scale: u32 },
+    TooPrecise {
+        /// The most decimals allowed.
+        max_scale: u32,
+    },
+    /// Too large: credits beyond `i64` ledger units, money above [`PAYMENT_MAX_MAJOR_UNITS`], or a
+    /// number a `Decimal` cannot hold.
     #[error("amount is out of range")]
     OutOfRange,
+    /// Zero or negative where a positive amount is required, or negative money.
     #[error("amount must be greater than zero")]
     NotPositive,
+    /// Money in two different currencies was combined (the left one, then the right one).
     #[error("amounts in different currencies: {0} and {1}")]
     CurrencyMismatch(Currency, Currency),
+    /// The text is not a decimal number at all.
     #[error("amount is not a decimal number")]
     NotANumber,
 }
@@ -50,10 +59,25 @@ fn significant_scale(value: Decimal) -> u32 {
 
 /// A number of credits in the wallet unit, exact at [`LEDGER_SCALE`] and within `i64` range
 /// at that scale. May be negative (a debit entry's amount).
+///
+/// # Examples
+///
+/// ```
+/// use billing_core::money::Credits;
+///
+/// let balance: Credits = "10.5".parse().expect("a valid amount");
+/// let one_unit = Credits::from_units(1); // 10^-9 credits
+/// let after = balance.checked_sub(one_unit).expect("in range");
+/// assert_eq!(after.to_string(), "10.499999999");
+/// assert_eq!(after.to_units(), Ok(10_499_999_999));
+/// // More than nine decimals is refused, never rounded.
+/// assert!("0.0000000001".parse::<Credits>().is_err());
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Credits(Decimal);
 
 impl Credits {
+    /// No credits.
     pub const ZERO: Credits = Credits(Decimal::ZERO);
 
     /// The largest amount the ledger can hold: `i64::MAX` ledger units.
@@ -103,18 +127,22 @@ impl Credits {
         i64::try_from(scaled).map_err(|_| AmountError::OutOfRange)
     }
 
+    /// The exact value in the wallet unit.
     pub fn value(self) -> Decimal {
         self.0
     }
 
+    /// Whether it is below zero (a debit's amount).
     pub fn is_negative(self) -> bool {
         self.0.is_sign_negative() && !self.0.is_zero()
     }
 
+    /// Whether it is above zero.
     pub fn is_positive(self) -> bool {
         self.0 > Decimal::ZERO
     }
 
+    /// The magnitude (a debit's size).
     pub fn abs(self) -> Credits {
         Credits(self.0.abs())
     }
@@ -277,11 +305,13 @@ const CURRENCIES: &[(&str, u32)] = &[
     ("JOD", 3),
 ];
 
+/// A currency code the service does not know; holds the code as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown currency {0:?}")]
 pub struct UnknownCurrencyError(pub String);
 
 impl Currency {
+    /// US dollars (exponent 2), the default policy's currency.
     pub const USD: Currency = Currency {
         code: *b"USD",
         exponent: 2,
@@ -303,6 +333,7 @@ impl Currency {
             .ok_or(UnknownCurrencyError(code.to_owned()))
     }
 
+    /// The upper-case ISO 4217 code (`USD`).
     pub fn code(&self) -> &str {
         // The code is built only from the ASCII table above.
         std::str::from_utf8(&self.code).unwrap_or("???")
@@ -378,14 +409,18 @@ impl Money {
         self.amount
     }
 
+    /// The currency it is in.
     pub fn currency(&self) -> Currency {
         self.currency
     }
 
+    /// Whether the amount is zero.
     pub fn is_zero(&self) -> bool {
         self.amount.is_zero()
     }
 
+    /// The exact sum; refuses amounts in different currencies (`CurrencyMismatch`) and sums above
+    /// [`PAYMENT_MAX_MAJOR_UNITS`] (`OutOfRange`).
     pub fn checked_add(&self, other: &Money) -> Result<Money, AmountError> {
         if self.currency != other.currency {
             return Err(AmountError::CurrencyMismatch(self.currency, other.currency));

@@ -14,7 +14,9 @@ use crate::time::Timestamp;
 /// What a notice is about; the event `type` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
+    /// A top-up completed and credited the wallet (`amount`: the credits added).
     TopUpCompleted,
+    /// A top-up failed; nothing was credited (`reason`: its failure reason, if any).
     TopUpFailed,
     /// The balance went from at-or-above the low-balance alert's threshold to below it.
     BalanceLow,
@@ -22,13 +24,17 @@ pub enum Topic {
     BalanceDepleted,
     /// The month's spend reached (`block`) or passed (`alert`) the spending limit.
     SpendingLimitReached,
+    /// An auto top-up's charge failed (`reason` says why).
     AutoTopUpFailed,
+    /// The service turned auto top-up off or paused it (`reason`: repeated failures or the monthly
+    /// cap).
     AutoTopUpDisabled,
     /// Internal: an auto top-up's charge to make (never an event).
     AutoTopUpCharge,
 }
 
 impl Topic {
+    /// Every topic (what parsing tries).
     pub const ALL: [Topic; 8] = [
         Topic::TopUpCompleted,
         Topic::TopUpFailed,
@@ -40,6 +46,7 @@ impl Topic {
         Topic::AutoTopUpCharge,
     ];
 
+    /// The event `type` on the wire and the stored name (`topup.completed`, `balance.low`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             Topic::TopUpCompleted => "topup.completed",
@@ -84,11 +91,14 @@ impl FromStr for Topic {
 /// What caused a notice: a ledger entry (a debit, a capture) or a top-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cause {
+    /// A ledger entry, by id.
     Transaction(String),
+    /// A top-up, by id.
     TopUp(String),
 }
 
 impl Cause {
+    /// The id of the entry or top-up.
     pub fn id(&self) -> &str {
         match self {
             Cause::Transaction(id) | Cause::TopUp(id) => id,
@@ -103,6 +113,7 @@ impl Cause {
         }
     }
 
+    /// Rebuilds a cause from its stored [`Cause::kind`] and id; `None` for an unknown kind.
     pub fn from_parts(kind: &str, id: String) -> Option<Cause> {
         match kind {
             "transaction" => Some(Cause::Transaction(id)),
@@ -117,11 +128,15 @@ impl Cause {
 /// recognise it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notice {
+    /// `evt_{cause id}_{topic}` (the topic's dots as underscores): the same on every retry.
     pub id: String,
+    /// What it is about.
     pub topic: Topic,
+    /// The account it concerns.
     pub account_id: AccountId,
     /// The balance right after the cause.
     pub balance: Credits,
+    /// The entry or top-up that caused it (its id is part of `id`).
     pub cause: Cause,
     /// The alert's threshold, or the spending limit.
     pub threshold: Option<Credits>,
@@ -129,10 +144,12 @@ pub struct Notice {
     pub amount: Option<Credits>,
     /// Why a top-up failed or auto top-up was turned off; the limit's action.
     pub reason: Option<String>,
+    /// When it was decided, in its cause's transaction.
     pub created_at: Timestamp,
 }
 
 impl Notice {
+    /// A notice with its stable id and no `threshold`, `amount` or `reason` (callers set those).
     pub fn new(
         topic: Topic,
         account_id: &AccountId,
@@ -157,6 +174,7 @@ impl Notice {
 /// `{"enabled", "threshold"}`: one email when a debit takes the balance below `threshold`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LowBalanceAlert {
+    /// Whether a debit that crosses below `threshold` tells the customer.
     pub enabled: bool,
     /// Positive; `None` only while disabled and never set.
     pub threshold: Option<Credits>,
@@ -180,7 +198,9 @@ impl LowBalanceAlert {
 /// A wallet's notification settings and state, as read under its lock.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NoticeSettings {
+    /// The low-balance alert.
     pub alert: LowBalanceAlert,
+    /// The monthly spending limit, for `spending_limit.reached`.
     pub limit: SpendingLimit,
     /// The month (its first instant) for which `spending_limit.reached` was last told, if any.
     pub limit_reached_month: Option<Timestamp>,
@@ -189,12 +209,17 @@ pub struct NoticeSettings {
 /// A debit (or a capture) as it was written: the balance around it and the month's spend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Debit<'a> {
+    /// The debited account.
     pub account_id: &'a AccountId,
     /// The last entry the debit wrote.
     pub entry_id: &'a str,
+    /// The balance before the debit.
     pub balance_before: Credits,
+    /// The balance after it.
     pub balance_after: Credits,
+    /// The month's spend after it.
     pub spend_after: MonthSpend,
+    /// When it was posted.
     pub now: Timestamp,
 }
 
@@ -263,8 +288,11 @@ pub fn debit_notices(
 /// link to the dashboard's billing page when the deployment has a public URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
+    /// The customer's address.
     pub to: String,
+    /// The subject line, which says what happened.
     pub subject: String,
+    /// Plain text: greeting, what happened, any payment or dashboard link, then the account id.
     pub body: String,
     /// The notice's id: the same on every retry (`Message-ID: <id@host>`).
     pub notice_id: String,
@@ -345,13 +373,16 @@ pub fn email_for(
 /// How a notice reaches its audience.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Channel {
+    /// An email to the customer (only for topics that email them).
     Email,
+    /// A signed event to the platform (every topic but the internal auto top-up charge).
     Event,
     /// An auto top-up's off-session charge.
     Charge,
 }
 
 impl Channel {
+    /// The stored name (`email`, `event`, `charge`).
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Email => "email",
@@ -360,6 +391,7 @@ impl Channel {
         }
     }
 
+    /// The channel of a stored name; `None` for an unknown one.
     pub fn parse(s: &str) -> Option<Channel> {
         match s {
             "email" => Some(Channel::Email),
@@ -385,8 +417,11 @@ impl Channel {
 /// `window_secs` after the notice was written; then it is given up (and logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
+    /// Delay before the first retry, in seconds (at least 1); doubles after each further failure.
     pub base_secs: u64,
+    /// Longest delay between attempts, in seconds.
     pub max_delay_secs: u64,
+    /// How long after the notice was written it is tried, in seconds.
     pub window_secs: u64,
 }
 

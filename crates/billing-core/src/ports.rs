@@ -36,28 +36,38 @@ pub enum StoreError {
 
 /// The current time. MUST be UTC and MUST NOT go backwards within a process.
 pub trait Clock: Send + Sync {
+    /// The current instant, in UTC.
     fn now(&self) -> Timestamp;
 }
 
 /// New identifiers. MUST return `"{prefix}_{random}"` with at least 96 bits of randomness, so
 /// that ids are unguessable and unique across processes without coordination.
 pub trait IdGenerator: Send + Sync {
+    /// A fresh id `{prefix}_{random}` (`new_id("acct")` gives `acct_…`), never returned before.
     fn new_id(&self, prefix: &str) -> String;
 }
 
 /// An account and its wallet's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// Its id (`acct_…`), unique, chosen at creation.
     pub id: AccountId,
+    /// The holder's name, used in the customer's emails; not empty, no white space at either
+    /// end.
     pub name: String,
+    /// Where the customer's emails go; also given to the gateway at checkout.
     pub email: String,
+    /// When the account was created (the service clock's time).
     pub created_at: Timestamp,
 }
 
 /// A wallet's balance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wallet {
+    /// The account that owns the wallet (exactly one wallet per account).
     pub account_id: AccountId,
+    /// In the wallet unit: the sum of every entry's amount, never negative. Active holds are not
+    /// subtracted (see [`crate::service::Billing::available`]).
     pub balance: Credits,
 }
 
@@ -68,6 +78,7 @@ pub trait AccountStore: Send + Sync {
     /// `StoreError::Duplicate` if the id exists.
     async fn insert_account(&self, account: &Account) -> Result<(), StoreError>;
 
+    /// The account with this id; `None` when there is none.
     async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError>;
 
     /// The wallet's balance as of the last committed posting.
@@ -86,6 +97,8 @@ pub trait AccountStore: Send + Sync {
 pub struct IdempotencyClaim {
     /// Namespace of the key: the account and the operation (`acct_1:usage`).
     pub scope: String,
+    /// The caller's key: 1 to [`IDEMPOTENCY_KEY_LENGTH_MAX`] bytes of printable ASCII, unique
+    /// within `scope`.
     pub key: String,
     /// A canonical rendering of the request; the same key with another fingerprint is a
     /// conflict.
@@ -98,17 +111,25 @@ pub const IDEMPOTENCY_KEY_LENGTH_MAX: usize = 255;
 /// Entries to append to one wallet, atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posting {
+    /// The wallet the entries are appended to.
     pub account_id: AccountId,
+    /// The entries to append, in order. Empty only to replay a claimed key: otherwise refused
+    /// ([`PostingRuleError::Empty`]).
     pub entries: Vec<NewEntry>,
+    /// The idempotency key this posting claims, if any: a repeat replays or conflicts.
     pub idempotency: Option<IdempotencyClaim>,
     /// For a refund: the usage entries it answers.
     pub refund_of: Vec<EntryId>,
+    /// The posting's instant: the entries' `created_at`, and when holds and the month's spend
+    /// are counted.
     pub now: Timestamp,
 }
 
 /// The result of a posting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Posted {
+    /// The entries as written, with their ids and `balance_after` (on a replay, the first
+    /// request's).
     pub entries: Vec<LedgerEntry>,
     /// `true` when the idempotency key had been used with the same request: `entries` are
     /// the first result and nothing new was written.
@@ -118,24 +139,38 @@ pub struct Posted {
 /// Why a posting did not happen. In every case nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PostError {
+    /// There is no wallet for `posting.account_id`.
     #[error("account not found")]
     AccountNotFound,
+    /// The ledger's rules refused it: insufficient available balance, a wrong sign, the spending
+    /// limit, an empty posting or an overflow.
     #[error(transparent)]
     Rule(#[from] PostingRuleError),
+    /// A refund names entries that are not this account's usage, or gives back more than is
+    /// still refundable on them.
     #[error(transparent)]
     Refund(#[from] RefundRuleError),
+    /// The key was already claimed in its scope by a request with another fingerprint.
     #[error("idempotency key already used with a different request")]
     IdempotencyConflict,
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// Which entries to list, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Which entries to list, newest first. `EntryQuery::default()` is every entry, one at a
+/// time: set `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntryQuery {
+    /// Only entries of this type.
     pub kind: Option<EntryKind>,
     /// Only entries older than this one (cursor pagination).
     pub before: Option<EntryId>,
+    /// Only entries created at or after this instant.
+    pub from: Option<Timestamp>,
+    /// Only entries created before this instant.
+    pub to: Option<Timestamp>,
+    /// At most this many.
     pub limit: u32,
 }
 
@@ -196,6 +231,7 @@ pub trait LedgerStore: Send + Sync {
 /// Result of inserting something under an idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted<T> {
+    /// Inserted now (the key, if any, had not been claimed).
     New(T),
     /// The key had been used with the same request: the first result.
     Replayed(T),
@@ -204,8 +240,10 @@ pub enum Inserted<T> {
 /// Why a top-up could not be inserted. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InsertTopUpError {
+    /// The key was already claimed by a different top-up request.
     #[error("idempotency key already used with a different request")]
     IdempotencyConflict,
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -215,7 +253,9 @@ pub enum InsertTopUpError {
 pub enum TransitionOutcome {
     /// The transition happened; for completion, `entries` were credited.
     Applied {
+        /// The top-up in its new state.
         topup: TopUp,
+        /// The entries credited on completion (`topup`, then `bonus` if any); empty otherwise.
         entries: Vec<LedgerEntry>,
     },
     /// Already in the target state; nothing written.
@@ -227,7 +267,9 @@ pub enum TransitionOutcome {
 /// A page of top-ups.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopUpPage {
+    /// This page's top-ups, newest first.
     pub topups: Vec<TopUp>,
+    /// How many top-ups the filter lets through, over all pages.
     pub total: u64,
 }
 
@@ -253,8 +295,11 @@ pub trait TopUpStore: Send + Sync {
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
+    /// The top-up with this id; `None` when there is none.
     async fn topup(&self, id: &TopUpId) -> Result<Option<TopUp>, StoreError>;
 
+    /// The top-up of `gateway` with this payment reference (unique per gateway); `None` when
+    /// there is none.
     async fn topup_by_payment_ref(
         &self,
         gateway: &str,
@@ -306,6 +351,7 @@ pub trait PackStore: Send + Sync {
     /// Inserts the pack or replaces the one with its id.
     async fn upsert_pack(&self, pack: &Pack) -> Result<(), StoreError>;
 
+    /// The pack with this id, active or not; `None` when there is none.
     async fn pack(&self, id: &PackId) -> Result<Option<Pack>, StoreError>;
 
     /// Packs by ascending price, then id; inactive ones only when asked.
@@ -324,6 +370,7 @@ pub enum KeyScope {
 }
 
 impl KeyScope {
+    /// The stored name: `customer`, `platform` or `admin` (read back by [`KeyScope::parse`]).
     pub fn as_str(self) -> &'static str {
         match self {
             KeyScope::Customer => "customer",
@@ -332,6 +379,8 @@ impl KeyScope {
         }
     }
 
+    /// The scope named exactly `s` (lower case, as [`KeyScope::as_str`] writes it); `None`
+    /// for any other text.
     pub fn parse(s: &str) -> Option<KeyScope> {
         match s {
             "customer" => Some(KeyScope::Customer),
@@ -345,16 +394,20 @@ impl KeyScope {
 /// A stored API key: never the secret, only its hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
+    /// Its public id (`key_…`), by which it is listed and revoked; not secret.
     pub id: ApiKeyId,
     /// The account a customer key belongs to; `None` for platform and admin keys not tied to
     /// an account.
     pub account_id: Option<AccountId>,
+    /// What the key may do, and on which accounts (see [`ApiKeyRecord::acts_on`]).
     pub scope: KeyScope,
     /// The readable start of the key (`bk_live_ab12`), for listing.
     pub prefix: String,
     /// SHA-256 of the whole key, hex.
     pub hash: String,
+    /// When it was issued; keys are listed newest first by it.
     pub created_at: Timestamp,
+    /// When it was revoked; a revoked key is refused ([`KeyRefusal::Revoked`]).
     pub revoked_at: Option<Timestamp>,
     /// After this instant the key is refused like a revoked one.
     pub expires_at: Option<Timestamp>,
@@ -367,8 +420,10 @@ pub struct ApiKeyRecord {
 /// Why a stored key may not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyRefusal {
+    /// The key has been revoked (`revoked_at` is set).
     #[error("this API key was revoked")]
     Revoked,
+    /// The key's `expires_at` is at or before the instant of use.
     #[error("this API key expired")]
     Expired,
 }
@@ -411,7 +466,9 @@ pub struct KeyQuery {
 /// A page of keys, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPage {
+    /// At most `query.limit` keys, newest first.
     pub keys: Vec<ApiKeyRecord>,
+    /// More keys follow: ask again with the last one's id as `after`.
     pub has_more: bool,
 }
 
@@ -424,6 +481,7 @@ pub trait ApiKeyStore: Send + Sync {
     /// The key whose hash is `hash`, revoked or not.
     async fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
 
+    /// The key with this id, revoked or not; `None` when there is none.
     async fn key(&self, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>, StoreError>;
 
     /// Marks the key revoked (idempotent). Returns `false` if there is no such key.
@@ -459,10 +517,13 @@ pub trait ApiKeyStore: Send + Sync {
 pub struct SessionRecord {
     /// SHA-256 of the session token, hex.
     pub hash: String,
+    /// The account the customer signed in to.
     pub account_id: AccountId,
     /// The customer key it was signed in with: the session ends with that key.
     pub key_id: ApiKeyId,
+    /// When the customer signed in.
     pub created_at: Timestamp,
+    /// From this instant the session is refused, ended or not.
     pub expires_at: Timestamp,
     /// When its customer signed out.
     pub ended_at: Option<Timestamp>,
@@ -471,6 +532,7 @@ pub struct SessionRecord {
 /// The result of a hold operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldOutcome {
+    /// The hold after the operation (on a replay: the hold as it is now).
     pub hold: Hold,
     /// The usage entry a capture wrote.
     pub entry: Option<LedgerEntry>,
@@ -482,14 +544,20 @@ pub struct HoldOutcome {
 /// Why a hold operation did not happen. In every case nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HoldError {
+    /// There is no wallet for the account.
     #[error("account not found")]
     AccountNotFound,
+    /// The account has no hold with this id.
     #[error("hold not found")]
     HoldNotFound,
+    /// The hold rules refused it: not active, a capture above the hold, insufficient available
+    /// balance, or the spending limit.
     #[error(transparent)]
     Rule(#[from] HoldRuleError),
+    /// The key was already claimed in its scope by a request with another fingerprint.
     #[error("idempotency key already used with a different request")]
     IdempotencyConflict,
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -616,7 +684,9 @@ pub trait ControlsStore: Send + Sync {
 /// A notice waiting to go out on one channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxItem {
+    /// The notice to deliver; its `id` is the same on every attempt.
     pub notice: Notice,
+    /// How it goes out: an email, an event to the platform, or an auto top-up charge.
     pub channel: Channel,
     /// Attempts made before this one.
     pub attempts: u32,
@@ -627,14 +697,18 @@ pub struct OutboxItem {
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutboxOutcome {
+    /// Delivered: the item is done.
     Delivered,
     /// Failed; try again at `at`.
     Retry {
+        /// When the item is due again.
         at: Timestamp,
+        /// Why this attempt failed.
         error: String,
     },
     /// Failed for the last time (the retry window is over).
     GaveUp {
+        /// Why the last attempt failed.
         error: String,
     },
 }
@@ -700,6 +774,7 @@ pub trait RateStore: Send + Sync {
     /// Removes a model's rate. Returns `false` if there was none.
     async fn delete_rate(&self, model: &str) -> Result<bool, StoreError>;
 
+    /// The rate of `model`; `None` when the rate card has none.
     async fn rate(&self, model: &str) -> Result<Option<Rate>, StoreError>;
 
     /// Every rate, by model name.
@@ -726,6 +801,8 @@ pub trait EventStore: Send + Sync {
 /// expects (a load balancer's readiness check).
 #[async_trait]
 pub trait Readiness: Send + Sync {
+    /// `Ok(())` when the database answers and every expected migration is applied; an error
+    /// says what is wrong.
     async fn ready(&self) -> Result<(), StoreError>;
 }
 
@@ -763,8 +840,11 @@ impl<T> Store for T where
 /// What the core asks a gateway to charge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckoutRequest {
+    /// The top-up being paid; checkouts are idempotent per this id.
     pub topup_id: TopUpId,
+    /// The account the credits go to.
     pub account_id: AccountId,
+    /// What to charge: the top-up's price in the top-up currency, exact to its minor unit.
     pub price: Money,
     /// What is being bought, for the line item (`Pro Pack`, `Credit top-up`).
     pub description: String,
@@ -805,6 +885,7 @@ fn encode_query_value(value: &str) -> String {
 pub struct Checkout {
     /// The gateway's id for this payment (checkout session id, invoice id).
     pub payment_ref: String,
+    /// The gateway's payment page, where the customer is sent to pay.
     pub checkout_url: String,
 }
 
@@ -813,10 +894,12 @@ pub struct Checkout {
 pub struct Notification {
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The raw body, byte for byte as received (signatures are over it).
     pub body: Vec<u8>,
 }
 
 impl Notification {
+    /// The value of the first header named `name` (case-insensitive); `None` when absent.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -833,6 +916,7 @@ pub struct VerifiedNotification {
     /// The payment it is about, if any: the top-up id the gateway echoes back, and/or the
     /// gateway's payment reference.
     pub topup_id: Option<TopUpId>,
+    /// The gateway's payment reference, matched against [`TopUp::payment_ref`].
     pub payment_ref: Option<String>,
 }
 
@@ -840,9 +924,15 @@ pub struct VerifiedNotification {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PaymentStatus {
     /// Paid in full: `amount` is what the gateway says it collected.
-    Paid { amount: Money },
+    Paid {
+        /// The amount and currency collected; completing needs exactly the top-up's price.
+        amount: Money,
+    },
     /// Will not be paid (declined, expired, cancelled).
-    Failed { reason: String },
+    Failed {
+        /// The gateway's reason, recorded as the top-up's `failure_reason`.
+        reason: String,
+    },
     /// Not decided yet, or unknown: leave the top-up pending.
     Pending,
 }
@@ -850,8 +940,11 @@ pub enum PaymentStatus {
 /// Gateway failures, translated from each gateway's own errors.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
+    /// The payment was declined (the gateway's reason): retrying the same charge will not help.
     #[error("payment declined: {0}")]
     Declined(String),
+    /// The gateway rejected the request itself (bad parameters, an operation it does not
+    /// support): retrying will not help.
     #[error("gateway refused the request: {0}")]
     InvalidRequest(String),
     /// Timeouts, 5xx, connection errors: the outcome is unknown; retry later.

@@ -22,7 +22,9 @@ use crate::topup::TopUp;
 /// A wallet as its postings see it, loaded under its lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletState {
+    /// The wallet's account.
     pub account_id: AccountId,
+    /// The balance, moved to the last entry's `balance_after` after each decided posting.
     pub balance: Credits,
     /// Alert, spending limit and the month the limit was last told.
     pub settings: NoticeSettings,
@@ -47,8 +49,11 @@ pub struct RefundFacts {
 /// pending auto top-up to insert. The wallet's new state is in the [`WalletState`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decided {
+    /// The entries to append, placed after the balance.
     pub entries: Vec<LedgerEntry>,
+    /// Outbox rows: what the debit tells, an auto top-up's charge, or its pause at the cap.
     pub notices: Vec<Notice>,
+    /// The pending auto top-up to insert, when the posting started one.
     pub auto_topup: Option<TopUp>,
 }
 

@@ -20,8 +20,11 @@ pub const MODEL_LENGTH_MAX: usize = 100;
 /// A model's prices, per million tokens, in the wallet's unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rate {
+    /// The model name (see [`check_model`]).
     pub model: String,
+    /// Price of a million input tokens, in the wallet's unit (at most 9 decimals).
     pub input_per_million: Decimal,
+    /// Price of a million output tokens, in the wallet's unit (at most 9 decimals).
     pub output_per_million: Decimal,
 }
 
@@ -29,26 +32,36 @@ pub struct Rate {
 /// at (a later price change does not alter it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageDetail {
+    /// The model charged for.
     pub model: String,
+    /// Input tokens charged for.
     pub input_tokens: u64,
+    /// Output tokens charged for.
     pub output_tokens: u64,
+    /// The price per million input tokens it was charged at.
     pub input_per_million: Decimal,
+    /// The price per million output tokens it was charged at.
     pub output_per_million: Decimal,
 }
 
 /// Why a rate or a priced request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PricingError {
+    /// The model name is empty, too long, or has a character outside `A-Z a-z 0-9 . - _ :`.
     #[error(
         "model must be 1 to {MODEL_LENGTH_MAX} characters: letters, digits, `.`, `-`, `_`, `:`"
     )]
     InvalidModel,
+    /// A price (the field named) is negative, not below [`PRICE_PER_MILLION_LIMIT`], or has more
+    /// than [`LEDGER_SCALE`] decimals.
     #[error(
         "{0} must be from 0 to below {PRICE_PER_MILLION_LIMIT} with at most {LEDGER_SCALE} decimals"
     )]
     InvalidPrice(&'static str),
+    /// A token count (the field named) is above [`TOKENS_MAX`].
     #[error("{0} must be a whole number from 0 to {TOKENS_MAX}")]
     InvalidTokens(&'static str),
+    /// A price is not a valid ledger amount, or the cost leaves the ledger's range.
     #[error(transparent)]
     Amount(#[from] AmountError),
 }
@@ -90,6 +103,24 @@ impl Rate {
 
     /// What `input_tokens` and `output_tokens` cost at this rate, rounded up to the ledger
     /// scale, with the detail to record on the entry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use billing_core::Decimal;
+    /// use billing_core::pricing::Rate;
+    ///
+    /// // 0.50 per million input tokens, 1.50 per million output tokens.
+    /// let rate = Rate::new("chat-v1", Decimal::new(50, 2), Decimal::new(150, 2))
+    ///     .expect("a valid rate");
+    /// // 1000 × 0.50 / 10^6 + 500 × 1.50 / 10^6 = 0.0005 + 0.00075
+    /// let (cost, detail) = rate.price(1000, 500).expect("in range");
+    /// assert_eq!(cost.to_string(), "0.00125");
+    /// assert_eq!((detail.input_tokens, detail.output_tokens), (1000, 500));
+    /// // One token at 0.0003 per million is 3 × 10^-10: rounded up to one ledger unit.
+    /// let tiny = Rate::new("tiny", Decimal::new(3, 4), Decimal::ZERO).expect("a valid rate");
+    /// assert_eq!(tiny.price(1, 0).expect("in range").0.to_string(), "0.000000001");
+    /// ```
     pub fn price(
         &self,
         input_tokens: u64,

@@ -7,6 +7,7 @@ mod controls;
 mod holds;
 mod outbox;
 mod rates;
+mod statement;
 
 pub use autotopup::{
     AUTO_TOPUP_CHARGE_WINDOW_SECS, AutoTopUpInput, AutoTopUpView, SetAutoTopUpError,
@@ -15,6 +16,7 @@ pub use controls::SetControlError;
 pub use holds::{CaptureCharge, HoldCharge, HoldOpError};
 pub use outbox::{OUTBOX_LEASE_SECS, OutboxDelivery, OutboxRun};
 pub use rates::ManageRateError;
+pub use statement::{STATEMENT_ENTRIES_MAX, Statement, StatementError, StatementQuery};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -44,6 +46,7 @@ pub const TOPUP_PAGE_MAX: u32 = 100_000;
 pub const REFUND_ENTRIES_MAX: usize = 100;
 /// Limits on account fields, in characters.
 pub const ACCOUNT_NAME_LENGTH_MAX: usize = 200;
+/// Longest account email, in characters.
 pub const ACCOUNT_EMAIL_LENGTH_MAX: usize = 254;
 
 /// The payment gateways a deployment enabled, and the default one.
@@ -66,14 +69,17 @@ impl Gateways {
         })
     }
 
+    /// The enabled gateway named `name`; `None` when no such gateway is enabled.
     pub fn get(&self, name: &str) -> Option<&Arc<dyn PaymentGateway>> {
         self.by_name.get(name)
     }
 
+    /// The gateway a top-up uses when the customer names none.
     pub fn default_name(&self) -> &str {
         &self.default
     }
 
+    /// The names of every enabled gateway, in sorted order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
@@ -82,30 +88,47 @@ impl Gateways {
 /// What a customer asks to buy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TopUpRequest {
+    /// A custom amount, in major units of the top-up currency, priced by [`TopUpPolicy`]
+    /// (minimum, bonus tiers, contact-sales threshold).
     Amount(Decimal),
+    /// An active pack, at its price and for its credits (no bonus).
     Pack(PackId),
 }
 
+/// Why an account was not created. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CreateAccountError {
+    /// The name or email was refused (empty, too long, control characters, not an email
+    /// address); the text says which.
     #[error("invalid account: {0}")]
     Invalid(String),
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// Why a top-up was not created, or its checkout not started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CreateTopUpError {
+    /// There is no such account.
     #[error("account not found")]
     AccountNotFound,
+    /// The pack does not exist or is no longer on sale.
     #[error("pack not found")]
     PackNotFound,
+    /// No enabled gateway has this name.
     #[error("unknown payment gateway {0:?}")]
     UnknownGateway(String),
+    /// The idempotency key is empty, longer than [`IDEMPOTENCY_KEY_LENGTH_MAX`] bytes, or not
+    /// printable ASCII.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The amount breaks the top-up rules: below the minimum, at or above the contact-sales
+    /// threshold, or not a valid amount of the currency.
     #[error(transparent)]
     Rule(#[from] TopUpRuleError),
+    /// The key was already used on this account for a different top-up request (amount or
+    /// pack, gateway).
     #[error("idempotency key already used with a different request")]
     IdempotencyConflict,
     /// `save_payment_method` with a gateway that cannot save one (MyFatoorah).
@@ -113,8 +136,10 @@ pub enum CreateTopUpError {
         "{0} cannot save a payment method for auto top-up: pay with a gateway that can (stripe, sandbox) or leave save_payment_method out"
     )]
     CannotSaveMethod(String),
+    /// The gateway did not create the checkout; the top-up was recorded as failed.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -122,25 +147,38 @@ pub enum CreateTopUpError {
 /// Why a usage debit, refund or grant did not happen. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerOpError {
+    /// A malformed request (amount, description, idempotency key, refund entries) or another
+    /// posting rule's refusal; the text says which.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// There is no such account.
     #[error("account not found")]
     AccountNotFound,
+    /// The rate card has no rate for this model.
     #[error("no rate for model {0:?}")]
     UnknownModel(String),
+    /// The tokens cost zero at the rate card's prices; nothing was recorded.
     #[error("the request costs nothing at the rate card's prices; nothing was recorded")]
     NothingToCharge,
+    /// The monthly spending limit refuses the debit; the text gives the limit and the spend.
     #[error("{0}")]
     SpendingLimitExceeded(String),
+    /// The available balance (the balance less active holds) does not cover the debit.
     #[error("insufficient balance: {available} available, {requested} requested")]
     InsufficientFunds {
+        /// The balance less active holds, in the wallet unit.
         available: Credits,
+        /// The debit asked for, in the wallet unit.
         requested: Credits,
     },
+    /// The key was already used on this account for this operation with a different request.
     #[error("idempotency key already used with a different request")]
     IdempotencyConflict,
+    /// A refund names no entries or entries that are not this account's usage, or gives back
+    /// more than is still refundable on them.
     #[error(transparent)]
     Refund(#[from] RefundRuleError),
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -173,12 +211,18 @@ impl From<AmountError> for LedgerOpError {
     }
 }
 
+/// Why a notification (or one reconciliation check) was not settled. A notification's event
+/// is then not recorded as processed, so a redelivery is handled again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandleNotificationError {
+    /// No enabled gateway has this name.
     #[error("unknown payment gateway {0:?}")]
     UnknownGateway(String),
+    /// The gateway rejected the notification's signature or could not give the payment's
+    /// status.
     #[error(transparent)]
     Gateway(#[from] GatewayError),
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -202,6 +246,19 @@ pub enum SettleOutcome {
 }
 
 impl SettleOutcome {
+    /// The outcome's name in webhook answers, logs and metrics: `completed`, `failed`,
+    /// `already_settled`, `pending`, `amount_mismatch` or `ignored`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SettleOutcome::Completed(_) => "completed",
+            SettleOutcome::Failed(_) => "failed",
+            SettleOutcome::AlreadySettled(_) => "already_settled",
+            SettleOutcome::StillPending(_) => "pending",
+            SettleOutcome::AmountMismatch(_) => "amount_mismatch",
+            SettleOutcome::Ignored => "ignored",
+        }
+    }
+
     /// The top-up as it stands after settling; `None` when it was [`SettleOutcome::Ignored`].
     pub fn into_topup(self) -> Option<TopUp> {
         match self {
@@ -227,10 +284,13 @@ pub struct EntryPage {
 /// A request to debit a wallet for usage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRequest {
+    /// What to debit: an amount, or tokens priced by the rate card.
     pub charge: UsageCharge,
     /// Shown in the customer's transactions; `API usage` (`API usage - <model>` when priced)
     /// when absent.
     pub description: Option<String>,
+    /// Required: a retry with the same key and request replays the first debit, never charges
+    /// twice; the same key with another request is a conflict.
     pub idempotency_key: String,
 }
 
@@ -241,8 +301,11 @@ pub enum UsageCharge {
     Amount(Decimal),
     /// Tokens priced by the rate card.
     Tokens {
+        /// The rate card's model name.
         model: String,
+        /// Input (prompt) tokens, priced at the rate's `input_per_million`.
         input_tokens: u64,
+        /// Output (completion) tokens, priced at the rate's `output_per_million`.
         output_tokens: u64,
     },
 }
@@ -309,6 +372,33 @@ fn claim(
 }
 
 impl Billing {
+    /// The service over its ports: `store`, the enabled `gateways`, the clock, the id
+    /// generator and the top-up `policy`. Auto top-up turns off after
+    /// [`crate::autotopup::AUTO_TOPUP_FAILURES_MAX`] failed charges in a row (see
+    /// [`Billing::with_auto_topup_failures_max`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use billing_core::ports::{MockPaymentGateway, PaymentGateway, Store};
+    /// use billing_core::service::{Billing, Gateways};
+    /// use billing_core::topup::TopUpPolicy;
+    /// use billing_testkit::{InMemoryStore, ManualClock, SequentialIds};
+    ///
+    /// let mut sandbox = MockPaymentGateway::new();
+    /// sandbox.expect_name().return_const("sandbox".to_owned());
+    /// let sandbox: Arc<dyn PaymentGateway> = Arc::new(sandbox);
+    /// let billing = Billing::new(
+    ///     Arc::new(InMemoryStore::new()) as Arc<dyn Store>,
+    ///     Gateways::new(vec![sandbox], "sandbox").expect("the default gateway is enabled"),
+    ///     Arc::new(ManualClock::new()),
+    ///     Arc::new(SequentialIds::new()),
+    ///     TopUpPolicy::default(),
+    /// );
+    /// assert_eq!(billing.gateways().default_name(), "sandbox");
+    /// ```
     pub fn new(
         store: Arc<dyn Store>,
         gateways: Gateways,
@@ -326,18 +416,22 @@ impl Billing {
         }
     }
 
+    /// The top-up rules in force (currency, minimum, bonus tiers).
     pub fn policy(&self) -> &TopUpPolicy {
         &self.policy
     }
 
+    /// The enabled payment gateways.
     pub fn gateways(&self) -> &Gateways {
         &self.gateways
     }
 
+    /// The store the service was built with.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
+    /// The current instant by the service's clock.
     pub fn now(&self) -> crate::time::Timestamp {
         self.clock.now()
     }
@@ -375,10 +469,13 @@ impl Billing {
         Ok(account)
     }
 
+    /// The account with this id; `None` when there is none.
     pub async fn account(&self, id: &AccountId) -> Result<Option<Account>, StoreError> {
         self.store.account(id).await
     }
 
+    /// The account's wallet; `None` for no account. Its balance still includes what active
+    /// holds reserve (see [`Billing::available`]).
     pub async fn wallet(&self, id: &AccountId) -> Result<Option<Wallet>, StoreError> {
         self.store.wallet(id).await
     }
@@ -718,6 +815,48 @@ impl Billing {
 
     /// Debits the wallet for usage, exactly once per idempotency key: a finished amount, or
     /// tokens priced at the rate card's current prices (recorded on the entry).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use billing_core::ports::{MockPaymentGateway, PaymentGateway, Store};
+    /// # use billing_core::service::{Billing, Gateways};
+    /// # use billing_core::topup::TopUpPolicy;
+    /// # use billing_testkit::{InMemoryStore, ManualClock, SequentialIds};
+    /// use billing_core::Decimal;
+    /// use billing_core::money::Credits;
+    /// use billing_core::service::{UsageCharge, UsageRequest};
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(async {
+    /// # let mut sandbox = MockPaymentGateway::new();
+    /// # sandbox.expect_name().return_const("sandbox".to_owned());
+    /// # let sandbox: Arc<dyn PaymentGateway> = Arc::new(sandbox);
+    /// # let billing = Billing::new(
+    /// #     Arc::new(InMemoryStore::new()) as Arc<dyn Store>,
+    /// #     Gateways::new(vec![sandbox], "sandbox").expect("the default gateway is enabled"),
+    /// #     Arc::new(ManualClock::new()),
+    /// #     Arc::new(SequentialIds::new()),
+    /// #     TopUpPolicy::default(),
+    /// # );
+    /// let account = billing.create_account("Ada", "ada@example.com").await.expect("account");
+    /// billing.grant(&account.id, Decimal::new(10, 0), "Welcome", None).await.expect("granted");
+    ///
+    /// let request = UsageRequest {
+    ///     charge: UsageCharge::Amount(Decimal::new(15, 2)), // 0.15 credits
+    ///     description: None,
+    ///     idempotency_key: "req-1".to_owned(),
+    /// };
+    /// let posted = billing.record_usage(&account.id, &request).await.expect("debited");
+    /// let left = Credits::new(Decimal::new(985, 2)).expect("credits");
+    /// assert_eq!(posted.entries[0].balance_after, left);
+    ///
+    /// // A retry with the same key replays the first debit: nothing is charged twice.
+    /// let retry = billing.record_usage(&account.id, &request).await.expect("replayed");
+    /// assert!(retry.replayed);
+    /// assert_eq!(billing.wallet(&account.id).await.expect("read").expect("wallet").balance, left);
+    /// # });
+    /// ```
     pub async fn record_usage(
         &self,
         account_id: &AccountId,
@@ -902,22 +1041,35 @@ impl Billing {
 /// A pack as an admin describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackInput {
+    /// Shown to customers and on the checkout; not empty, no white space at either end, at
+    /// most [`crate::topup::PACK_NAME_LENGTH_MAX`] characters.
     pub name: String,
+    /// What the customer pays, in major units of `currency`: positive, at most the
+    /// currency's decimals.
     pub price: Decimal,
+    /// ISO code; must be the top-up currency (the one the gateways charge in).
     pub currency: String,
+    /// What the pack adds to the wallet, in the wallet unit; positive, exact.
     pub credits: Decimal,
+    /// Marked as the popular pack where packs are listed.
     pub popular: bool,
+    /// On sale: an inactive pack is not listed to customers and cannot be bought.
     pub active: bool,
 }
 
+/// Why a pack was not created or changed. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManagePackError {
+    /// The id or a field was refused; the text says which.
     #[error("invalid pack: {0}")]
     Invalid(String),
+    /// No pack has this id (update, deactivate).
     #[error("pack not found")]
     NotFound,
+    /// Creating a pack whose id is taken.
     #[error("a pack with this id already exists")]
     Exists,
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

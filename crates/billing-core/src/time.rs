@@ -13,26 +13,32 @@ const LATEST_RFC3339_SECS: i64 = 253_402_300_799;
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The instant `micros` microseconds after the Unix epoch.
     pub const fn from_micros(micros: i64) -> Timestamp {
         Timestamp(micros)
     }
 
+    /// The instant `secs` seconds after the Unix epoch (saturating).
     pub const fn from_secs(secs: i64) -> Timestamp {
         Timestamp(secs.saturating_mul(1_000_000))
     }
 
+    /// Microseconds since the Unix epoch.
     pub const fn as_micros(self) -> i64 {
         self.0
     }
 
+    /// Whole seconds since the Unix epoch, rounded down (towards the past).
     pub const fn as_secs(self) -> i64 {
         self.0.div_euclid(1_000_000)
     }
 
+    /// `secs` seconds later (saturating).
     pub const fn plus_secs(self, secs: i64) -> Timestamp {
         Timestamp(self.0.saturating_add(secs.saturating_mul(1_000_000)))
     }
 
+    /// `secs` seconds earlier (saturating).
     pub const fn minus_secs(self, secs: i64) -> Timestamp {
         Timestamp(self.0.saturating_sub(secs.saturating_mul(1_000_000)))
     }
@@ -118,6 +124,25 @@ impl Timestamp {
             return None;
         }
         Some(Timestamp(secs * 1_000_000 + micros))
+    }
+
+    /// Parses a day (`2026-11-01`, its first instant in UTC) or an RFC 3339 instant (see
+    /// [`Timestamp::parse_rfc3339`]): how a statement's period is written.
+    ///
+    /// ```
+    /// use billing_core::time::Timestamp;
+    /// assert_eq!(
+    ///     Timestamp::parse_day_or_instant("2026-11-01"),
+    ///     Timestamp::parse_rfc3339("2026-11-01T00:00:00Z"),
+    /// );
+    /// assert!(Timestamp::parse_day_or_instant("2026-02-30").is_none());
+    /// ```
+    pub fn parse_day_or_instant(text: &str) -> Option<Timestamp> {
+        if text.len() == 10 {
+            Timestamp::parse_rfc3339(&format!("{text}T00:00:00Z"))
+        } else {
+            Timestamp::parse_rfc3339(text)
+        }
     }
 
     /// The first instant of this instant's calendar month (UTC).

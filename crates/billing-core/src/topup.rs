@@ -14,11 +14,18 @@ use crate::time::Timestamp;
 /// A fixed-price pack of credits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pack {
+    /// The pack's id (`pack_…`).
     pub id: PackId,
+    /// Its display name (at most [`PACK_NAME_LENGTH_MAX`] characters), copied onto the top-ups that
+    /// buy it.
     pub name: String,
+    /// What the customer pays.
     pub price: Money,
+    /// Credits it adds; packs get no bonus.
     pub credits: Credits,
+    /// Whether it is highlighted as the popular choice.
     pub popular: bool,
+    /// Whether it is on sale; an inactive pack cannot be bought but stays in history.
     pub active: bool,
 }
 
@@ -92,10 +99,20 @@ impl Default for TopUpPolicy {
 /// Why a top-up request was refused by the rules.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TopUpRuleError {
+    /// The custom amount is below the policy's minimum.
     #[error("the minimum top-up is {minimum}")]
-    BelowMinimum { minimum: Money },
+    BelowMinimum {
+        /// The policy's minimum, in its currency.
+        minimum: Money,
+    },
+    /// The custom amount is at or above the contact-sales threshold: no checkout is created.
     #[error("top-ups of {threshold} or more are handled by sales: please contact sales")]
-    ContactSales { threshold: Money },
+    ContactSales {
+        /// The policy's `contact_sales_from`, in its currency.
+        threshold: Money,
+    },
+    /// The amount is not valid money: not positive, more decimals than the currency has, or too
+    /// large.
     #[error(transparent)]
     Amount(#[from] AmountError),
 }
@@ -103,8 +120,11 @@ pub enum TopUpRuleError {
 /// What a top-up will charge and credit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quote {
+    /// What the customer pays.
     pub price: Money,
+    /// Credits bought, rounded towards zero to the ledger scale.
     pub credits: Credits,
+    /// Bonus credits of the tier that applies (zero for packs and below every tier).
     pub bonus: Credits,
 }
 
@@ -128,6 +148,25 @@ impl TopUpPolicy {
     }
 
     /// Prices a custom-amount top-up.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use billing_core::Decimal;
+    /// use billing_core::topup::{TopUpPolicy, TopUpRuleError};
+    ///
+    /// // The default policy: 1 credit per USD, +10% from $100.
+    /// let policy = TopUpPolicy::default();
+    /// let quote = policy.quote_amount(Decimal::new(100, 0)).expect("a valid amount");
+    /// assert_eq!(quote.price.to_string(), "100.00 USD");
+    /// assert_eq!(quote.credits.to_string(), "100");
+    /// assert_eq!(quote.bonus.to_string(), "10");
+    /// // Below the $5 minimum.
+    /// assert!(matches!(
+    ///     policy.quote_amount(Decimal::new(499, 2)),
+    ///     Err(TopUpRuleError::BelowMinimum { .. })
+    /// ));
+    /// ```
     pub fn quote_amount(&self, amount: Decimal) -> Result<Quote, TopUpRuleError> {
         if amount <= Decimal::ZERO {
             return Err(AmountError::NotPositive.into());
@@ -168,12 +207,17 @@ impl TopUpPolicy {
 /// Where a top-up stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopUpStatus {
+    /// Created; the payment is neither confirmed nor refused yet.
     Pending,
+    /// Paid: the wallet was credited. Final.
     Completed,
+    /// The payment failed or was cancelled; nothing was credited (a later payment may still
+    /// complete it).
     Failed,
 }
 
 impl TopUpStatus {
+    /// The wire and storage name (`pending`, `completed`, `failed`).
     pub fn as_str(self) -> &'static str {
         match self {
             TopUpStatus::Pending => "pending",
@@ -189,6 +233,7 @@ impl fmt::Display for TopUpStatus {
     }
 }
 
+/// A status name that is not `pending`, `completed` or `failed`; holds the text as given.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown top-up status {0:?}")]
 pub struct UnknownTopUpStatusError(pub String);
@@ -208,22 +253,34 @@ impl FromStr for TopUpStatus {
 /// A top-up: one attempt to buy credits through a gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopUp {
+    /// The top-up's id (`topup_…`; `topup_auto_…` for auto top-ups).
     pub id: TopUpId,
+    /// The account it credits.
     pub account_id: AccountId,
+    /// The pack bought, or `None` for a custom amount or an auto top-up.
     pub pack_id: Option<PackId>,
     /// The pack's name at purchase time, or `None` for a custom amount.
     pub pack_name: Option<String>,
+    /// What the customer pays.
     pub price: Money,
+    /// Credits added on completion, as a `topup` entry.
     pub credits: Credits,
+    /// Bonus credits added on completion, as a separate `bonus` entry when positive.
     pub bonus: Credits,
+    /// Where it stands: `pending`, then `completed` or `failed` as [`decide_transition`] allows.
     pub status: TopUpStatus,
     /// The gateway that takes the payment (`sandbox`, `stripe`, `myfatoorah`).
     pub gateway: String,
     /// The gateway's id for the payment (checkout session, invoice), once known.
     pub payment_ref: Option<String>,
+    /// The gateway's hosted page where the customer pays, once a checkout created one.
     pub checkout_url: Option<String>,
+    /// Why it failed, once it has (for example
+    /// [`REASON_CANCELLED`](crate::autotopup::REASON_CANCELLED)).
     pub failure_reason: Option<String>,
+    /// When it was created.
     pub created_at: Timestamp,
+    /// When it last changed.
     pub updated_at: Timestamp,
 }
 
@@ -245,7 +302,9 @@ pub const AUTO_TOPUP_ID_PREFIX: &str = "topup_auto_";
 /// How a top-up started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TopUpOrigin {
+    /// The customer started a checkout.
     Checkout,
+    /// Auto top-up charged the saved payment method (the id starts with [`AUTO_TOPUP_ID_PREFIX`]).
     AutoTopUp,
 }
 
@@ -258,6 +317,7 @@ impl TopUpOrigin {
         }
     }
 
+    /// The origin of a wire or storage name; `None` for an unknown one.
     pub fn parse(s: &str) -> Option<TopUpOrigin> {
         match s {
             "checkout" => Some(TopUpOrigin::Checkout),

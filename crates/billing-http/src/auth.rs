@@ -357,7 +357,10 @@ pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if let Some(token) = bearer(req.request()) {
+    // `/metrics` has its own token, which is no API key: not a failed authentication.
+    if req.path() != "/metrics"
+        && let Some(token) = bearer(req.request())
+    {
         let result = match req.app_data::<web::Data<AppState>>() {
             Some(state) => {
                 let address = state.auth.client_address(&req);

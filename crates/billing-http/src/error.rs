@@ -8,6 +8,7 @@ use billing_core::ledger::RefundRuleError;
 use billing_core::ports::{GatewayError, StoreError};
 use billing_core::service::{
     CreateAccountError, CreateTopUpError, HandleNotificationError, LedgerOpError, ManageRateError,
+    StatementError,
 };
 use billing_core::topup::TopUpRuleError;
 use serde::Serialize;
@@ -326,6 +327,19 @@ impl From<ManageRateError> for ApiError {
                 "no rate for this model",
             ),
             ManageRateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<StatementError> for ApiError {
+    fn from(e: StatementError) -> ApiError {
+        match e {
+            StatementError::EmptyPeriod => ApiError::bad_request("invalid_request", e.to_string()),
+            StatementError::TooLarge { .. } => {
+                ApiError::bad_request("statement_too_large", e.to_string())
+            }
+            StatementError::AccountNotFound => ApiError::account_not_found(),
+            StatementError::Store(e) => e.into(),
         }
     }
 }

@@ -12,11 +12,13 @@ pub mod drain;
 pub mod error;
 pub mod keycache;
 pub mod limits;
+pub mod metrics;
 pub mod openapi;
 mod page;
 pub mod ratelimit;
 pub mod routes;
 pub mod sandbox;
+pub mod statement;
 
 use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};
@@ -70,6 +72,8 @@ pub struct AppState {
     pub dashboard: dashboard::DashboardSettings,
     /// Graceful shutdown: refuses new requests once started, counts those in flight.
     pub drain: Arc<drain::Drain>,
+    /// `GET /metrics`: the recorder, who may read it, and where.
+    pub metrics: metrics::MetricsEndpoint,
 }
 
 /// The `Idempotency-Key` header, if any: 1 to 255 printable ASCII bytes.
@@ -294,6 +298,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(routes::gateway::checkout_return)
             .service(routes::gateway::healthz)
             .service(routes::gateway::readyz)
+            .route("/metrics", web::get().to(metrics::scrape))
             .service(sandbox::checkout_page)
             .service(sandbox::checkout_decide)
             .service(sandbox::charges)
@@ -306,12 +311,14 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
     }
 }
 
-/// Starts the HTTP server on `listener` with `workers` worker threads (0: one per core).
+/// Starts the HTTP server on `listener` (and on `metrics_listener`, for `/metrics`) with
+/// `workers` worker threads (0: one per core).
 /// Every response carries the request's id in `X-Request-Id`, and every request is logged
 /// with it.
 pub fn serve(
     state: web::Data<AppState>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     workers: usize,
 ) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || {
@@ -336,9 +343,13 @@ pub fn serve(
                 }
             })
             .wrap(TracingLogger::default())
+            .wrap(actix_web::middleware::from_fn(metrics::record))
             .configure(configure(state.clone()))
     })
     .listen(listener)?;
+    if let Some(metrics_listener) = metrics_listener {
+        server = server.listen(metrics_listener)?;
+    }
     if workers > 0 {
         server = server.workers(workers);
     }

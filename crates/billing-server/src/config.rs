@@ -13,6 +13,7 @@ use billing_core::service::PackInput;
 use billing_core::topup::{BonusTier, TopUpPolicy};
 use billing_http::auth::AuthSettings;
 use billing_http::dashboard::DashboardSettings;
+use billing_http::metrics::MetricsSettings;
 use serde::Deserialize;
 
 /// Why the configuration was refused.
@@ -236,6 +237,9 @@ pub struct Config {
     /// the contact-sales address (`BILLING_SALES_EMAIL`); cookies are `Secure` when
     /// `BILLING_PUBLIC_URL` is `https://`.
     pub dashboard: DashboardSettings,
+    /// `/metrics`: `BILLING_METRICS_TOKEN` (a bearer token, at least 16 characters) and
+    /// `BILLING_METRICS_LISTEN` (a second address serving it). Neither: `/metrics` is off.
+    pub metrics: MetricsSettings,
 }
 
 /// Where notices go and how failed deliveries are retried.
@@ -391,6 +395,7 @@ impl std::fmt::Debug for Config {
             .field("reconcile_after_secs", &self.reconcile_after_secs)
             .field("auth", &self.auth)
             .field("notify", &self.notify)
+            .field("metrics_listen", &self.metrics.listen)
             .finish_non_exhaustive()
     }
 }
@@ -620,6 +625,18 @@ impl Config {
                 },
             },
             notify: NotifySettings::from_env(env)?,
+            metrics: MetricsSettings {
+                token: match get("BILLING_METRICS_TOKEN") {
+                    Some(t) if t.len() < 16 || !t.chars().all(|c| c.is_ascii_graphic()) => {
+                        return Err(ConfigError::Invalid(
+                            "BILLING_METRICS_TOKEN must be at least 16 printable ASCII characters"
+                                .into(),
+                        ));
+                    }
+                    token => token,
+                },
+                listen: get("BILLING_METRICS_LISTEN"),
+            },
         })
     }
 }

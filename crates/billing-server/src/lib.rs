@@ -2,6 +2,7 @@
 //! starts the HTTP server and the reconciliation worker. No business logic lives here.
 
 pub mod config;
+mod statement;
 pub mod system;
 mod workers;
 
@@ -19,6 +20,7 @@ use billing_core::ports::{
 use billing_core::service::{Billing, Gateways, ManagePackError, OutboxDelivery};
 use billing_http::auth::{AuthGuard, IssuedKey, issue_key, key_record};
 use billing_http::drain::Drain;
+use billing_http::metrics::MetricsEndpoint;
 use billing_http::sandbox::SandboxGateway;
 use billing_http::{AppState, WalletUnit};
 use billing_myfatoorah::{MyFatoorahConfig, MyFatoorahGateway};
@@ -27,6 +29,7 @@ use billing_store::{DieselStore, StoreOptions};
 use billing_stripe::{StripeConfig, StripeGateway};
 
 pub use config::{Config, ConfigError, NotifySettings};
+pub use statement::{StatementRequest, write_statement};
 use system::{RandomIds, SystemClock};
 
 /// Why the service could not start.
@@ -219,6 +222,8 @@ pub struct Running {
     pub server: Server,
     /// `http://host:port` as bound.
     pub base_url: String,
+    /// `http://host:port/metrics` on `BILLING_METRICS_LISTEN`, as bound.
+    pub metrics_url: Option<String>,
     /// An admin key created at this start (empty database, no `BILLING_ADMIN_KEY`).
     pub new_admin_key: Option<String>,
     pub billing: Billing,
@@ -374,6 +379,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         source,
     })?;
     let base_url = format!("http://{address}");
+    let metrics_listener = match &config.metrics.listen {
+        Some(listen) => Some(
+            TcpListener::bind(listen).map_err(|source| StartError::Listen {
+                address: listen.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let public_url = config
         .public_url
         .clone()
@@ -396,13 +410,15 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         auth: AuthGuard::new(config.auth.clone()),
         dashboard: config.dashboard.clone(),
         drain: drain.clone(),
+        metrics: metrics_endpoint(&config, &parts, metrics_listener.as_ref()),
     });
-    let server = billing_http::serve(state, listener, config.workers).map_err(|source| {
-        StartError::Listen {
+    let metrics_address = state.metrics.listen_address;
+    let server = billing_http::serve(state, listener, metrics_listener, config.workers).map_err(
+        |source| StartError::Listen {
             address: config.listen.clone(),
             source,
-        }
-    })?;
+        },
+    )?;
     let delivery = OutboxDelivery::new(
         parts.billing.clone(),
         notifier(&config.notify)?,
@@ -429,11 +445,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         database = parts.store.backend(),
         gateway = config.default_gateway,
         gateways = ?parts.billing.gateways().names().collect::<Vec<_>>(),
+        metrics = ?metrics_address,
         "billing service started"
     );
     Ok(Running {
         server,
         base_url,
+        metrics_url: metrics_address.map(|a| format!("http://{a}/metrics")),
         new_admin_key,
         billing: parts.billing,
         reconciler,
@@ -441,6 +459,37 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         outbox,
         drain,
     })
+}
+
+/// `/metrics`: the recorder (when the settings turn it on), the metrics listener's address,
+/// and the pool gauges read at each scrape.
+fn metrics_endpoint(
+    config: &Config,
+    parts: &Parts,
+    metrics_listener: Option<&TcpListener>,
+) -> MetricsEndpoint {
+    let on = config.metrics.token.is_some() || config.metrics.listen.is_some();
+    let store = parts.store.clone();
+    MetricsEndpoint {
+        handle: if on {
+            billing_http::metrics::recorder()
+        } else {
+            None
+        },
+        settings: config.metrics.clone(),
+        listen_address: metrics_listener.and_then(|l| l.local_addr().ok()),
+        refresh: Some(Arc::new(move || {
+            let pool = store.pool_state();
+            for (state, value) in [
+                ("in_use", pool.in_use),
+                ("idle", pool.idle),
+                ("max", pool.max),
+            ] {
+                metrics::gauge!("billing_db_pool_connections", "state" => state)
+                    .set(f64::from(value));
+            }
+        })),
+    }
 }
 
 /// Email over SMTP when `BILLING_SMTP_URL` is set, else to the log.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use billing_core::ports::KeyScope;
-use billing_server::{Config, build, issue_key_for, start};
+use billing_server::{Config, StatementRequest, build, issue_key_for, start, write_statement};
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -46,6 +46,26 @@ enum Command {
     Backup {
         /// The file to write; it must not exist yet.
         file: String,
+    },
+    /// Write an account's statement as CSV (RFC 4180, exact decimals): every transaction of
+    /// the period, oldest first. The opening and closing balances go to stderr.
+    Statement {
+        /// The account (`acct_…`).
+        #[arg(long)]
+        account: String,
+        /// From this day (`2026-11-01`, UTC) or RFC 3339 instant, inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// To this day or instant, exclusive (`--from 2026-11-01 --to 2026-12-01` is
+        /// November).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this type: topup, usage, refund, bonus or adjustment.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        /// Write to this file (it must not exist yet) instead of stdout.
+        #[arg(long)]
+        output: Option<String>,
     },
 }
 
@@ -121,6 +141,30 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("backup: {e}"))?;
             println!("backup: {file}");
+            Ok(())
+        }
+        Command::Statement {
+            account,
+            from,
+            to,
+            kind,
+            output,
+        } => {
+            let public = config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen));
+            let parts = build(&config, &public).await.map_err(|e| e.to_string())?;
+            let request = StatementRequest {
+                account,
+                from,
+                to,
+                kind,
+            };
+            let written = write_statement(&parts, &config, &request, output.as_deref())
+                .await
+                .map_err(|e| format!("statement: {e}"))?;
+            eprintln!("{written}");
             Ok(())
         }
         Command::IssueKey { scope, account } => {

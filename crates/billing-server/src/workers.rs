@@ -30,9 +30,18 @@ pub(crate) async fn reconcile_forever(billing: Billing, after_secs: i64, interva
     let mut interval = tokio::time::interval(Duration::from_secs(interval_secs));
     loop {
         interval.tick().await;
-        match billing.reconcile(after_secs, RECONCILE_BATCH_MAX).await {
+        let round = billing.reconcile(after_secs, RECONCILE_BATCH_MAX).await;
+        metrics::counter!(
+            "billing_reconciliation_runs_total",
+            "outcome" => if round.is_ok() { "ok" } else { "error" }
+        )
+        .increment(1);
+        match round {
             Ok(outcomes) => {
                 for outcome in outcomes {
+                    let name = outcome.as_ref().map_or("error", SettleOutcome::name);
+                    metrics::counter!("billing_reconciliation_topups_total", "outcome" => name)
+                        .increment(1);
                     match outcome {
                         Ok(SettleOutcome::Completed(t)) => {
                             tracing::info!(topup = %t.id, "reconciliation completed a top-up")

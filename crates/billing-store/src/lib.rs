@@ -8,6 +8,9 @@
 //! transaction begins and how a row is locked. Diesel is blocking: every call runs on tokio's
 //! blocking pool.
 
+// MISSING_DOCS_PENDING #![warn(missing_docs)]
+
+mod metered;
 mod noise;
 mod postgres;
 mod rows;
@@ -15,6 +18,7 @@ mod schema;
 mod sqlite;
 mod writer;
 
+pub use metered::{LEDGER_AMOUNT_UNITS, LEDGER_ENTRIES, POOL_WAIT_SECONDS, TOPUPS};
 pub use writer::{BatchOptions, LedgerStats};
 
 use std::path::Path;
@@ -503,6 +507,19 @@ impl DieselStore {
         }
     }
 
+    /// The connection pool now (for `/metrics`).
+    pub fn pool_state(&self) -> PoolState {
+        let (state, max) = match &self.pools {
+            Pools::Sqlite(pool, _) => (pool.state(), pool.max_size()),
+            Pools::Postgres(pool) => (pool.state(), pool.max_size()),
+        };
+        PoolState {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            max,
+        }
+    }
+
     /// Checks that a connection can be had and answers (for `/healthz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         on_conn!(self, |c| {
@@ -512,6 +529,41 @@ impl DieselStore {
                 .map_err(db_err)
         })
     }
+}
+
+impl DieselStore {
+    /// [`LedgerStore::post_batch`] before it is counted: one transaction, or (when it
+    /// failed) each posting alone.
+    async fn post_batch_unmetered(&self, postings: Vec<Posting>) -> Vec<Result<Posted, PostError>> {
+        let batch = postings.clone();
+        match on_write_conn!(self, |c| ops::post_batch(c, &batch)) {
+            Ok(answers) => answers,
+            Err(_) => {
+                self.ledger.count_failed_batch();
+                let mut answers = Vec::with_capacity(postings.len());
+                for posting in postings {
+                    answers.push(
+                        on_write_conn!(self, |c| ops::post_again(c, &posting)
+                            .map_err(PostError::Store))
+                        .and_then(|mut a| {
+                            a.pop().unwrap_or_else(|| {
+                                Err(PostError::Store(StoreError::Corrupt("no answer".into())))
+                            })
+                        }),
+                    );
+                }
+                answers
+            }
+        }
+    }
+}
+
+/// The connection pool's connections: checked out, open and waiting, and the most it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
 }
 
 /// An error inside a transaction: the database's, or the operation's own refusal.
@@ -560,7 +612,10 @@ fn get<M>(pool: &Pool<M>) -> Result<PooledConnection<M>, StoreError>
 where
     M: diesel::r2d2::ManageConnection,
 {
-    pool.get().map_err(pool_err)
+    let asked = std::time::Instant::now();
+    let conn = pool.get().map_err(pool_err);
+    metered::pool_wait(asked.elapsed());
+    conn
 }
 
 #[async_trait]
@@ -594,33 +649,19 @@ impl AccountStore for DieselStore {
 impl LedgerStore for DieselStore {
     async fn post(&self, posting: Posting) -> Result<Posted, PostError> {
         // A refund reads the links earlier refunds wrote: alone, in its own transaction.
-        if posting.refund_of.is_empty() {
-            return self.ledger.post(posting).await;
-        }
-        on_write_conn!(self, |c| ops::post(c, &posting))
+        let answer = if posting.refund_of.is_empty() {
+            self.ledger.post(posting).await
+        } else {
+            on_write_conn!(self, |c| ops::post(c, &posting))
+        };
+        metered::posted(&answer);
+        answer
     }
 
     async fn post_batch(&self, postings: Vec<Posting>) -> Vec<Result<Posted, PostError>> {
-        let batch = postings.clone();
-        match on_write_conn!(self, |c| ops::post_batch(c, &batch)) {
-            Ok(answers) => answers,
-            Err(_) => {
-                self.ledger.count_failed_batch();
-                let mut answers = Vec::with_capacity(postings.len());
-                for posting in postings {
-                    answers.push(
-                        on_write_conn!(self, |c| ops::post_again(c, &posting)
-                            .map_err(PostError::Store))
-                        .and_then(|mut a| {
-                            a.pop().unwrap_or_else(|| {
-                                Err(PostError::Store(StoreError::Corrupt("no answer".into())))
-                            })
-                        }),
-                    );
-                }
-                answers
-            }
-        }
+        let answers = self.post_batch_unmetered(postings).await;
+        answers.iter().for_each(metered::posted);
+        answers
     }
 
     async fn entries(
@@ -655,7 +696,11 @@ impl TopUpStore for DieselStore {
         idempotency: Option<&IdempotencyClaim>,
     ) -> Result<Inserted<TopUp>, InsertTopUpError> {
         let (topup, claim) = (topup.clone(), idempotency.cloned());
-        on_write_conn!(self, |c| ops::insert_topup(c, &topup, claim.as_ref()))
+        let inserted = on_write_conn!(self, |c| ops::insert_topup(c, &topup, claim.as_ref()));
+        if let Ok(Inserted::New(t)) = &inserted {
+            metered::topup(&t.gateway, "created");
+        }
+        inserted
     }
 
     async fn set_checkout(
@@ -696,14 +741,19 @@ impl TopUpStore for DieselStore {
         now: Timestamp,
     ) -> Result<Option<TransitionOutcome>, StoreError> {
         let id = id.clone();
-        on_write_conn!(self, |c| ops::transition_topup(
+        let outcome = on_write_conn!(self, |c| ops::transition_topup(
             c,
             &id,
             target,
             &entries,
             failure_reason.as_deref(),
             now
-        ))
+        ));
+        if let Ok(Some(TransitionOutcome::Applied { topup, entries })) = &outcome {
+            metered::entries_written(entries);
+            metered::topup(&topup.gateway, topup.status.as_str());
+        }
+        outcome
     }
 
     async fn topup_page(
@@ -780,14 +830,20 @@ impl HoldStore for DieselStore {
             action.clone(),
             idempotency.cloned(),
         );
-        on_write_conn!(self, |c| ops::change_hold(
+        let outcome = on_write_conn!(self, |c| ops::change_hold(
             c,
             &account_id,
             &id,
             &action,
             claim.as_ref(),
             now
-        ))
+        ));
+        if let Ok(o) = &outcome
+            && !o.replayed
+        {
+            metered::entries_written(&o.entry);
+        }
+        outcome
     }
 
     async fn hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {

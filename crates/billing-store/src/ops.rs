@@ -514,6 +514,12 @@ pub(crate) fn entries(
     if let Some(kind) = query.kind {
         select = select.filter(ledger_entries::kind.eq(kind.as_str()));
     }
+    if let Some(from) = query.from {
+        select = select.filter(ledger_entries::created_at.ge(from.as_micros()));
+    }
+    if let Some(to) = query.to {
+        select = select.filter(ledger_entries::created_at.lt(to.as_micros()));
+    }
     if let Some(before) = &query.before {
         let seq: Option<i64> = ledger_entries::table
             .filter(ledger_entries::id.eq(before.as_str()))

@@ -649,8 +649,8 @@ pub async fn refunds_are_bounded(store: Handle, _other: Handle) {
             &account,
             &EntryQuery {
                 kind: Some(EntryKind::Refund),
-                before: None,
                 limit: 10,
+                ..EntryQuery::default()
             },
         )
         .await
@@ -718,6 +718,7 @@ pub async fn entries_page_and_filter(store: Handle, _other: Handle) {
         kind,
         before,
         limit,
+        ..EntryQuery::default()
     };
     let first = store
         .entries(&account, &query(None, None, 5))
@@ -763,6 +764,65 @@ pub async fn entries_page_and_filter(store: Handle, _other: Handle) {
             .expect("entries")
             .is_empty()
     );
+}
+
+/// A period: `from` is inclusive, `to` exclusive, both combine with the type and the cursor.
+pub async fn entries_in_a_period(store: Handle, _other: Handle) {
+    let account = new_account(&store).await;
+    let day = |d: i64| now().plus_secs(d * 86_400);
+    let mut ids = Vec::new();
+    for d in 0..6 {
+        let mut p = posting(&account, vec![entry(EntryKind::Bonus, cr("10"))]);
+        p.now = day(d);
+        ids.push(store.post(p).await.expect("credit").entries[0].id.clone());
+        let mut p = posting(&account, vec![entry(EntryKind::Usage, cr("-1"))]);
+        p.now = day(d);
+        ids.push(store.post(p).await.expect("debit").entries[0].id.clone());
+    }
+    let period = |kind, from, to, before: Option<EntryId>| EntryQuery {
+        kind,
+        before,
+        from,
+        to,
+        limit: 100,
+    };
+    let got = |entries: Vec<LedgerEntry>| entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    // Days 2, 3 and 4: from day 2's first instant to day 5's, exclusive.
+    let middle = store
+        .entries(&account, &period(None, Some(day(2)), Some(day(5)), None))
+        .await
+        .expect("entries");
+    let want: Vec<EntryId> = ids[4..10].iter().rev().cloned().collect();
+    assert_eq!(got(middle), want);
+    let usage = store
+        .entries(
+            &account,
+            &period(Some(EntryKind::Usage), Some(day(2)), Some(day(5)), None),
+        )
+        .await
+        .expect("entries");
+    assert_eq!(
+        got(usage),
+        vec![ids[9].clone(), ids[7].clone(), ids[5].clone()]
+    );
+    let older = store
+        .entries(
+            &account,
+            &period(None, Some(day(2)), None, Some(ids[6].clone())),
+        )
+        .await
+        .expect("entries");
+    assert_eq!(got(older), vec![ids[5].clone(), ids[4].clone()]);
+    let open_start = store
+        .entries(&account, &period(None, None, Some(day(1)), None))
+        .await
+        .expect("entries");
+    assert_eq!(got(open_start), vec![ids[1].clone(), ids[0].clone()]);
+    let empty = store
+        .entries(&account, &period(None, Some(day(6)), None, None))
+        .await
+        .expect("entries");
+    assert!(empty.is_empty());
 }
 
 /// Accounts, packs, keys and events.
@@ -2140,6 +2200,7 @@ macro_rules! store_contract_tests {
             refunds_are_bounded,
             ledger_scale_limits_round_trip,
             entries_page_and_filter,
+            entries_in_a_period,
             accounts_packs_keys_events,
             keys_list_page_and_touch,
             dashboard_sessions,

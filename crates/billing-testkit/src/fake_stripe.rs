@@ -68,6 +68,7 @@ fn unix_now() -> i64 {
 /// One request the fake received, as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRequest {
+    /// The HTTP method (`GET`, `POST`).
     pub method: String,
     /// The path without the query (`/v1/checkout/sessions`).
     pub path: String,
@@ -81,6 +82,7 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
+    /// The value of the first header called `name` (compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -88,6 +90,7 @@ impl RecordedRequest {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The `Idempotency-Key` header, if the client sent one.
     pub fn idempotency_key(&self) -> Option<&str> {
         self.header("idempotency-key")
     }
@@ -146,7 +149,9 @@ impl SignedEvent {
 /// The answer of a webhook delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// The HTTP status the receiver answered.
     pub status: u16,
+    /// The answer's body, de-chunked and decoded as UTF-8 (lossily).
     pub body: String,
 }
 

@@ -17,12 +17,14 @@ impl ManualClock {
         ManualClock::at(Timestamp::from_secs(1_768_473_000))
     }
 
+    /// A clock standing at `t`.
     pub fn at(t: Timestamp) -> ManualClock {
         ManualClock {
             micros: AtomicI64::new(t.as_micros()),
         }
     }
 
+    /// Moves the clock `secs` seconds forward (backward when negative).
     pub fn advance_secs(&self, secs: i64) {
         self.micros.fetch_add(secs * 1_000_000, Ordering::SeqCst);
     }
@@ -48,6 +50,7 @@ pub struct SequentialIds {
 }
 
 impl SequentialIds {
+    /// Starts at 1: the first id is `{prefix}_000001`. One counter serves every prefix.
     pub fn new() -> SequentialIds {
         SequentialIds::default()
     }

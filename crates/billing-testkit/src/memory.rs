@@ -62,6 +62,7 @@ pub struct InMemoryStore {
 }
 
 impl InMemoryStore {
+    /// An empty store: no accounts, entries, packs, rates or outbox items.
     pub fn new() -> InMemoryStore {
         InMemoryStore::default()
     }
@@ -400,6 +401,8 @@ impl LedgerStore for InMemoryStore {
             .iter()
             .rev()
             .filter(|e| query.kind.is_none_or(|k| e.kind == k))
+            .filter(|e| query.from.is_none_or(|from| e.created_at >= from))
+            .filter(|e| query.to.is_none_or(|to| e.created_at < to))
             .take(query.limit as usize)
             .map(|e| (*e).clone())
             .collect())

@@ -30,8 +30,10 @@ pub enum SetAutoTopUpError {
         "auto top-up needs a saved payment method: pay a top-up with \"save_payment_method\": true first"
     )]
     PaymentMethodRequired,
+    /// There is no such account.
     #[error("account not found")]
     AccountNotFound,
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -39,17 +41,26 @@ pub enum SetAutoTopUpError {
 /// What a customer sends (`amount` and `monthly_cap` in the top-up currency).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AutoTopUpInput {
+    /// On (needs `threshold`, `amount` and a saved payment method) or off.
     pub enabled: bool,
+    /// Charge when a debit leaves the balance below this, in the wallet unit; positive.
     pub threshold: Option<Decimal>,
+    /// What each charge pays, in major units of the top-up currency; priced like a custom
+    /// top-up (minimum, contact-sales threshold, bonus tiers).
     pub amount: Option<Decimal>,
+    /// The most charged per calendar month; `None`: [`crate::autotopup::MONTHLY_CAP_MULTIPLE`]
+    /// × `amount`.
     pub monthly_cap: Option<Decimal>,
 }
 
 /// The settings, what the service recorded, and the saved method.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AutoTopUpView {
+    /// What the customer set, with the quote of `amount` (credits and bonus).
     pub settings: AutoTopUpSettings,
+    /// The charges made this month, the failures in a row and any pause, as of now.
     pub state: AutoTopUpState,
+    /// The saved payment method charges use; `None` when none is saved.
     pub method: Option<SavedMethod>,
 }
 

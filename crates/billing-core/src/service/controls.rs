@@ -9,12 +9,17 @@ use crate::money::Credits;
 use crate::notices::LowBalanceAlert;
 use crate::ports::StoreError;
 
+/// Why a spending limit or low-balance alert was not set. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetControlError {
+    /// A value was refused (an unknown action, not positive, too many decimals, missing when
+    /// enabled); the text says which.
     #[error("{0}")]
     Invalid(String),
+    /// There is no such account.
     #[error("account not found")]
     AccountNotFound,
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -21,8 +21,11 @@ pub enum HoldCharge {
     /// The most a call to `model` can cost, priced by the rate card now; a capture by
     /// tokens uses these prices.
     Tokens {
+        /// The rate card's model name.
         model: String,
+        /// The most input (prompt) tokens the call may use.
         max_input_tokens: u64,
+        /// The most output (completion) tokens the call may produce.
         max_output_tokens: u64,
     },
 }
@@ -34,7 +37,9 @@ pub enum CaptureCharge {
     Amount(Decimal),
     /// Tokens, priced at the hold's prices.
     Tokens {
+        /// Input (prompt) tokens the call used.
         input_tokens: u64,
+        /// Output (completion) tokens the call produced.
         output_tokens: u64,
     },
 }
@@ -42,29 +47,49 @@ pub enum CaptureCharge {
 /// Why a hold operation did not happen. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HoldOpError {
+    /// A malformed request (amount, expiry, description, idempotency key, a capture by tokens
+    /// of a hold placed by amount); the text says which.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// There is no such account.
     #[error("account not found")]
     AccountNotFound,
+    /// The account has no hold with this id.
     #[error("hold not found")]
     HoldNotFound,
+    /// The most the call can cost is zero at the rate card's prices.
     #[error("the most this call can cost is nothing at the rate card's prices: no hold is needed")]
     NothingToHold,
+    /// The rate card has no rate for this model.
     #[error("no rate for model {0:?}")]
     UnknownModel(String),
+    /// The hold was already captured, released or expired: its status.
     #[error("the hold is {0}, not active")]
     NotActive(HoldStatus),
+    /// The capture asks for more than the hold reserves.
     #[error("capture of {requested} exceeds the {held} held")]
-    CaptureExceedsHold { held: Credits, requested: Credits },
-    #[error("insufficient balance: {available} available, {requested} requested")]
-    InsufficientFunds {
-        available: Credits,
+    CaptureExceedsHold {
+        /// What the hold reserves, in the wallet unit.
+        held: Credits,
+        /// The capture asked for, in the wallet unit.
         requested: Credits,
     },
+    /// The available balance (the balance less active holds) does not cover the hold or the
+    /// extend's increase.
+    #[error("insufficient balance: {available} available, {requested} requested")]
+    InsufficientFunds {
+        /// The balance less active holds, in the wallet unit.
+        available: Credits,
+        /// The amount asked for, in the wallet unit.
+        requested: Credits,
+    },
+    /// The key was already used on this hold operation with a different request.
     #[error("idempotency key already used with a different request")]
     IdempotencyConflict,
+    /// The monthly spending limit refuses it; the text gives the limit and the spend.
     #[error("{0}")]
     SpendingLimitExceeded(String),
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -14,6 +14,7 @@ pub const OUTBOX_LEASE_SECS: i64 = 60;
 /// What one pass of the worker did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OutboxRun {
+    /// Items delivered in this pass (on any channel).
     pub delivered: u32,
     /// Failed attempts, for the caller to log: the notice, its channel, the error, and
     /// whether the item was given up.

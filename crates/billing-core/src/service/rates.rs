@@ -6,12 +6,16 @@ use super::{Billing, LedgerOpError};
 use crate::ports::StoreError;
 use crate::pricing::{PricingError, Rate};
 
+/// Why a rate was not set or removed. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManageRateError {
+    /// The model name or a price was refused.
     #[error(transparent)]
     Invalid(#[from] PricingError),
+    /// Removing a model that has no rate.
     #[error("no rate for this model")]
     NotFound,
+    /// The storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

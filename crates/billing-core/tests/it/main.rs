@@ -195,9 +195,8 @@ async fn custom_amount_gets_its_bonus_as_a_separate_entry() {
         .transactions(
             &w.account,
             EntryQuery {
-                kind: None,
-                before: None,
                 limit: 10,
+                ..EntryQuery::default()
             },
         )
         .await

@@ -152,9 +152,9 @@ async fn chart_entries(
             .transactions(
                 account,
                 EntryQuery {
-                    kind: None,
                     before: before.clone(),
                     limit: ENTRY_PAGE_SIZE_MAX,
+                    ..EntryQuery::default()
                 },
             )
             .await?;

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use billing_core::ids::EntryId;
 use billing_core::ledger::{EntryKind, LedgerEntry};
 use billing_core::ports::EntryQuery;
-use billing_core::service::{ENTRY_PAGE_SIZE_MAX, TOPUP_PAGE_MAX};
+use billing_core::service::{StatementQuery, TOPUP_PAGE_MAX};
 use billing_core::topup::TopUpStatus;
 use serde::Deserialize;
 
@@ -15,11 +15,10 @@ use super::views::{EntryRow, TopUpRow, TopUpsPage, TransactionsPage};
 use super::{decode, error_page, html, minute, money, nav, secure, signed_in, status_label};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::statement::statement_csv;
 
 /// Transactions a page shows.
 const PAGE_SIZE: u32 = 25;
-/// Rows a CSV download holds at most (newest first).
-const CSV_ROWS_MAX: usize = 100_000;
 
 const KINDS: [(&str, &str); 5] = [
     ("topup", "Top-up"),
@@ -100,6 +99,7 @@ pub(super) async fn transactions(state: web::Data<AppState>, req: HttpRequest) -
                     kind,
                     before: before.clone(),
                     limit: PAGE_SIZE,
+                    ..EntryQuery::default()
                 },
             )
             .await?;
@@ -135,22 +135,8 @@ pub(super) async fn transactions(state: web::Data<AppState>, req: HttpRequest) -
     }
 }
 
-/// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break. Text a
-/// spreadsheet would run as a formula (`=`, `+`, `-`, `@` first) is prefixed with `'`.
-fn field(text: &str, is_text: bool) -> String {
-    let guarded = if is_text && text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if guarded.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
-}
-
-/// Every transaction (of one type, when asked), newest first, as `text/csv`.
+/// Every transaction (of one type, when asked), oldest first, as `text/csv`: the account's
+/// statement (see [`crate::statement`]).
 pub(super) async fn csv(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let session = match signed_in(&state, &req).await {
         Ok(s) => s,
@@ -159,44 +145,17 @@ pub(super) async fn csv(state: web::Data<AppState>, req: HttpRequest) -> HttpRes
     let result: Result<String, ApiError> = async {
         let query: TransactionsQuery = decode(req.query_string())?;
         let kind = parse_kind(query.kind.as_deref())?;
-        let mut out = String::from(
-            "id,created_at,type,amount,balance_after,currency,description,reference\r\n",
-        );
-        let mut before = None;
-        let mut rows = 0;
-        loop {
-            let page = state
-                .billing
-                .transactions(
-                    &session.account,
-                    EntryQuery {
-                        kind,
-                        before: before.clone(),
-                        limit: ENTRY_PAGE_SIZE_MAX,
-                    },
-                )
-                .await?;
-            for e in &page.entries {
-                let line = [
-                    field(e.id.as_str(), false),
-                    field(&e.created_at.to_rfc3339(), false),
-                    field(&e.kind.to_string(), false),
-                    field(&state.unit.show(e.amount).0.to_string(), false),
-                    field(&state.unit.show(e.balance_after).0.to_string(), false),
-                    field(&state.unit.code, true),
-                    field(&e.description, true),
-                    field(e.reference.as_deref().unwrap_or_default(), true),
-                ];
-                out.push_str(&line.join(","));
-                out.push_str("\r\n");
-            }
-            rows += page.entries.len();
-            before = page.entries.last().map(|e| e.id.clone());
-            if !page.has_more || rows >= CSV_ROWS_MAX {
-                break;
-            }
-        }
-        Ok(out)
+        let statement = state
+            .billing
+            .statement(
+                &session.account,
+                &StatementQuery {
+                    kind,
+                    ..StatementQuery::default()
+                },
+            )
+            .await?;
+        Ok(statement_csv(&statement.entries, &state.unit))
     }
     .await;
     match result {
@@ -284,21 +243,5 @@ pub(super) async fn topups(state: web::Data<AppState>, req: HttpRequest) -> Http
     match result {
         Ok(page) => html(StatusCode::OK, &page),
         Err(e) => error_page(&e, Some(&session)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::field;
-
-    #[test]
-    fn csv_fields_follow_rfc_4180_and_never_start_a_formula() {
-        assert_eq!(field("plain", true), "plain");
-        assert_eq!(field("a,b", true), "\"a,b\"");
-        assert_eq!(field("say \"hi\"", true), "\"say \"\"hi\"\"\"");
-        assert_eq!(field("two\nlines", true), "\"two\nlines\"");
-        assert_eq!(field("=SUM(A1)", true), "'=SUM(A1)");
-        assert_eq!(field("-1.50", false), "-1.50", "amounts keep their sign");
-        assert_eq!(field("@x,y", true), "\"'@x,y\"");
     }
 }

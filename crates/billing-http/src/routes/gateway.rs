@@ -26,17 +26,6 @@ pub struct WebhookResponse {
     pub outcome: String,
 }
 
-fn outcome_name(outcome: &SettleOutcome) -> &'static str {
-    match outcome {
-        SettleOutcome::Completed(_) => "completed",
-        SettleOutcome::Failed(_) => "failed",
-        SettleOutcome::AlreadySettled(_) => "already_settled",
-        SettleOutcome::StillPending(_) => "pending",
-        SettleOutcome::AmountMismatch(_) => "amount_mismatch",
-        SettleOutcome::Ignored => "ignored",
-    }
-}
-
 /// A payment gateway's notification. No Bearer key: the gateway's signature is verified
 /// before anything else, then the payment is confirmed server to server. A duplicate, late
 /// or concurrent notification credits nothing twice.
@@ -77,16 +66,17 @@ pub async fn webhook(
         .handle_notification(&gateway, &notification)
         .await;
     match &outcome {
-        Ok(o) => tracing::info!(gateway, outcome = outcome_name(o), "notification handled"),
+        Ok(o) => tracing::info!(gateway, outcome = o.name(), "notification handled"),
         Err(e) => tracing::warn!(gateway, error = %e, "notification refused"),
     }
+    crate::metrics::webhook(&gateway, &outcome);
     let outcome = outcome?;
     if let SettleOutcome::AmountMismatch(t) = &outcome {
         tracing::error!(topup = %t.id, gateway, "gateway reports a paid amount that differs from the top-up; left pending");
     }
     Ok(web::Json(WebhookResponse {
         received: true,
-        outcome: outcome_name(&outcome).to_owned(),
+        outcome: outcome.name().to_owned(),
     }))
 }
 

@@ -1,11 +1,13 @@
 //! The customer's wallet: the endpoints of the wallet & top-up seed document
 //! (`/v1/wallet/...`) and of the credit-packs seed document (`/api/billing/...`).
 
+use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use billing_core::ids::{EntryId, PackId, TopUpId};
 use billing_core::ledger::{EntryKind, LedgerEntry};
 use billing_core::ports::EntryQuery;
-use billing_core::service::{TOPUP_PAGE_SIZE, TopUpRequest};
+use billing_core::service::{StatementQuery, TOPUP_PAGE_SIZE, TopUpRequest};
+use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::amount::Amount;
 use crate::auth::{Caller, Customer};
 use crate::error::{ApiError, ErrorBody};
+use crate::statement::statement_csv;
 use crate::{AppState, idempotency_key};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -238,22 +241,74 @@ pub struct TransactionsResponse {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TransactionsQuery {
-    /// 1 to 100; default 20.
+    /// 1 to 100; default 20. Not with `Accept: text/csv` (a statement is the whole period).
     pub limit: Option<u32>,
-    /// A transaction id: list the ones older than it.
+    /// A transaction id: list the ones older than it. Not with `Accept: text/csv`.
     pub starting_after: Option<String>,
     /// Only this type: `topup`, `usage`, `refund`, `bonus`, `adjustment`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
+    /// Only transactions created at or after this day (`2026-11-01`, from its first instant
+    /// in UTC) or instant (RFC 3339).
+    pub from: Option<String>,
+    /// Only transactions created before this day (`2026-12-01`, its first instant in UTC)
+    /// or instant (RFC 3339).
+    pub to: Option<String>,
 }
 
-/// The wallet's transactions, newest first.
+/// A statement period's bound: a day or an RFC 3339 instant.
+pub(crate) fn period_bound(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse_day_or_instant(t).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("{name} must be a day (2026-11-01) or an RFC 3339 instant"),
+            )
+        })
+    })
+    .transpose()
+}
+
+/// Whether the `Accept` header prefers `text/csv` to JSON (by its q-values; JSON on a tie
+/// with `*/*` only when CSV is not named).
+fn prefers_csv(req: &HttpRequest) -> bool {
+    let Some(accept) = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let (mut csv, mut json) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .and_then(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "text/csv" | "text/*" => csv = csv.max(q),
+            "application/json" | "application/*" | "*/*" => json = json.max(q),
+            _ => {}
+        }
+    }
+    csv > 0.0 && csv >= json
+}
+
+/// The wallet's transactions, newest first; with `Accept: text/csv`, the statement of the
+/// period (every transaction from `from` to `to`, oldest first) as CSV (RFC 4180, exact
+/// decimals).
 #[utoipa::path(
     tag = "wallet",
     security(("bearer" = [])),
     params(TransactionsQuery),
     responses(
-        (status = 200, body = TransactionsResponse),
+        (status = 200, description = "JSON, or with `Accept: text/csv` the statement: a header row, then one row a transaction, oldest first", content(
+            (TransactionsResponse = "application/json"),
+            (String = "text/csv"),
+        )),
+        (status = 400, description = "An invalid parameter, or more than 100,000 transactions in a CSV statement's period", body = ErrorBody),
         (status = 404, description = "`starting_after` names no transaction of this wallet", body = ErrorBody),
     )
 )]
@@ -262,8 +317,43 @@ pub async fn transactions(
     state: web::Data<AppState>,
     Customer(account): Customer,
     query: web::Query<TransactionsQuery>,
-) -> Result<web::Json<TransactionsResponse>, ApiError> {
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
+    let kind = query
+        .kind
+        .map(|k| k.parse::<EntryKind>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    let from = period_bound("from", query.from.as_deref())?;
+    let to = period_bound("to", query.to.as_deref())?;
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the period is empty: `from` must be before `to`",
+        ));
+    }
+    if prefers_csv(&req) {
+        if query.limit.is_some() || query.starting_after.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "a CSV statement is the whole period: give from and to, not limit or starting_after",
+            ));
+        }
+        let statement = state
+            .billing
+            .statement(&account, &StatementQuery { kind, from, to })
+            .await?;
+        return Ok(HttpResponse::Ok()
+            .content_type("text/csv; charset=utf-8")
+            .insert_header((
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"statement-{account}.csv\""),
+            ))
+            .body(statement_csv(&statement.entries, &state.unit)));
+    }
     let limit = query.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -281,11 +371,6 @@ pub async fn transactions(
     {
         return Err(ApiError::not_found("transaction"));
     }
-    let kind = query
-        .kind
-        .map(|k| k.parse::<EntryKind>())
-        .transpose()
-        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     let page = state
         .billing
         .transactions(
@@ -293,11 +378,13 @@ pub async fn transactions(
             EntryQuery {
                 kind,
                 before: query.starting_after.map(EntryId::new),
+                from,
+                to,
                 limit,
             },
         )
         .await?;
-    Ok(web::Json(TransactionsResponse {
+    Ok(HttpResponse::Ok().json(TransactionsResponse {
         transactions: page
             .entries
             .iter()

@@ -351,7 +351,11 @@ async fn a_customer_uses_the_dashboard_in_a_real_browser() {
     let lines: Vec<&str> = body.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 34, "a header and 33 transactions");
     assert!(lines[0].starts_with("id,created_at,type,amount,balance_after"));
-    assert!(lines[1].contains(",usage,-0.10,"), "{}", lines[1]);
+    assert!(
+        lines[33].contains(",usage,-0.10,"),
+        "oldest first: {}",
+        lines[33]
+    );
 
     // The top-up history with its status filter.
     c.goto(&format!("{base}/dashboard/top-ups"))

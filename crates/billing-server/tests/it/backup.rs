@@ -1,6 +1,7 @@
-//! `billing-server backup <file>` on SQLite, taken while debits are being written: the copy
-//! is a consistent snapshot (the audit is clean, every balance is its ledger's sum), holds
-//! only transactions the live database has, and serves as the database of a new server.
+//! Backups taken while debits are being written, then restored: `billing-server backup
+//! <file>` on SQLite, and README's `pg_dump`/`pg_restore` recipe on PostgreSQL. The copy is
+//! a consistent snapshot (the audit is clean, every balance is its ledger's sum), holds only
+//! transactions the live database has, and serves as the database of a new server.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,8 +21,22 @@ fn backup(url: &str, target: &str) -> std::process::Output {
         .expect("billing-server backup")
 }
 
-pub async fn backup_under_load_restores_exact_books() {
-    let Some(url) = crate::helpers::database_url(Backend::Sqlite, "backup") else {
+/// Runs a PostgreSQL client tool; one that is missing fails the test (the PostgreSQL suite
+/// needs the client tools beside the server).
+fn pg_tool(tool: &str, args: &[&str]) {
+    let output = std::process::Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} (PostgreSQL's client tools) could not run: {e}"));
+    assert!(
+        output.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub async fn backup_under_load_restores_exact_books(backend: Backend) {
+    let Some(url) = crate::helpers::database_url(backend, "backup") else {
         return;
     };
     let app = spawn_on(&url, &[]).await;
@@ -59,31 +74,60 @@ pub async fn backup_under_load_restores_exact_books() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let dir = std::path::Path::new(&url).parent().expect("dir").to_owned();
-    let target = dir.join("backup.db").to_str().expect("utf-8").to_owned();
-    let taken = tokio::task::spawn_blocking({
-        let (url, target) = (url.clone(), target.clone());
-        move || backup(&url, &target)
+    let dir = match backend {
+        Backend::Sqlite => std::path::Path::new(&url).parent().expect("dir").to_owned(),
+        Backend::Postgres => {
+            let dir = std::env::temp_dir().join(format!("billing-pgdump-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("dump dir");
+            dir
+        }
+    };
+    let file = dir.join("backup").to_str().expect("utf-8").to_owned();
+    tokio::task::spawn_blocking({
+        let (url, file) = (url.clone(), file.clone());
+        move || match backend {
+            Backend::Sqlite => {
+                let taken = backup(&url, &file);
+                assert!(
+                    taken.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&taken.stderr)
+                );
+            }
+            // README's recipe.
+            Backend::Postgres => pg_tool("pg_dump", &["--format=custom", "--file", &file, &url]),
+        }
     })
     .await
     .expect("backup task");
-    assert!(
-        taken.status.success(),
-        "{}",
-        String::from_utf8_lossy(&taken.stderr)
-    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::SeqCst);
     let mut acknowledged = 0;
     for task in load {
         acknowledged += task.await.expect("load");
     }
-    // A backup never overwrites a file, and PostgreSQL is pg_dump's.
-    let again = backup(&url, &target);
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
-    let postgres = backup("postgres://nobody@127.0.0.1:1/none", &format!("{target}.2"));
-    assert!(String::from_utf8_lossy(&postgres.stderr).contains("pg_dump"));
+    let target = match backend {
+        Backend::Sqlite => {
+            // A backup never overwrites a file, and PostgreSQL is pg_dump's.
+            let again = backup(&url, &file);
+            assert!(!again.status.success());
+            assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+            let postgres = backup("postgres://nobody@127.0.0.1:1/none", &format!("{file}.2"));
+            assert!(String::from_utf8_lossy(&postgres.stderr).contains("pg_dump"));
+            file.clone()
+        }
+        Backend::Postgres => {
+            let admin = std::env::var("BILLING_TEST_POSTGRES_URL").expect("admin url");
+            let restored = billing_store::create_postgres_database(&admin, "it_e2e_restored")
+                .expect("an empty database");
+            pg_tool(
+                "pg_restore",
+                &["--no-owner", &format!("--dbname={restored}"), &file],
+            );
+            restored
+        }
+    };
 
     let live: HashSet<String> = app
         .all_transactions(&ada)
@@ -113,8 +157,11 @@ pub async fn backup_under_load_restores_exact_books() {
         ledger_sum(&transactions)
     );
     eprintln!(
-        "backup under load: {} of {} transactions in the copy",
+        "backup under load ({backend:?}): {} of {} transactions in the copy",
         transactions.len(),
         live.len()
     );
+    if let Backend::Postgres = backend {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -27,6 +27,8 @@ pub struct TestApp {
     /// The database, audited when the test is done with the server (take it to skip that,
     /// in a test that breaks the books or the database on purpose).
     pub database: Option<String>,
+    /// `/metrics` on `BILLING_METRICS_LISTEN`, when the server has one.
+    pub metrics_url: Option<String>,
 }
 
 impl Drop for TestApp {
@@ -118,9 +120,11 @@ pub async fn spawn_on(url: &str, extra: &[(&str, &str)]) -> TestApp {
     let running = start(config).await.expect("start");
     let base = running.base_url.clone();
     let handle = running.handle();
+    let metrics_url = running.metrics_url.clone();
     tokio::spawn(running.wait());
     let mut app = TestApp::at(base, Some(handle));
     app.database = Some(url.to_owned());
+    app.metrics_url = metrics_url;
     app
 }
 
@@ -150,6 +154,7 @@ impl TestApp {
                 .expect("client"),
             handle,
             database: None,
+            metrics_url: None,
         }
     }
 

@@ -14,23 +14,28 @@ mod helpers;
 mod holds;
 mod limits;
 mod logs;
+mod metrics;
 mod notices;
 mod pricing;
 mod scenarios;
 mod startup;
+mod statements;
 mod tenancy;
 
 use audit::*;
 use autotopup::*;
+use backup::*;
 use batching::*;
 use controls::*;
 use dashboard::*;
 use holds::*;
 use limits::*;
+use metrics::*;
 use notices::*;
 use pricing::*;
 use scenarios::*;
 use startup::*;
+use statements::*;
 use tenancy::*;
 
 macro_rules! on_both_backends {
@@ -92,6 +97,10 @@ on_both_backends!(
     dashboard_sessions_outlive_restarts_and_end_with_their_key,
     audit_names_tampered_rows,
     a_clock_far_behind_the_ledger_refuses_to_start,
+    statements_are_the_ledger_as_csv,
+    metrics_are_scraped_and_parsed,
+    metrics_listener_alone_keeps_the_main_port_closed,
+    backup_under_load_restores_exact_books,
 );
 
 /// Several processes on one database is the PostgreSQL deployment.
@@ -103,12 +112,6 @@ async fn postgres_debits_race_across_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_auto_topup_across_processes() {
     autotopup::auto_topup_across_processes(helpers::Backend::Postgres).await;
-}
-
-/// Backups with `VACUUM INTO` are SQLite's (PostgreSQL has pg_dump).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_backup_under_load_restores_exact_books() {
-    backup::backup_under_load_restores_exact_books().await;
 }
 
 /// Fuzzing is about the HTTP shell and the core's parsing: SQLite is enough.

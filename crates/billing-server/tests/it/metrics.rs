@@ -1,0 +1,246 @@
+//! `GET /metrics`: scraped over HTTP and parsed as Prometheus text (version 0.0.4). The
+//! recorder is the process's, shared by every test server in this binary, so counts are
+//! compared as growth between two scrapes, never as totals.
+
+use std::collections::BTreeMap;
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{Backend, spawn};
+
+const TOKEN: &str = "metrics-token-0123456789";
+
+/// One sample: its labels and value.
+type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
+
+/// Parses the text format: `# HELP`/`# TYPE` lines (types returned by name), then
+/// `name{label="value",…} number` samples; anything else fails the test.
+fn parse(text: &str) -> (BTreeMap<String, String>, Samples) {
+    let (mut types, mut samples) = (BTreeMap::new(), Vec::new());
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            types.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unknown comment: {line}");
+        let (series, value) = line.rsplit_once(' ').expect("a value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("a number: {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_owned(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let mut labels = BTreeMap::new();
+                for pair in body.split("\",").filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once("=\"").expect("label=\"value\"");
+                    labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+                }
+                (name.to_owned(), labels)
+            }
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{name}"
+        );
+        samples.push((name, labels, value));
+    }
+    (types, samples)
+}
+
+/// The value of `name` whose labels include every one of `want` (summed over the rest).
+fn value(samples: &Samples, name: &str, want: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, labels, _)| {
+            n == name
+                && want
+                    .iter()
+                    .all(|(k, v)| labels.get(*k).is_some_and(|l| l == v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+async fn scrape(
+    app: &crate::helpers::TestApp,
+    url: &str,
+    token: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = app.client.get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("scrape");
+    (response.status(), response.text().await.expect("body"))
+}
+
+pub async fn metrics_are_scraped_and_parsed(backend: Backend) {
+    let Some(app) = spawn(
+        backend,
+        "metrics",
+        &[
+            ("BILLING_METRICS_TOKEN", TOKEN),
+            ("BILLING_METRICS_LISTEN", "127.0.0.1:0"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let main = app.url("/metrics");
+    let side = app.metrics_url.clone().expect("a metrics listener");
+    // The token is needed on both listeners; a wrong one is refused (and is no API key).
+    assert_eq!(scrape(&app, &main, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(scrape(&app, &side, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        scrape(&app, &main, Some("metrics-token-wrong-wrong"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, before) = scrape(&app, &main, Some(TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    let (_, before) = parse(&before);
+
+    let ada = app.customer("ada").await;
+    let platform = app.platform_key(&ada.account_id).await;
+    app.grant(&ada.account_id, "10").await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.usage(&platform, &ada.account_id, "0.25").await,
+            StatusCode::CREATED
+        );
+    }
+    let topup = app.top_up(&ada, json!({"pack_id": "pack_pro"})).await;
+    app.press(topup["checkout_url"].as_str().expect("url"), "paid")
+        .await;
+    let (forged, _) = app.sandbox_event(&topup, "not-the-secret", crate::helpers::now_secs());
+    let (status, _) = app.deliver(forged, "t=1,v1=00").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = app.get("/no/such/route", &platform).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let response = app
+        .client
+        .get(&side)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let (types, after) = parse(&response.text().await.expect("body"));
+    let grew =
+        |name: &str, want: &[(&str, &str)]| value(&after, name, want) - value(&before, name, want);
+
+    for (name, kind) in [
+        ("billing_http_requests_total", "counter"),
+        ("billing_http_request_duration_seconds", "histogram"),
+        ("billing_ledger_entries_total", "counter"),
+        ("billing_ledger_amount_units_total", "counter"),
+        ("billing_topups_total", "counter"),
+        ("billing_webhooks_total", "counter"),
+        ("billing_webhook_verification_failures_total", "counter"),
+        ("billing_reconciliation_runs_total", "counter"),
+        ("billing_outbox_depth", "gauge"),
+        ("billing_outbox_oldest_age_seconds", "gauge"),
+        ("billing_db_pool_connections", "gauge"),
+        ("billing_db_pool_wait_seconds", "histogram"),
+    ] {
+        assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
+    }
+    let usage = [
+        ("method", "POST"),
+        ("route", "/v1/usage"),
+        ("status", "201"),
+    ];
+    assert!(grew("billing_http_requests_total", &usage) >= 3.0);
+    assert!(
+        grew(
+            "billing_http_requests_total",
+            &[("route", "unmatched"), ("status", "404")]
+        ) >= 1.0
+    );
+    let timed = [("method", "POST"), ("route", "/v1/usage"), ("le", "+Inf")];
+    assert!(grew("billing_http_request_duration_seconds_bucket", &timed) >= 3.0);
+    let debits = [("type", "usage"), ("direction", "debit")];
+    assert!(grew("billing_ledger_entries_total", &debits) >= 3.0);
+    assert!(grew("billing_ledger_amount_units_total", &debits) >= 750_000_000.0);
+    let paid = [("type", "topup"), ("direction", "credit")];
+    assert!(grew("billing_ledger_amount_units_total", &paid) >= 20e9);
+    for status in ["created", "completed"] {
+        let topups = [("gateway", "sandbox"), ("status", status)];
+        assert!(grew("billing_topups_total", &topups) >= 1.0, "{status}");
+    }
+    let sandbox = [("gateway", "sandbox")];
+    assert!(grew("billing_webhook_verification_failures_total", &sandbox) >= 1.0);
+    assert!(
+        grew(
+            "billing_webhooks_total",
+            &[("gateway", "sandbox"), ("outcome", "completed")]
+        ) >= 1.0
+    );
+    assert!(value(&after, "billing_reconciliation_runs_total", &[]) >= 1.0);
+    // BILLING_DB_MAX_CONNECTIONS=8, and the ledger writers' own connections on top.
+    let max = value(&after, "billing_db_pool_connections", &[("state", "max")]);
+    assert!((8.0..=16.0).contains(&max), "{max}");
+    assert!(
+        value(
+            &after,
+            "billing_db_pool_connections",
+            &[("state", "in_use")]
+        ) <= max
+    );
+    assert!(value(&after, "billing_db_pool_wait_seconds_count", &[]) >= 1.0);
+    assert!(value(&after, "billing_outbox_depth", &[]) >= 0.0);
+    assert!(value(&after, "billing_outbox_oldest_age_seconds", &[]) >= 0.0);
+}
+
+/// Without a token, `/metrics` answers only on its own listener; with neither, nowhere.
+pub async fn metrics_listener_alone_keeps_the_main_port_closed(backend: Backend) {
+    let Some(app) = spawn(
+        backend,
+        "metrics_listen",
+        &[("BILLING_METRICS_LISTEN", "127.0.0.1:0")],
+    )
+    .await
+    else {
+        return;
+    };
+    let side = app.metrics_url.clone().expect("a metrics listener");
+    let (status, text) = scrape(&app, &side, None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(
+        text.contains("# TYPE billing_db_pool_connections gauge"),
+        "{text}"
+    );
+    let (status, body) = scrape(&app, &app.url("/metrics"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("\"code\""), "a JSON error: {body}");
+    drop(app);
+    let Some(closed) = spawn(backend, "metrics_off", &[]).await else {
+        return;
+    };
+    assert_eq!(
+        scrape(&closed, &closed.url("/metrics"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -1,0 +1,52 @@
+//! What the store counts, through the `metrics` facade (nothing is kept unless the program
+//! installed a recorder; `billing-http` renders them at `/metrics`). Only what committed is
+//! counted: every call below follows a successful transaction.
+
+use std::time::Duration;
+
+use billing_core::ledger::LedgerEntry;
+use billing_core::ports::{PostError, Posted};
+
+/// Ledger entries written, by `type` and `direction` (`credit` or `debit`).
+pub const LEDGER_ENTRIES: &str = "billing_ledger_entries_total";
+/// Their absolute amounts, in ledger units (10^-9 of the wallet unit), by `type` and
+/// `direction`: exact integers, where a float sum would drift.
+pub const LEDGER_AMOUNT_UNITS: &str = "billing_ledger_amount_units_total";
+/// Top-ups by `gateway` and `status`: `created`, then `completed` or `failed`.
+pub const TOPUPS: &str = "billing_topups_total";
+/// How long taking a database connection from the pool waited, in seconds.
+pub const POOL_WAIT_SECONDS: &str = "billing_db_pool_wait_seconds";
+
+pub(crate) fn entries_written<'a>(entries: impl IntoIterator<Item = &'a LedgerEntry>) {
+    for entry in entries {
+        let value = entry.amount.value();
+        let direction = if value.is_sign_negative() {
+            "debit"
+        } else {
+            "credit"
+        };
+        let kind = entry.kind.as_str();
+        metrics::counter!(LEDGER_ENTRIES, "type" => kind, "direction" => direction).increment(1);
+        if let Ok(units) = entry.amount.to_units() {
+            metrics::counter!(LEDGER_AMOUNT_UNITS, "type" => kind, "direction" => direction)
+                .increment(units.unsigned_abs());
+        }
+    }
+}
+
+/// A posting's answer: its entries count unless it was a replay or was refused.
+pub(crate) fn posted(answer: &Result<Posted, PostError>) {
+    if let Ok(posted) = answer
+        && !posted.replayed
+    {
+        entries_written(&posted.entries);
+    }
+}
+
+pub(crate) fn topup(gateway: &str, status: &'static str) {
+    metrics::counter!(TOPUPS, "gateway" => gateway.to_owned(), "status" => status).increment(1);
+}
+
+pub(crate) fn pool_wait(waited: Duration) {
+    metrics::histogram!(POOL_WAIT_SECONDS).record(waited.as_secs_f64());
+}
