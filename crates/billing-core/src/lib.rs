@@ -17,7 +17,7 @@
 //! - [`ports`]: the contracts adapters implement.
 //! - [`service`]: the use cases ([`service::Billing`]).
 
-// MISSING_DOCS_PENDING #![warn(missing_docs)]
+#![warn(missing_docs)]
 
 pub mod audit;
 pub mod autotopup;

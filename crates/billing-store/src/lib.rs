@@ -7,8 +7,40 @@
 //! (`ops.rs`) and compiled for each backend; the backends differ only in how a write
 //! transaction begins and how a row is locked. Diesel is blocking: every call runs on tokio's
 //! blocking pool.
+//!
+//! # Examples
+//!
+//! A SQLite file (created, migrated) as the store of an account:
+//!
+//! ```
+//! use billing_core::ids::AccountId;
+//! use billing_core::money::Credits;
+//! use billing_core::ports::{Account, AccountStore};
+//! use billing_core::time::Timestamp;
+//! use billing_store::{DieselStore, StoreOptions};
+//!
+//! let dir = std::env::temp_dir().join(format!("billing-store-doc-{}", std::process::id()));
+//! let file = dir.join("billing.db");
+//! let store = DieselStore::connect(file.to_str().expect("utf-8"), &StoreOptions::default())
+//!     .expect("a new SQLite database");
+//! assert_eq!(store.backend(), "sqlite");
+//! let runtime = tokio::runtime::Runtime::new().expect("runtime");
+//! runtime.block_on(async {
+//!     let ada = Account {
+//!         id: AccountId::new("acct_doc"),
+//!         name: "Ada".into(),
+//!         email: "ada@example.com".into(),
+//!         created_at: Timestamp::from_secs(1_768_473_000),
+//!     };
+//!     store.insert_account(&ada).await.expect("inserted");
+//!     let wallet = store.wallet(&ada.id).await.expect("read").expect("a wallet");
+//!     assert_eq!(wallet.balance, Credits::ZERO);
+//! });
+//! # drop(store);
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! ```
 
-// MISSING_DOCS_PENDING #![warn(missing_docs)]
+#![warn(missing_docs)]
 
 mod metered;
 mod noise;
@@ -158,13 +190,18 @@ fn migrate_postgres(conn: &mut PgConnection) -> Result<(), ConnectError> {
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// A SQLite file's directory did not exist and could not be created.
     #[error("cannot create the database directory {path}: {source}")]
     Directory {
+        /// The directory.
         path: String,
+        /// Why it could not be created.
         source: std::io::Error,
     },
+    /// No connection could be opened (wrong URL, server down, refused, timed out).
     #[error("cannot connect to the database: {0}")]
     Pool(String),
+    /// A migration failed; the database is as the last successful migration left it.
     #[error("cannot run migrations: {0}")]
     Migrations(String),
 }
@@ -561,8 +598,11 @@ impl DieselStore {
 /// The connection pool's connections: checked out, open and waiting, and the most it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolState {
+    /// Connections checked out now (a request or a writer is using them).
     pub in_use: u32,
+    /// Connections open and waiting in the pool.
     pub idle: u32,
+    /// The most connections the pool opens.
     pub max: u32,
 }
 
@@ -1109,15 +1149,19 @@ fn sqlite_beside_servers(path: &str) -> Result<SqliteConnection, String> {
 /// Why the audit could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    /// The SQLite file does not exist (the audit never creates one).
     #[error("no database at {0}")]
     Missing(String),
+    /// No connection could be opened.
     #[error("cannot connect to the database: {0}")]
     Connect(String),
+    /// Migrations or the one-time chaining have not run on this database yet.
     #[error(
         "the database has not been brought up to this build (its migrations, or the chaining of \
          wallets from before the hash chain, have not run): start the service on it once"
     )]
     NotReady,
+    /// A query of the snapshot failed.
     #[error("cannot read the books: {0}")]
     Read(String),
 }
@@ -1151,15 +1195,19 @@ pub fn audit_database(url: &str) -> Result<Vec<billing_core::audit::Finding>, Au
 /// Why a backup was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// `url` names a PostgreSQL database: `pg_dump` backs those up.
     #[error(
         "this is a PostgreSQL database: back it up with pg_dump (README, \"Backups\"), \
          not with this command"
     )]
     Postgres,
+    /// The SQLite file to back up does not exist.
     #[error("no database at {0}")]
     Missing(String),
+    /// The target file exists already.
     #[error("{0} already exists: a backup never overwrites a file")]
     TargetExists(String),
+    /// SQLite refused or failed the copy (disk full, permissions, a corrupt source).
     #[error("cannot back up: {0}")]
     Failed(String),
 }

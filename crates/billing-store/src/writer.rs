@@ -84,8 +84,11 @@ struct Job {
 /// batches whose transaction failed and were posted one by one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LedgerStats {
+    /// Batches committed or tried, since the store was opened.
     pub batches: u64,
+    /// Postings in them.
     pub postings: u64,
+    /// Batches whose transaction failed, then posted one posting at a time.
     pub failed_batches: u64,
 }
 

@@ -2,7 +2,7 @@
 //! deterministic clocks and ids, and the contract suite that every storage adapter
 //! (in-memory, SQLite, PostgreSQL) must pass.
 
-// MISSING_DOCS_PENDING #![warn(missing_docs)]
+#![warn(missing_docs)]
 
 pub mod contract;
 pub mod fake_myfatoorah;
