@@ -166,6 +166,8 @@ pub struct EntryQuery {
     pub kind: Option<EntryKind>,
     /// Only entries older than this one (cursor pagination).
     pub before: Option<EntryId>,
+    /// Only entries newer than this one (ledger order; with `before`, a range of it).
+    pub after: Option<EntryId>,
     /// Only entries created at or after this instant.
     pub from: Option<Timestamp>,
     /// Only entries created before this instant.

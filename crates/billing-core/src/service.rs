@@ -16,7 +16,9 @@ pub use controls::SetControlError;
 pub use holds::{CaptureCharge, HoldCharge, HoldOpError};
 pub use outbox::{OUTBOX_LEASE_SECS, OutboxDelivery, OutboxRun};
 pub use rates::ManageRateError;
-pub use statement::{STATEMENT_ENTRIES_MAX, Statement, StatementError, StatementQuery};
+pub use statement::{
+    STATEMENT_ENTRIES_MAX, Statement, StatementError, StatementQuery, statement_of,
+};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

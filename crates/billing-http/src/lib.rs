@@ -342,6 +342,9 @@ pub fn serve(
                     Ok(response)
                 }
             })
+            .wrap(actix_web::middleware::from_fn(
+                metrics::only_metrics_on_its_listener,
+            ))
             .wrap(TracingLogger::default())
             .wrap(actix_web::middleware::from_fn(metrics::record))
             .configure(configure(state.clone()))

@@ -32,7 +32,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Next;
@@ -85,7 +85,24 @@ pub fn recorder() -> Option<PrometheusHandle> {
                 .build_recorder();
             let handle = recorder.handle();
             match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
+                Ok(()) => {
+                    // Histograms keep their samples until upkeep folds them into the
+                    // buckets: run it whether or not anyone scrapes.
+                    let upkeep = handle.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("metrics-upkeep".into())
+                        .spawn(move || {
+                            loop {
+                                std::thread::sleep(std::time::Duration::from_secs(5));
+                                upkeep.run_upkeep();
+                            }
+                        });
+                    if let Err(e) = spawned {
+                        tracing::warn!(error = %e, "no metrics upkeep thread: /metrics is off");
+                        return None;
+                    }
+                    Some(handle)
+                }
                 Err(_) => {
                     tracing::warn!("another metrics recorder is installed: /metrics is off");
                     None
@@ -101,7 +118,17 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().as_str().to_owned();
+    // A fixed set: a client may send any method name, and labels must stay bounded.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let response = next.call(req).await?;
     let route = response
         .request()
@@ -110,7 +137,7 @@ pub async fn record(
     let status = response.status().as_u16().to_string();
     metrics::counter!(
         "billing_http_requests_total",
-        "method" => method.clone(),
+        "method" => method,
         "route" => route.clone(),
         "status" => status
     )
@@ -122,6 +149,23 @@ pub async fn record(
     )
     .record(started.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// Middleware: the metrics listener serves `/metrics` and nothing else (it is reached
+/// without the edge proxy, so the API must not be).
+pub async fn only_metrics_on_its_listener(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let on_metrics_listener = req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.metrics.listen_address)
+        .is_some_and(|address| req.app_config().local_addr() == address);
+    if on_metrics_listener && req.path() != "/metrics" {
+        let response = ApiError::not_found("route").error_response();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Counts a webhook's outcome, and a failed signature check by gateway.

@@ -150,18 +150,13 @@ async fn run(cli: Cli) -> Result<(), String> {
             kind,
             output,
         } => {
-            let public = config
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", config.listen));
-            let parts = build(&config, &public).await.map_err(|e| e.to_string())?;
             let request = StatementRequest {
                 account,
                 from,
                 to,
                 kind,
             };
-            let written = write_statement(&parts, &config, &request, output.as_deref())
+            let written = write_statement(&config, &request, output.as_deref())
                 .await
                 .map_err(|e| format!("statement: {e}"))?;
             eprintln!("{written}");

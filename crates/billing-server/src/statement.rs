@@ -4,12 +4,15 @@ use std::io::Write;
 
 use billing_core::ids::AccountId;
 use billing_core::ledger::EntryKind;
-use billing_core::service::StatementQuery;
+use billing_core::ports::Store;
+use billing_core::service::{StatementQuery, statement_of};
 use billing_core::time::Timestamp;
 use billing_http::WalletUnit;
 use billing_http::statement::statement_csv;
 
-use crate::{Config, Parts};
+use billing_store::{DieselStore, StoreOptions};
+
+use crate::Config;
 
 /// What `billing-server statement` was asked for, as typed.
 #[derive(Debug, Clone, Default)]
@@ -32,9 +35,9 @@ fn bound(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, String> {
 }
 
 /// Writes the statement as CSV to `output` (a new file; stdout when `None`) and returns the
-/// summary line: the period, the count and the opening and closing balances.
+/// summary line: the period, the count and the opening and closing balances. It opens the
+/// database alone (migrations run as at a start; no pack is seeded, no gateway built).
 pub async fn write_statement(
-    parts: &Parts,
     config: &Config,
     request: &StatementRequest,
     output: Option<&str>,
@@ -49,11 +52,22 @@ pub async fn write_statement(
         from: bound("from", request.from.as_deref())?,
         to: bound("to", request.to.as_deref())?,
     };
-    let statement = parts
-        .billing
-        .statement(&AccountId::new(request.account.clone()), &query)
+    let url = config.database_url.clone();
+    let options = StoreOptions {
+        max_connections: 2,
+        ..StoreOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || DieselStore::connect(&url, &options))
         .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    let statement = statement_of(
+        &store as &dyn Store,
+        &AccountId::new(request.account.clone()),
+        &query,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let unit = WalletUnit {
         code: config.wallet_unit.clone(),
         display_scale: config.display_scale,
@@ -66,9 +80,15 @@ pub async fn write_statement(
                 .create_new(true)
                 .open(path)
                 .map_err(|e| format!("{path}: {e}"))?;
-            file.write_all(csv.as_bytes())
+            if let Err(e) = file
+                .write_all(csv.as_bytes())
                 .and_then(|()| file.sync_all())
-                .map_err(|e| format!("{path}: {e}"))?;
+            {
+                // No half statement left behind (it would also block the rerun).
+                drop(file);
+                let _ = std::fs::remove_file(path);
+                return Err(format!("{path}: {e}"));
+            }
         }
         None => std::io::stdout()
             .write_all(csv.as_bytes())

@@ -568,33 +568,6 @@ impl DieselStore {
     }
 }
 
-impl DieselStore {
-    /// [`LedgerStore::post_batch`] before it is counted: one transaction, or (when it
-    /// failed) each posting alone.
-    async fn post_batch_unmetered(&self, postings: Vec<Posting>) -> Vec<Result<Posted, PostError>> {
-        let batch = postings.clone();
-        match on_write_conn!(self, |c| ops::post_batch(c, &batch)) {
-            Ok(answers) => answers,
-            Err(_) => {
-                self.ledger.count_failed_batch();
-                let mut answers = Vec::with_capacity(postings.len());
-                for posting in postings {
-                    answers.push(
-                        on_write_conn!(self, |c| ops::post_again(c, &posting)
-                            .map_err(PostError::Store))
-                        .and_then(|mut a| {
-                            a.pop().unwrap_or_else(|| {
-                                Err(PostError::Store(StoreError::Corrupt("no answer".into())))
-                            })
-                        }),
-                    );
-                }
-                answers
-            }
-        }
-    }
-}
-
 /// The connection pool's connections: checked out, open and waiting, and the most it opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolState {
@@ -689,19 +662,34 @@ impl AccountStore for DieselStore {
 impl LedgerStore for DieselStore {
     async fn post(&self, posting: Posting) -> Result<Posted, PostError> {
         // A refund reads the links earlier refunds wrote: alone, in its own transaction.
-        let answer = if posting.refund_of.is_empty() {
-            self.ledger.post(posting).await
-        } else {
-            on_write_conn!(self, |c| ops::post(c, &posting))
-        };
-        metered::posted(&answer);
-        answer
+        // Counted where they commit (posting.rs), not here.
+        if posting.refund_of.is_empty() {
+            return self.ledger.post(posting).await;
+        }
+        on_write_conn!(self, |c| ops::post(c, &posting))
     }
 
     async fn post_batch(&self, postings: Vec<Posting>) -> Vec<Result<Posted, PostError>> {
-        let answers = self.post_batch_unmetered(postings).await;
-        answers.iter().for_each(metered::posted);
-        answers
+        let batch = postings.clone();
+        match on_write_conn!(self, |c| ops::post_batch(c, &batch)) {
+            Ok(answers) => answers,
+            Err(_) => {
+                self.ledger.count_failed_batch();
+                let mut answers = Vec::with_capacity(postings.len());
+                for posting in postings {
+                    answers.push(
+                        on_write_conn!(self, |c| ops::post_again(c, &posting)
+                            .map_err(PostError::Store))
+                        .and_then(|mut a| {
+                            a.pop().unwrap_or_else(|| {
+                                Err(PostError::Store(StoreError::Corrupt("no answer".into())))
+                            })
+                        }),
+                    );
+                }
+                answers
+            }
+        }
     }
 
     async fn entries(
@@ -736,11 +724,13 @@ impl TopUpStore for DieselStore {
         idempotency: Option<&IdempotencyClaim>,
     ) -> Result<Inserted<TopUp>, InsertTopUpError> {
         let (topup, claim) = (topup.clone(), idempotency.cloned());
-        let inserted = on_write_conn!(self, |c| ops::insert_topup(c, &topup, claim.as_ref()));
-        if let Ok(Inserted::New(t)) = &inserted {
-            metered::topup(&t.gateway, "created");
-        }
-        inserted
+        on_write_conn!(self, |c| {
+            let inserted = ops::insert_topup(c, &topup, claim.as_ref());
+            if let Ok(Inserted::New(t)) = &inserted {
+                metered::topup(&t.gateway, "created");
+            }
+            inserted
+        })
     }
 
     async fn set_checkout(
@@ -781,19 +771,15 @@ impl TopUpStore for DieselStore {
         now: Timestamp,
     ) -> Result<Option<TransitionOutcome>, StoreError> {
         let id = id.clone();
-        let outcome = on_write_conn!(self, |c| ops::transition_topup(
-            c,
-            &id,
-            target,
-            &entries,
-            failure_reason.as_deref(),
-            now
-        ));
-        if let Ok(Some(TransitionOutcome::Applied { topup, entries })) = &outcome {
-            metered::entries_written(entries);
-            metered::topup(&topup.gateway, topup.status.as_str());
-        }
-        outcome
+        on_write_conn!(self, |c| {
+            let outcome =
+                ops::transition_topup(c, &id, target, &entries, failure_reason.as_deref(), now);
+            if let Ok(Some(TransitionOutcome::Applied { topup, entries })) = &outcome {
+                metered::entries_written(entries);
+                metered::topup(&topup.gateway, topup.status.as_str());
+            }
+            outcome
+        })
     }
 
     async fn topup_page(
@@ -870,20 +856,15 @@ impl HoldStore for DieselStore {
             action.clone(),
             idempotency.cloned(),
         );
-        let outcome = on_write_conn!(self, |c| ops::change_hold(
-            c,
-            &account_id,
-            &id,
-            &action,
-            claim.as_ref(),
-            now
-        ));
-        if let Ok(o) = &outcome
-            && !o.replayed
-        {
-            metered::entries_written(&o.entry);
-        }
-        outcome
+        on_write_conn!(self, |c| {
+            let outcome = ops::change_hold(c, &account_id, &id, &action, claim.as_ref(), now);
+            if let Ok(o) = &outcome
+                && !o.replayed
+            {
+                metered::entries_written(&o.entry);
+            }
+            outcome
+        })
     }
 
     async fn hold(&self, id: &HoldId) -> Result<Option<Hold>, StoreError> {

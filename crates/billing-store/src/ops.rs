@@ -533,6 +533,19 @@ pub(crate) fn entries(
             None => return Ok(Vec::new()),
         }
     }
+    if let Some(after) = &query.after {
+        let seq: Option<i64> = ledger_entries::table
+            .filter(ledger_entries::id.eq(after.as_str()))
+            .filter(ledger_entries::account_id.eq(account_id.as_str()))
+            .select(ledger_entries::seq)
+            .first(conn)
+            .optional()
+            .map_err(db_err)?;
+        match seq {
+            Some(seq) => select = select.filter(ledger_entries::seq.gt(seq)),
+            None => return Ok(Vec::new()),
+        }
+    }
     let rows: Vec<EntryRow> = select
         .order(ledger_entries::seq.desc())
         .limit(i64::from(query.limit))

@@ -570,6 +570,9 @@ pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostErr
     let mut answers = finish(write_tx(conn, |conn| {
         post_batch_in_tx(conn, std::slice::from_ref(posting))
     }))?;
+    // Counted here, after the commit, on the thread that committed (a caller that stopped
+    // waiting does not lose the count).
+    answers.iter().for_each(crate::metered::posted);
     answers
         .pop()
         .unwrap_or_else(|| Err(PostError::Store(StoreError::Corrupt("no answer".into()))))
@@ -581,7 +584,9 @@ pub(crate) fn post_batch(
     conn: &mut Conn,
     postings: &[Posting],
 ) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
-    finish(write_tx(conn, |conn| post_batch_in_tx(conn, postings)))
+    let answers = finish(write_tx(conn, |conn| post_batch_in_tx(conn, postings)))?;
+    answers.iter().for_each(crate::metered::posted);
+    Ok(answers)
 }
 
 /// Posts one posting of a batch that failed: if the batch committed after all (its
@@ -591,7 +596,9 @@ pub(crate) fn post_again(
     conn: &mut Conn,
     posting: &Posting,
 ) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
-    finish(write_tx(conn, |conn| {
+    // The failed batch counted nothing: whether this finds its entries or posts them, they
+    // are counted once, here.
+    let answers = finish(write_tx(conn, |conn| {
         // Lock first: a batch whose COMMIT only failed on our side may still be committing
         // under the lock; its entries are visible once we hold the lock, not before.
         lock_wallets(conn, &[posting.account_id.as_str()]).map_err(TxError::Db)?;
@@ -615,7 +622,9 @@ pub(crate) fn post_again(
         Err(TxError::Op(StoreError::Corrupt(format!(
             "a retried posting's entries are partly written: {ids:?}"
         ))))
-    }))
+    }))?;
+    answers.iter().for_each(crate::metered::posted);
+    Ok(answers)
 }
 
 /// Writes a capture's entries on a locked wallet that held `balance` (its spend already

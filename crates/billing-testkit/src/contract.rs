@@ -782,6 +782,7 @@ pub async fn entries_in_a_period(store: Handle, _other: Handle) {
     let period = |kind, from, to, before: Option<EntryId>| EntryQuery {
         kind,
         before,
+        after: None,
         from,
         to,
         limit: 100,
@@ -823,6 +824,49 @@ pub async fn entries_in_a_period(store: Handle, _other: Handle) {
         .await
         .expect("entries");
     assert!(empty.is_empty());
+    // A range of the ledger between two entries, both excluded; with a type.
+    let range = |kind, after: &EntryId, before: &EntryId| EntryQuery {
+        kind,
+        before: Some(before.clone()),
+        after: Some(after.clone()),
+        limit: 100,
+        ..EntryQuery::default()
+    };
+    let between = store
+        .entries(&account, &range(None, &ids[4], &ids[9]))
+        .await
+        .expect("entries");
+    let want: Vec<EntryId> = ids[5..9].iter().rev().cloned().collect();
+    assert_eq!(got(between), want);
+    let debits = store
+        .entries(&account, &range(Some(EntryKind::Usage), &ids[4], &ids[9]))
+        .await
+        .expect("entries");
+    assert_eq!(got(debits), vec![ids[7].clone(), ids[5].clone()]);
+    let newer = EntryQuery {
+        after: Some(ids[9].clone()),
+        limit: 100,
+        ..EntryQuery::default()
+    };
+    let tail = store.entries(&account, &newer).await.expect("entries");
+    assert_eq!(got(tail), vec![ids[11].clone(), ids[10].clone()]);
+    // Another account's entry is no cursor here.
+    let stranger = new_account(&store).await;
+    let theirs = credit(&store, &stranger, cr("1")).await.entries[0]
+        .id
+        .clone();
+    let foreign = EntryQuery {
+        after: Some(theirs),
+        limit: 100,
+        ..EntryQuery::default()
+    };
+    assert!(
+        store
+            .entries(&account, &foreign)
+            .await
+            .expect("entries")
+            .is_empty()
+    );
 }
 
 /// Accounts, packs, keys and events.

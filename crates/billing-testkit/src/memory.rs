@@ -397,7 +397,14 @@ impl LedgerStore for InMemoryStore {
             },
             None => mine.len(),
         };
-        Ok(mine[..end]
+        let start = match &query.after {
+            Some(after) => match mine.iter().position(|e| &e.id == after) {
+                Some(position) => position + 1,
+                None => return Ok(Vec::new()),
+            },
+            None => 0,
+        };
+        Ok(mine[start.min(end)..end]
             .iter()
             .rev()
             .filter(|e| query.kind.is_none_or(|k| e.kind == k))

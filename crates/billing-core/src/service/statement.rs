@@ -4,7 +4,7 @@ use super::Billing;
 use crate::ids::AccountId;
 use crate::ledger::{EntryKind, LedgerEntry};
 use crate::money::Credits;
-use crate::ports::{Account, EntryQuery, StoreError};
+use crate::ports::{Account, EntryQuery, Store, StoreError};
 use crate::time::Timestamp;
 
 /// Most entries one statement holds. A longer period is refused (ask for a shorter one),
@@ -19,9 +19,11 @@ const STATEMENT_PAGE: u32 = 1_000;
 pub struct StatementQuery {
     /// Only entries of this type (the balances still count every type).
     pub kind: Option<EntryKind>,
-    /// Entries created at or after this instant; from the first entry when `None`.
+    /// The period starts after the last entry created before this instant (entries are
+    /// cut in ledger order: see [`statement_of`]); from the first entry when `None`.
     pub from: Option<Timestamp>,
-    /// Entries created before this instant; up to now when `None`.
+    /// The period ends with the last entry created before this instant; with the newest
+    /// entry when `None`.
     pub to: Option<Timestamp>,
 }
 
@@ -30,10 +32,12 @@ pub struct StatementQuery {
 pub struct Statement {
     /// The account the statement is for, as it is now.
     pub account: Account,
-    /// The balance just before the period: the last earlier entry's `balance_after`, zero
-    /// when there is none.
+    /// The balance just before the period: the `balance_after` of the last entry (in ledger
+    /// order) created before `from`, zero when there is none. Without a type filter,
+    /// opening + Σ amounts = closing exactly.
     pub opening_balance: Credits,
-    /// The balance at the period's end: its last entry's `balance_after` (of any type).
+    /// The balance at the period's end: the `balance_after` of the last entry (in ledger
+    /// order, of any type) created before `to`, or of the newest entry without a `to`.
     pub closing_balance: Credits,
     /// Oldest first.
     pub entries: Vec<LedgerEntry>,
@@ -103,29 +107,59 @@ impl Billing {
         account_id: &AccountId,
         query: &StatementQuery,
     ) -> Result<Statement, StatementError> {
-        if let (Some(from), Some(to)) = (query.from, query.to)
-            && from >= to
-        {
-            return Err(StatementError::EmptyPeriod);
+        statement_of(self.store.as_ref(), account_id, query).await
+    }
+}
+
+/// [`Billing::statement`] on a store alone: for a program that reads (an admin command, a
+/// report) without payment gateways or a `Billing`.
+pub async fn statement_of(
+    store: &dyn Store,
+    account_id: &AccountId,
+    query: &StatementQuery,
+) -> Result<Statement, StatementError> {
+    if let (Some(from), Some(to)) = (query.from, query.to)
+        && from >= to
+    {
+        return Err(StatementError::EmptyPeriod);
+    }
+    let account = store
+        .account(account_id)
+        .await?
+        .ok_or(StatementError::AccountNotFound)?;
+    // The period is cut in ledger order, at anchors: it ends with the last entry created
+    // before `to` (the newest entry when there is no `to`, read before the rows, so that a
+    // posting written meanwhile is in neither the rows nor the balances) and starts after
+    // the last entry created before `from`. Consecutive periods chain exactly (one's closing
+    // balance is the next one's opening), every entry is in exactly one of them, and
+    // opening + Σ amounts = closing, however the entries' clocks interleave.
+    let end = last_before(store, account_id, query.to).await?;
+    let start = match query.from {
+        Some(from) => last_before(store, account_id, Some(from)).await?,
+        None => None,
+    };
+    let balance =
+        |entry: &Option<LedgerEntry>| entry.as_ref().map_or(Credits::ZERO, |e| e.balance_after);
+    let (opening_balance, closing_balance) = (balance(&start), balance(&end));
+    let mut entries = Vec::new();
+    if let Some(end) = end
+        && start.as_ref().is_none_or(|s| s.id != end.id)
+    {
+        let after = start.map(|s| s.id);
+        let mut before = Some(end.id.clone());
+        if query.kind.is_none_or(|k| k == end.kind) {
+            entries.push(end);
         }
-        let account = self
-            .store
-            .account(account_id)
-            .await?
-            .ok_or(StatementError::AccountNotFound)?;
-        let mut entries = Vec::new();
-        let mut before = None;
         loop {
-            let page = self
-                .store
+            let page = store
                 .entries(
                     account_id,
                     &EntryQuery {
                         kind: query.kind,
                         before,
-                        from: query.from,
-                        to: query.to,
+                        after: after.clone(),
                         limit: STATEMENT_PAGE,
+                        ..EntryQuery::default()
                     },
                 )
                 .await?;
@@ -141,38 +175,31 @@ impl Billing {
                 break;
             }
         }
-        entries.reverse();
-        let opening_balance = match query.from {
-            Some(from) => self.balance_before(account_id, Some(from)).await?,
-            None => Credits::ZERO,
-        };
-        let closing_balance = self.balance_before(account_id, query.to).await?;
-        Ok(Statement {
-            account,
-            opening_balance,
-            closing_balance,
-            entries,
-        })
     }
+    entries.reverse();
+    Ok(Statement {
+        account,
+        opening_balance,
+        closing_balance,
+        entries,
+    })
+}
 
-    /// The balance after the last entry created before `to` (the last entry of all when
-    /// `None`); zero when there is none.
-    async fn balance_before(
-        &self,
-        account_id: &AccountId,
-        to: Option<Timestamp>,
-    ) -> Result<Credits, StoreError> {
-        let last = self
-            .store
-            .entries(
-                account_id,
-                &EntryQuery {
-                    to,
-                    limit: 1,
-                    ..EntryQuery::default()
-                },
-            )
-            .await?;
-        Ok(last.first().map_or(Credits::ZERO, |e| e.balance_after))
-    }
+/// The last entry (in ledger order) created before `to`; the last entry of all when `None`.
+async fn last_before(
+    store: &dyn Store,
+    account_id: &AccountId,
+    to: Option<Timestamp>,
+) -> Result<Option<LedgerEntry>, StoreError> {
+    let mut last = store
+        .entries(
+            account_id,
+            &EntryQuery {
+                to,
+                limit: 1,
+                ..EntryQuery::default()
+            },
+        )
+        .await?;
+    Ok(last.pop())
 }

@@ -707,3 +707,107 @@ async fn a_hold_expires_to_the_second_across_a_leap_day_month_end() {
         "an expired hold never moved money"
     );
 }
+
+/// A statement's period, rows and balances: opening + Σ amounts = closing, and a type
+/// filter keeps the balances of every type.
+#[tokio::test]
+async fn statements_cover_their_period_with_its_balances() {
+    use billing_core::service::{StatementError, StatementQuery};
+
+    let w = world(gateway()).await;
+    let day0 = w.billing.now();
+    w.billing
+        .grant(&w.account, d("10"), "Welcome", None)
+        .await
+        .expect("grant");
+    let debit = |key: &'static str, amount: &'static str| UsageRequest {
+        charge: UsageCharge::Amount(d(amount)),
+        description: None,
+        idempotency_key: key.to_owned(),
+    };
+    for (key, amount) in [("d1", "1.5"), ("d2", "0.25"), ("d3", "2")] {
+        w.clock.advance_secs(86_400);
+        w.billing
+            .record_usage(&w.account, &debit(key, amount))
+            .await
+            .expect("debit");
+    }
+    let day = |n: i64| day0.plus_secs(n * 86_400);
+    let cr = |s: &str| Credits::new(d(s)).expect("credits");
+
+    // Days 1 and 2: the debits of 1.5 and 0.25, after the grant.
+    let middle = StatementQuery {
+        from: Some(day(1)),
+        to: Some(day(3)),
+        ..StatementQuery::default()
+    };
+    let s = w
+        .billing
+        .statement(&w.account, &middle)
+        .await
+        .expect("statement");
+    let amounts: Vec<Credits> = s.entries.iter().map(|e| e.amount).collect();
+    assert_eq!(amounts, vec![cr("-1.5"), cr("-0.25")], "oldest first");
+    assert_eq!(
+        (s.opening_balance, s.closing_balance),
+        (cr("10"), cr("8.25"))
+    );
+
+    // Only bonuses in days 1 to 3: none, and the balances still move with the debits.
+    let bonuses = StatementQuery {
+        kind: Some(EntryKind::Bonus),
+        ..middle.clone()
+    };
+    let s = w
+        .billing
+        .statement(&w.account, &bonuses)
+        .await
+        .expect("statement");
+    assert!(s.entries.is_empty());
+    assert_eq!(
+        (s.opening_balance, s.closing_balance),
+        (cr("10"), cr("8.25"))
+    );
+
+    // Everything: from zero to the balance.
+    let all = w
+        .billing
+        .statement(&w.account, &StatementQuery::default())
+        .await
+        .expect("statement");
+    assert_eq!(all.entries.len(), 4);
+    assert_eq!(
+        (all.opening_balance, all.closing_balance),
+        (cr("0"), balance(&w).await)
+    );
+
+    // An empty period is refused; a period without entries has equal balances.
+    let empty = StatementQuery {
+        from: Some(day(2)),
+        to: Some(day(2)),
+        ..StatementQuery::default()
+    };
+    assert_eq!(
+        w.billing.statement(&w.account, &empty).await,
+        Err(StatementError::EmptyPeriod)
+    );
+    let later = StatementQuery {
+        from: Some(day(9)),
+        ..StatementQuery::default()
+    };
+    let s = w
+        .billing
+        .statement(&w.account, &later)
+        .await
+        .expect("statement");
+    assert_eq!(
+        (s.opening_balance, s.closing_balance),
+        (cr("6.25"), cr("6.25"))
+    );
+    assert_eq!(
+        w.billing
+            .statement(&AccountId::new("acct_nobody"), &StatementQuery::default())
+            .await,
+        Err(StatementError::AccountNotFound)
+    );
+}

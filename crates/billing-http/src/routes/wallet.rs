@@ -378,6 +378,7 @@ pub async fn transactions(
             EntryQuery {
                 kind,
                 before: query.starting_after.map(EntryId::new),
+                after: None,
                 from,
                 to,
                 limit,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Backend, TestApp, dec, launch, ledger_sum};
 
@@ -246,6 +247,23 @@ pub async fn sigterm_drains_in_flight_requests(backend: Backend) {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // A debit whose body is still arriving when SIGTERM comes: in flight, so the drain waits
+    // for it (and the others see 503s meanwhile, however fast they are answered).
+    let body =
+        serde_json::to_vec(&json!({"account_id": ada.account_id, "amount": "1"})).expect("json");
+    let address = base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /v1/usage HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {platform}\r\n\
+         Idempotency-Key: drain-slow\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.expect("head");
+    slow.write_all(&body[..5]).await.expect("part of the body");
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &first.id().to_string()])
         .status()
@@ -270,6 +288,23 @@ pub async fn sigterm_drains_in_flight_requests(backend: Backend) {
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let started = std::time::Instant::now();
+    let (mut acknowledged, mut refused) = (HashSet::new(), 0);
+    for task in tasks {
+        let (acked, n, retry_after) = task.await.expect("task");
+        assert!(retry_after, "every 503 carries Retry-After");
+        refused += n;
+        acknowledged.extend(acked);
+    }
+    // The slow debit, accepted before SIGTERM, is answered and committed.
+    slow.write_all(&body[5..])
+        .await
+        .expect("the rest of the body");
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let slow_id: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or_default())
+        .expect("a JSON body");
+    acknowledged.insert(slow_id["id"].as_str().expect("id").to_owned());
     let exit = loop {
         if let Some(status) = first.try_wait().expect("wait") {
             break status;
@@ -281,13 +316,6 @@ pub async fn sigterm_drains_in_flight_requests(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "a drained process exits 0: {exit}");
-    let (mut acknowledged, mut refused) = (HashSet::new(), 0);
-    for task in tasks {
-        let (acked, n, retry_after) = task.await.expect("task");
-        assert!(retry_after, "every 503 carries Retry-After");
-        refused += n;
-        acknowledged.extend(acked);
-    }
     assert!(refused > 0, "requests after SIGTERM were refused with 503");
     let (mut second, base) = launch(&url);
     let app = TestApp::audited(base, &url);

@@ -14,7 +14,6 @@ mod helpers;
 mod holds;
 mod limits;
 mod logs;
-mod metrics;
 mod notices;
 mod pricing;
 mod scenarios;
@@ -30,7 +29,6 @@ use controls::*;
 use dashboard::*;
 use holds::*;
 use limits::*;
-use metrics::*;
 use notices::*;
 use pricing::*;
 use scenarios::*;
@@ -98,8 +96,6 @@ on_both_backends!(
     audit_names_tampered_rows,
     a_clock_far_behind_the_ledger_refuses_to_start,
     statements_are_the_ledger_as_csv,
-    metrics_are_scraped_and_parsed,
-    metrics_listener_alone_keeps_the_main_port_closed,
     backup_under_load_restores_exact_books,
 );
 

@@ -100,6 +100,11 @@ pub async fn statements_are_the_ledger_as_csv(backend: Backend) {
     let platform = app.platform_key(&ada.account_id).await;
     app.grant(&ada.account_id, "100").await;
     app.grant(&bob.account_id, "5").await;
+    // The debits in a later second than the grants (times are shown to the second).
+    let granted = crate::helpers::now_secs();
+    while crate::helpers::now_secs() == granted {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for amount in ["0.1", "1.05", "0.000000001", "2.5"] {
         assert_eq!(
             app.usage(&platform, &ada.account_id, amount).await,
@@ -153,11 +158,27 @@ pub async fn statements_are_the_ledger_as_csv(backend: Backend) {
 
     // A period, and a type; JSON takes the period too.
     let today = &json[0]["created_at"].as_str().expect("created_at")[..10];
+    let debits_from = json[1]["created_at"]
+        .as_str()
+        .expect("created_at")
+        .to_owned();
     let (status, _, text) = csv(&app, &ada.key, &format!("?from={today}"), "text/csv").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(parse_csv(&text).len(), json.len() + 1);
     let (_, _, text) = csv(&app, &ada.key, &format!("?to={today}"), "text/csv").await;
     assert_eq!(parse_csv(&text).len(), 1, "only the header before today");
+    let (_, _, text) = csv(&app, &ada.key, &format!("?from={debits_from}"), "text/csv").await;
+    let debits = parse_csv(&text);
+    assert_eq!(
+        debits.len(),
+        6,
+        "the five debits, not the grant before them"
+    );
+    assert_eq!(debits[1][0], json[1]["id"].as_str().expect("id"));
+    let (_, _, text) = csv(&app, &ada.key, &format!("?to={debits_from}"), "text/csv").await;
+    let grant = parse_csv(&text);
+    assert_eq!(grant.len(), 2, "the grant alone");
+    assert_eq!(grant[1][0], json[0]["id"].as_str().expect("id"));
     let (_, _, text) = csv(
         &app,
         &ada.key,
@@ -191,7 +212,7 @@ pub async fn statements_are_the_ledger_as_csv(backend: Backend) {
     }
     // A statement is a customer's: admin and platform keys name no wallet here.
     let (status, _, _) = csv(&app, ADMIN_KEY, "", "text/csv").await;
-    assert!(status.is_client_error());
+    assert_eq!(status, StatusCode::FORBIDDEN);
 
     // `billing-server statement` writes the same document.
     let url = app.database.clone().expect("database");
@@ -214,6 +235,22 @@ pub async fn statements_are_the_ledger_as_csv(backend: Backend) {
     assert!(
         said.contains(&format!("{} transaction(s)", json.len()))
             && said.contains("opening balance 0.00 USD")
+            && said.contains(&format!("closing balance {} USD", app.balance(&ada).await)),
+        "{said}"
+    );
+    // From the debits on: the opening balance is the grant's.
+    let from = tokio::task::spawn_blocking({
+        let (url, account, from) = (url.clone(), ada.account_id.clone(), debits_from.clone());
+        move || statement_cli(&url, &["--account", &account, "--from", &from])
+    })
+    .await
+    .expect("task");
+    let said = String::from_utf8_lossy(&from.stderr).into_owned();
+    assert!(from.status.success(), "{said}");
+    assert_eq!(parse_csv(&String::from_utf8_lossy(&from.stdout)).len(), 6);
+    assert!(
+        said.contains("5 transaction(s)")
+            && said.contains("opening balance 100.00 USD")
             && said.contains(&format!("closing balance {} USD", app.balance(&ada).await)),
         "{said}"
     );

@@ -1,13 +1,17 @@
 //! `GET /metrics`: scraped over HTTP and parsed as Prometheus text (version 0.0.4). The
-//! recorder is the process's, shared by every test server in this binary, so counts are
-//! compared as growth between two scrapes, never as totals.
+//! recorder is the process's: this test binary holds one test, which runs its servers one
+//! after the other, so that the growth between two scrapes is exactly what it did.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Backend, spawn};
+#[allow(dead_code)]
+#[path = "../it/helpers.rs"]
+mod helpers;
+
+use helpers::{Backend, TestApp, spawn};
 
 const TOKEN: &str = "metrics-token-0123456789";
 
@@ -74,11 +78,7 @@ fn value(samples: &Samples, name: &str, want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-async fn scrape(
-    app: &crate::helpers::TestApp,
-    url: &str,
-    token: Option<&str>,
-) -> (StatusCode, String) {
+async fn scrape(app: &TestApp, url: &str, token: Option<&str>) -> (StatusCode, String) {
     let mut request = app.client.get(url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -87,7 +87,15 @@ async fn scrape(
     (response.status(), response.text().await.expect("body"))
 }
 
-pub async fn metrics_are_scraped_and_parsed(backend: Backend) {
+/// One test: the servers run one after the other (see the module's comment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_are_scraped_parsed_and_exact() {
+    metrics_count_what_happened(Backend::Sqlite).await;
+    metrics_count_what_happened(Backend::Postgres).await;
+    metrics_listener_alone_keeps_the_main_port_closed(Backend::Sqlite).await;
+}
+
+async fn metrics_count_what_happened(backend: Backend) {
     let Some(app) = spawn(
         backend,
         "metrics",
@@ -102,36 +110,60 @@ pub async fn metrics_are_scraped_and_parsed(backend: Backend) {
     };
     let main = app.url("/metrics");
     let side = app.metrics_url.clone().expect("a metrics listener");
-    // The token is needed on both listeners; a wrong one is refused (and is no API key).
+    // The token is needed on both listeners.
     assert_eq!(scrape(&app, &main, None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(scrape(&app, &side, None).await.0, StatusCode::UNAUTHORIZED);
+    let ada = app.customer("ada").await;
+    // More wrong tokens than failed authentications allowed a minute (20): the metrics
+    // token is no API key, so they throttle nobody.
+    for _ in 0..25 {
+        let wrong = scrape(&app, &main, Some("metrics-token-wrong-wrong")).await;
+        assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+    }
     assert_eq!(
-        scrape(&app, &main, Some("metrics-token-wrong-wrong"))
-            .await
-            .0,
-        StatusCode::UNAUTHORIZED
+        app.get("/v1/wallet/balance", &ada.key).await.0,
+        StatusCode::OK
     );
+    // The metrics listener serves nothing else.
+    let side_base = side.trim_end_matches("/metrics").to_owned();
+    let api = app
+        .client
+        .get(format!("{side_base}/v1/wallet/balance"))
+        .bearer_auth(&ada.key)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+
     let (status, before) = scrape(&app, &main, Some(TOKEN)).await;
     assert_eq!(status, StatusCode::OK, "{before}");
     let (_, before) = parse(&before);
 
-    let ada = app.customer("ada").await;
     let platform = app.platform_key(&ada.account_id).await;
     app.grant(&ada.account_id, "10").await;
     for _ in 0..3 {
-        assert_eq!(
-            app.usage(&platform, &ada.account_id, "0.25").await,
-            StatusCode::CREATED
-        );
+        let status = app.usage(&platform, &ada.account_id, "0.25").await;
+        assert_eq!(status, StatusCode::CREATED);
     }
     let topup = app.top_up(&ada, json!({"pack_id": "pack_pro"})).await;
     app.press(topup["checkout_url"].as_str().expect("url"), "paid")
         .await;
-    let (forged, _) = app.sandbox_event(&topup, "not-the-secret", crate::helpers::now_secs());
+    let (forged, _) = app.sandbox_event(&topup, "not-the-secret", helpers::now_secs());
     let (status, _) = app.deliver(forged, "t=1,v1=00").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _) = app.get("/no/such/route", &platform).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // Any method name a client makes up is one label value, `other`.
+    for name in ["FOO", "BAR123"] {
+        let method = Method::from_bytes(name.as_bytes()).expect("method");
+        let response = app
+            .client
+            .request(method, app.url("/v1/wallet/balance"))
+            .send()
+            .await
+            .expect("answered");
+        assert!(response.status().is_client_error(), "{name}");
+    }
 
     let response = app
         .client
@@ -141,12 +173,11 @@ pub async fn metrics_are_scraped_and_parsed(backend: Backend) {
         .await
         .expect("scrape");
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .expect("type")
-            .starts_with("text/plain; version=0.0.4")
-    );
+    let kind = response.headers()["content-type"]
+        .to_str()
+        .expect("type")
+        .to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
     let (types, after) = parse(&response.text().await.expect("body"));
     let grew =
         |name: &str, want: &[(&str, &str)]| value(&after, name, want) - value(&before, name, want);
@@ -172,33 +203,69 @@ pub async fn metrics_are_scraped_and_parsed(backend: Backend) {
         ("route", "/v1/usage"),
         ("status", "201"),
     ];
-    assert!(grew("billing_http_requests_total", &usage) >= 3.0);
-    assert!(
-        grew(
-            "billing_http_requests_total",
-            &[("route", "unmatched"), ("status", "404")]
-        ) >= 1.0
+    assert_eq!(grew("billing_http_requests_total", &usage), 3.0);
+    let unmatched = [("route", "unmatched"), ("status", "404")];
+    assert_eq!(grew("billing_http_requests_total", &unmatched), 1.0);
+    assert_eq!(
+        grew("billing_http_requests_total", &[("method", "other")]),
+        2.0
     );
+    let methods: BTreeSet<&str> = after
+        .iter()
+        .filter(|(n, _, _)| n == "billing_http_requests_total")
+        .filter_map(|(_, labels, _)| labels.get("method").map(String::as_str))
+        .collect();
+    let known = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+    ];
+    assert!(methods.iter().all(|m| known.contains(m)), "{methods:?}");
     let timed = [("method", "POST"), ("route", "/v1/usage"), ("le", "+Inf")];
-    assert!(grew("billing_http_request_duration_seconds_bucket", &timed) >= 3.0);
+    assert_eq!(
+        grew("billing_http_request_duration_seconds_bucket", &timed),
+        3.0
+    );
+    assert_eq!(
+        grew("billing_http_request_duration_seconds_count", &timed[..2]),
+        3.0
+    );
     let debits = [("type", "usage"), ("direction", "debit")];
-    assert!(grew("billing_ledger_entries_total", &debits) >= 3.0);
-    assert!(grew("billing_ledger_amount_units_total", &debits) >= 750_000_000.0);
+    assert_eq!(grew("billing_ledger_entries_total", &debits), 3.0);
+    assert_eq!(
+        grew("billing_ledger_amount_units_total", &debits),
+        750_000_000.0
+    );
+    let granted = [("type", "bonus"), ("direction", "credit")];
+    assert_eq!(grew("billing_ledger_amount_units_total", &granted), 10e9);
     let paid = [("type", "topup"), ("direction", "credit")];
-    assert!(grew("billing_ledger_amount_units_total", &paid) >= 20e9);
+    assert_eq!(
+        grew("billing_ledger_amount_units_total", &paid),
+        25e9,
+        "pack_pro: 25 credits"
+    );
     for status in ["created", "completed"] {
         let topups = [("gateway", "sandbox"), ("status", status)];
-        assert!(grew("billing_topups_total", &topups) >= 1.0, "{status}");
+        assert_eq!(grew("billing_topups_total", &topups), 1.0, "{status}");
     }
     let sandbox = [("gateway", "sandbox")];
-    assert!(grew("billing_webhook_verification_failures_total", &sandbox) >= 1.0);
-    assert!(
-        grew(
-            "billing_webhooks_total",
-            &[("gateway", "sandbox"), ("outcome", "completed")]
-        ) >= 1.0
+    assert_eq!(
+        grew("billing_webhook_verification_failures_total", &sandbox),
+        1.0
     );
-    assert!(value(&after, "billing_reconciliation_runs_total", &[]) >= 1.0);
+    for (outcome, count) in [("completed", 1.0), ("refused", 1.0)] {
+        let webhooks = [("gateway", "sandbox"), ("outcome", outcome)];
+        assert_eq!(
+            grew("billing_webhooks_total", &webhooks),
+            count,
+            "{outcome}"
+        );
+    }
+    // The reconciliation worker's first round runs at start.
+    let rounds = value(
+        &after,
+        "billing_reconciliation_runs_total",
+        &[("outcome", "ok")],
+    );
+    assert!(rounds >= 1.0);
     // BILLING_DB_MAX_CONNECTIONS=8, and the ledger writers' own connections on top.
     let max = value(&after, "billing_db_pool_connections", &[("state", "max")]);
     assert!((8.0..=16.0).contains(&max), "{max}");
@@ -209,13 +276,17 @@ pub async fn metrics_are_scraped_and_parsed(backend: Backend) {
             &[("state", "in_use")]
         ) <= max
     );
-    assert!(value(&after, "billing_db_pool_wait_seconds_count", &[]) >= 1.0);
-    assert!(value(&after, "billing_outbox_depth", &[]) >= 0.0);
-    assert!(value(&after, "billing_outbox_oldest_age_seconds", &[]) >= 0.0);
+    assert!(grew("billing_db_pool_wait_seconds_count", &[]) >= 1.0);
+    for gauge in ["billing_outbox_depth", "billing_outbox_oldest_age_seconds"] {
+        assert!(
+            after.iter().any(|(n, _, _)| n == gauge),
+            "{gauge} has a sample"
+        );
+    }
 }
 
 /// Without a token, `/metrics` answers only on its own listener; with neither, nowhere.
-pub async fn metrics_listener_alone_keeps_the_main_port_closed(backend: Backend) {
+async fn metrics_listener_alone_keeps_the_main_port_closed(backend: Backend) {
     let Some(app) = spawn(
         backend,
         "metrics_listen",
@@ -239,8 +310,6 @@ pub async fn metrics_listener_alone_keeps_the_main_port_closed(backend: Backend)
     let Some(closed) = spawn(backend, "metrics_off", &[]).await else {
         return;
     };
-    assert_eq!(
-        scrape(&closed, &closed.url("/metrics"), None).await.0,
-        StatusCode::NOT_FOUND
-    );
+    let (status, _) = scrape(&closed, &closed.url("/metrics"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
