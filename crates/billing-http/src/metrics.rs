@@ -10,7 +10,7 @@
 //! | `billing_http_request_duration_seconds` | histogram | `method`, `route` |
 //! | `billing_ledger_entries_total` | counter | `type`, `direction` (`credit`, `debit`) |
 //! | `billing_ledger_amount_units_total` | counter | `type`, `direction`; absolute amounts in 10^-9 of the wallet unit |
-//! | `billing_topups_total` | counter | `gateway`, `status` (`created`, `completed`, `failed`) |
+//! | `billing_topups_total` | counter | `gateway`, `status` (`created`: a payment started; `completed`, `failed`) |
 //! | `billing_webhooks_total` | counter | `gateway`, `outcome` (a settle outcome, or `refused`) |
 //! | `billing_webhook_verification_failures_total` | counter | `gateway` |
 //! | `billing_reconciliation_runs_total` | counter | `outcome` (`ok`, `error`) |

@@ -724,13 +724,7 @@ impl TopUpStore for DieselStore {
         idempotency: Option<&IdempotencyClaim>,
     ) -> Result<Inserted<TopUp>, InsertTopUpError> {
         let (topup, claim) = (topup.clone(), idempotency.cloned());
-        on_write_conn!(self, |c| {
-            let inserted = ops::insert_topup(c, &topup, claim.as_ref());
-            if let Ok(Inserted::New(t)) = &inserted {
-                metered::topup(&t.gateway, "created");
-            }
-            inserted
-        })
+        on_write_conn!(self, |c| ops::insert_topup(c, &topup, claim.as_ref()))
     }
 
     async fn set_checkout(
@@ -741,7 +735,14 @@ impl TopUpStore for DieselStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let (id, payment_ref, url) = (id.clone(), payment_ref.to_owned(), checkout_url.to_owned());
-        on_write_conn!(self, |c| ops::set_checkout(c, &id, &payment_ref, &url, now))
+        on_write_conn!(self, |c| {
+            // The payment started with the gateway (a checkout, or an auto top-up's charge):
+            // counted once, when its reference is first recorded.
+            if let Some(gateway) = ops::set_checkout(c, &id, &payment_ref, &url, now)? {
+                metered::topup(&gateway, "created");
+            }
+            Ok(())
+        })
     }
 
     async fn topup(&self, id: &TopUpId) -> Result<Option<TopUp>, StoreError> {

@@ -12,7 +12,8 @@ pub const LEDGER_ENTRIES: &str = "billing_ledger_entries_total";
 /// Their absolute amounts, in ledger units (10^-9 of the wallet unit), by `type` and
 /// `direction`: exact integers, where a float sum would drift.
 pub const LEDGER_AMOUNT_UNITS: &str = "billing_ledger_amount_units_total";
-/// Top-ups by `gateway` and `status`: `created`, then `completed` or `failed`.
+/// Top-ups by `gateway` and `status`: `created` (the payment started with the gateway: a
+/// checkout created, or an auto top-up charged), then `completed` or `failed`.
 pub const TOPUPS: &str = "billing_topups_total";
 /// How long taking a database connection from the pool waited, in seconds.
 pub const POOL_WAIT_SECONDS: &str = "billing_db_pool_wait_seconds";

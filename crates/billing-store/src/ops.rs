@@ -640,8 +640,9 @@ pub(crate) fn set_checkout(
     payment_ref: &str,
     checkout_url: &str,
     now: Timestamp,
-) -> Result<(), StoreError> {
-    // Set once: a reference already recorded (by a racing notification) stays.
+) -> Result<Option<String>, StoreError> {
+    // Set once: a reference already recorded (by a racing notification) stays. Answers the
+    // top-up's gateway when this call set it (the payment started then).
     diesel::update(
         topups::table
             .filter(topups::id.eq(id.as_str()))
@@ -652,9 +653,10 @@ pub(crate) fn set_checkout(
             topups::checkout_url.eq(checkout_url),
             topups::updated_at.eq(now.as_micros()),
         ))
-        .execute(conn)
-        .map_err(db_err)?;
-    Ok(())
+        .returning(topups::gateway)
+        .get_result(conn)
+        .optional()
+        .map_err(db_err)
 }
 
 pub(crate) fn topup(conn: &mut Conn, id: &TopUpId) -> Result<Option<TopUp>, StoreError> {

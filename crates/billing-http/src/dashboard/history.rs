@@ -15,6 +15,7 @@ use super::views::{EntryRow, TopUpRow, TopUpsPage, TransactionsPage};
 use super::{decode, error_page, html, minute, money, nav, secure, signed_in, status_label};
 use crate::AppState;
 use crate::error::ApiError;
+use crate::routes::wallet::period_bound;
 use crate::statement::statement_csv;
 
 /// Transactions a page shows.
@@ -46,6 +47,15 @@ struct TransactionsQuery {
     #[serde(rename = "type")]
     kind: Option<String>,
     starting_after: Option<String>,
+}
+
+/// The statement's form: a type and a period (days), all optional.
+#[derive(Deserialize)]
+struct StatementForm {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
 }
 
 fn parse_kind(kind: Option<&str>) -> Result<Option<EntryKind>, ApiError> {
@@ -143,15 +153,19 @@ pub(super) async fn csv(state: web::Data<AppState>, req: HttpRequest) -> HttpRes
         Err(response) => return response,
     };
     let result: Result<String, ApiError> = async {
-        let query: TransactionsQuery = decode(req.query_string())?;
+        let query: StatementForm = decode(req.query_string())?;
         let kind = parse_kind(query.kind.as_deref())?;
+        let bound = |name, text: &Option<String>| {
+            period_bound(name, text.as_deref().filter(|t| !t.is_empty()))
+        };
         let statement = state
             .billing
             .statement(
                 &session.account,
                 &StatementQuery {
                     kind,
-                    ..StatementQuery::default()
+                    from: bound("from", &query.from)?,
+                    to: bound("to", &query.to)?,
                 },
             )
             .await?;

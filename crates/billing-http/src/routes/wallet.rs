@@ -348,6 +348,7 @@ pub async fn transactions(
             .await?;
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
+            .insert_header((header::VARY, "Accept"))
             .insert_header((
                 header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"statement-{account}.csv\""),
@@ -385,14 +386,16 @@ pub async fn transactions(
             },
         )
         .await?;
-    Ok(HttpResponse::Ok().json(TransactionsResponse {
-        transactions: page
-            .entries
-            .iter()
-            .map(|e| Transaction::new(e, &state))
-            .collect(),
-        has_more: page.has_more,
-    }))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::VARY, "Accept"))
+        .json(TransactionsResponse {
+            transactions: page
+                .entries
+                .iter()
+                .map(|e| Transaction::new(e, &state))
+                .collect(),
+            has_more: page.has_more,
+        }))
 }
 
 /// One transaction of the caller's wallet.

@@ -85,6 +85,30 @@ pub async fn dashboard_sessions_outlive_restarts_and_end_with_their_key(backend:
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.expect("html").contains(&ada.account_id));
 
+    // The statement form: a period of days; a bad day is a page with the reason, not a file.
+    app.grant(&ada.account_id, "7").await;
+    let statement = |query: &'static str| {
+        let (http, session, base) = (http.clone(), session.clone(), app.base.clone());
+        async move {
+            let response = http
+                .get(format!("{base}/dashboard/transactions.csv{query}"))
+                .header("Cookie", format!("billing_session={session}"))
+                .send()
+                .await
+                .expect("statement");
+            (response.status(), response.text().await.expect("body"))
+        }
+    };
+    let (status, csv) = statement("?from=&to=").await;
+    assert_eq!(status, StatusCode::OK, "{csv}");
+    assert_eq!(csv.lines().count(), 2, "the header and the grant: {csv}");
+    let (status, csv) = statement("?from=2000-01-01&to=2000-02-01").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(csv.lines().count(), 1, "only the header: {csv}");
+    let (status, page) = statement("?from=2000-02-30").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("from must be a day"), "{page}");
+
     // Revoking the key it was signed in with ends it.
     let (status, keys) = app
         .get(
