@@ -334,7 +334,11 @@ impl From<ManageRateError> for ApiError {
 impl From<StatementError> for ApiError {
     fn from(e: StatementError) -> ApiError {
         match e {
-            StatementError::EmptyPeriod => ApiError::bad_request("invalid_request", e.to_string()),
+            StatementError::EmptyPeriod => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_period",
+                e.to_string(),
+            ),
             StatementError::TooLarge { .. } => {
                 ApiError::bad_request("statement_too_large", e.to_string())
             }

@@ -281,6 +281,9 @@ fn request_schemas(settings: &DocSettings) -> Vec<(&'static str, &'static str, V
 
 /// Query and header parameters, by name, with the server's constraints.
 fn parameter_schemas() -> Vec<(&'static str, Value)> {
+    // A day (its first instant, UTC) or an RFC 3339 instant.
+    let period_bound =
+        json!({"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]});
     vec![
         (
             "limit",
@@ -302,6 +305,8 @@ fn parameter_schemas() -> Vec<(&'static str, Value)> {
             "status",
             json!({"type": "string", "enum": ["pending", "completed", "failed"]}),
         ),
+        ("from", period_bound.clone()),
+        ("to", period_bound),
         (
             "Idempotency-Key",
             json!({"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_LENGTH_MAX, "pattern": "^[\\x21-\\x7E]+$"}),

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use billing_core::ids::{EntryId, PackId, TopUpId};
 use billing_core::ledger::{EntryKind, LedgerEntry};
 use billing_core::ports::EntryQuery;
-use billing_core::service::{StatementQuery, TOPUP_PAGE_SIZE, TopUpRequest};
+use billing_core::service::{StatementError, StatementQuery, TOPUP_PAGE_SIZE, TopUpRequest};
 use billing_core::time::Timestamp;
 use billing_core::topup::{Pack, TopUp, TopUpStatus};
 use serde::{Deserialize, Serialize};
@@ -309,6 +309,7 @@ fn prefers_csv(req: &HttpRequest) -> bool {
             (String = "text/csv"),
         )),
         (status = 400, description = "An invalid parameter, or more than 100,000 transactions in a CSV statement's period", body = ErrorBody),
+        (status = 422, description = "`invalid_period`: `from` is not before `to`", body = ErrorBody),
         (status = 404, description = "`starting_after` names no transaction of this wallet", body = ErrorBody),
     )
 )]
@@ -330,10 +331,7 @@ pub async fn transactions(
     if let (Some(from), Some(to)) = (from, to)
         && from >= to
     {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "the period is empty: `from` must be before `to`",
-        ));
+        return Err(StatementError::EmptyPeriod.into());
     }
     if prefers_csv(&req) {
         if query.limit.is_some() || query.starting_after.is_some() {
