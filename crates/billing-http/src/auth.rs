@@ -358,7 +358,7 @@ pub async fn authenticate(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     // `/metrics` has its own token, which is no API key: not a failed authentication.
-    if req.path() != "/metrics"
+    if req.match_info().as_str() != "/metrics"
         && let Some(token) = bearer(req.request())
     {
         let result = match req.app_data::<web::Data<AppState>>() {

@@ -40,6 +40,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use billing_core::ports::GatewayError;
 use billing_core::service::{HandleNotificationError, SettleOutcome};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
@@ -194,9 +195,15 @@ fn allowed(endpoint: &MetricsEndpoint, req: &HttpRequest) -> bool {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        return bool::from(sent.as_bytes().ct_eq(token.as_bytes()));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim());
+        // Digests, so that the comparison takes as long whatever the lengths.
+        let (sent, token) = (
+            Sha256::digest(sent.as_bytes()),
+            Sha256::digest(token.as_bytes()),
+        );
+        return bool::from(sent.as_slice().ct_eq(token.as_slice()));
     }
     endpoint
         .listen_address
