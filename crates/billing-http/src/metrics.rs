@@ -162,7 +162,7 @@ pub async fn only_metrics_on_its_listener(
         .app_data::<web::Data<AppState>>()
         .and_then(|state| state.metrics.listen_address)
         .is_some_and(|address| req.app_config().local_addr() == address);
-    if on_metrics_listener && req.path() != "/metrics" {
+    if on_metrics_listener && req.match_info().as_str() != "/metrics" {
         let response = ApiError::not_found("route").error_response();
         return Ok(req.into_response(response).map_into_right_body());
     }

@@ -53,6 +53,11 @@ pub async fn write_statement(
         to: bound("to", request.to.as_deref())?,
     };
     let url = config.database_url.clone();
+    // A mistyped path must not become a new, empty database.
+    let file = url.strip_prefix("sqlite://").unwrap_or(&url);
+    if !billing_store::is_postgres_url(&url) && !std::path::Path::new(file).is_file() {
+        return Err(format!("no database at {file}"));
+    }
     let options = StoreOptions {
         max_connections: 2,
         ..StoreOptions::default()

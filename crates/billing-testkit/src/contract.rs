@@ -843,6 +843,14 @@ pub async fn entries_in_a_period(store: Handle, _other: Handle) {
         .await
         .expect("entries");
     assert_eq!(got(debits), vec![ids[7].clone(), ids[5].clone()]);
+    let inverted = store
+        .entries(&account, &range(None, &ids[9], &ids[4]))
+        .await
+        .expect("entries");
+    assert!(
+        inverted.is_empty(),
+        "after a later entry than before: nothing"
+    );
     let newer = EntryQuery {
         after: Some(ids[9].clone()),
         limit: 100,

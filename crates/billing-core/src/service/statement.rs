@@ -133,11 +133,14 @@ pub async fn statement_of(
     // the last entry created before `from`. Consecutive periods chain exactly (one's closing
     // balance is the next one's opening), every entry is in exactly one of them, and
     // opening + Σ amounts = closing, however the entries' clocks interleave.
-    let end = last_before(store, account_id, query.to).await?;
+    // `start` first: entries only ever follow it (an account's postings commit in ledger
+    // order under its wallet's lock), so the `end` read after it is never older than it,
+    // whatever commits in between.
     let start = match query.from {
         Some(from) => last_before(store, account_id, Some(from)).await?,
         None => None,
     };
+    let end = last_before(store, account_id, query.to).await?;
     let balance =
         |entry: &Option<LedgerEntry>| entry.as_ref().map_or(Credits::ZERO, |e| e.balance_after);
     let (opening_balance, closing_balance) = (balance(&start), balance(&end));

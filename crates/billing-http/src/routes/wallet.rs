@@ -249,10 +249,11 @@ pub struct TransactionsQuery {
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// Only transactions created at or after this day (`2026-11-01`, from its first instant
-    /// in UTC) or instant (RFC 3339).
+    /// in UTC) or instant (RFC 3339). A CSV statement cuts its period in ledger order
+    /// instead: after the last transaction created before `from` (README, "Statements").
     pub from: Option<String>,
     /// Only transactions created before this day (`2026-12-01`, its first instant in UTC)
-    /// or instant (RFC 3339).
+    /// or instant (RFC 3339); a CSV statement ends with the last one created before it.
     pub to: Option<String>,
 }
 

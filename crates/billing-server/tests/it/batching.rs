@@ -263,7 +263,7 @@ pub async fn sigterm_drains_in_flight_requests(backend: Backend) {
     );
     slow.write_all(head.as_bytes()).await.expect("head");
     slow.write_all(&body[..5]).await.expect("part of the body");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &first.id().to_string()])
         .status()

@@ -265,12 +265,16 @@ pub async fn statements_are_the_ledger_as_csv(backend: Backend) {
             && said.contains(&format!("closing balance {} USD", app.balance(&ada).await)),
         "{said}"
     );
+    // A database that does not exist is an error, never a new empty one.
+    let missing = dir.join("missing.db").to_str().expect("utf-8").to_owned();
     let refused = tokio::task::spawn_blocking({
+        let missing = missing.clone();
         let (url, account, file_arg) = (url.clone(), ada.account_id.clone(), file_arg.to_owned());
         move || {
             [
                 statement_cli(&url, &["--account", &account, "--output", &file_arg]),
                 statement_cli(&url, &["--account", "acct_nobody"]),
+                statement_cli(&missing, &["--account", &account]),
                 statement_cli(&url, &["--account", &account, "--from", "2026-13-01"]),
             ]
         }
@@ -281,6 +285,10 @@ pub async fn statements_are_the_ledger_as_csv(backend: Backend) {
         assert!(!output.status.success());
         assert!(output.stdout.is_empty(), "nothing written");
     }
+    assert!(
+        !std::path::Path::new(&missing).exists(),
+        "no database created"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
