@@ -26,6 +26,7 @@ use std::sync::{Arc, OnceLock};
 use actix_web::dev::{ResourceDef, Server, Service};
 use actix_web::error as actix_error;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Condition;
 use actix_web::{App, HttpMessage, HttpRequest, HttpResponse, HttpServer, web};
 use billing_core::money::Credits;
 use billing_core::ports::{IDEMPOTENCY_KEY_LENGTH_MAX, IdGenerator};
@@ -321,6 +322,9 @@ pub fn serve(
     metrics_listener: Option<TcpListener>,
     workers: usize,
 ) -> std::io::Result<Server> {
+    // Metrics off: no per-request counting (the route pattern, labels) on the hot path.
+    let counting = state.metrics.handle.is_some();
+    let metrics_listener_on = state.metrics.listen_address.is_some();
     let mut server = HttpServer::new(move || {
         App::new()
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
@@ -342,11 +346,15 @@ pub fn serve(
                     Ok(response)
                 }
             })
-            .wrap(actix_web::middleware::from_fn(
-                metrics::only_metrics_on_its_listener,
+            .wrap(Condition::new(
+                metrics_listener_on,
+                actix_web::middleware::from_fn(metrics::only_metrics_on_its_listener),
             ))
             .wrap(TracingLogger::default())
-            .wrap(actix_web::middleware::from_fn(metrics::record))
+            .wrap(Condition::new(
+                counting,
+                actix_web::middleware::from_fn(metrics::record),
+            ))
             .configure(configure(state.clone()))
     })
     .listen(listener)?;

@@ -54,9 +54,9 @@ pub async fn write_statement(
     };
     let url = config.database_url.clone();
     // A mistyped path must not become a new, empty database.
-    let file = url.strip_prefix("sqlite://").unwrap_or(&url);
-    if !billing_store::is_postgres_url(&url) && !std::path::Path::new(file).is_file() {
-        return Err(format!("no database at {file}"));
+    if !billing_store::is_postgres_url(&url) && billing_store::existing_sqlite_file(&url).is_none()
+    {
+        return Err(format!("no database at {url}"));
     }
     let options = StoreOptions {
         max_connections: 2,

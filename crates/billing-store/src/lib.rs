@@ -1114,7 +1114,7 @@ impl EventStore for DieselStore {
 }
 
 /// The file of the SQLite database `url` names, if it exists (never created here).
-fn existing_sqlite_file(url: &str) -> Option<&str> {
+pub fn existing_sqlite_file(url: &str) -> Option<&str> {
     let path = url.strip_prefix("sqlite://").unwrap_or(url);
     Path::new(path).is_file().then_some(path)
 }

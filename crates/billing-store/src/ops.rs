@@ -503,6 +503,22 @@ pub(crate) fn set_spending_limit(
     Ok(updated == 1)
 }
 
+/// The ledger position of the account's entry `id` (a cursor); `None` when the account has
+/// no such entry.
+fn entry_seq(
+    conn: &mut Conn,
+    account_id: &AccountId,
+    id: &EntryId,
+) -> Result<Option<i64>, StoreError> {
+    ledger_entries::table
+        .filter(ledger_entries::id.eq(id.as_str()))
+        .filter(ledger_entries::account_id.eq(account_id.as_str()))
+        .select(ledger_entries::seq)
+        .first(conn)
+        .optional()
+        .map_err(db_err)
+}
+
 pub(crate) fn entries(
     conn: &mut Conn,
     account_id: &AccountId,
@@ -521,27 +537,13 @@ pub(crate) fn entries(
         select = select.filter(ledger_entries::created_at.lt(to.as_micros()));
     }
     if let Some(before) = &query.before {
-        let seq: Option<i64> = ledger_entries::table
-            .filter(ledger_entries::id.eq(before.as_str()))
-            .filter(ledger_entries::account_id.eq(account_id.as_str()))
-            .select(ledger_entries::seq)
-            .first(conn)
-            .optional()
-            .map_err(db_err)?;
-        match seq {
+        match entry_seq(conn, account_id, before)? {
             Some(seq) => select = select.filter(ledger_entries::seq.lt(seq)),
             None => return Ok(Vec::new()),
         }
     }
     if let Some(after) = &query.after {
-        let seq: Option<i64> = ledger_entries::table
-            .filter(ledger_entries::id.eq(after.as_str()))
-            .filter(ledger_entries::account_id.eq(account_id.as_str()))
-            .select(ledger_entries::seq)
-            .first(conn)
-            .optional()
-            .map_err(db_err)?;
-        match seq {
+        match entry_seq(conn, account_id, after)? {
             Some(seq) => select = select.filter(ledger_entries::seq.gt(seq)),
             None => return Ok(Vec::new()),
         }

@@ -566,13 +566,21 @@ fn post_batch_in_tx(
     Ok(answers)
 }
 
-pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostError> {
-    let mut answers = finish(write_tx(conn, |conn| {
-        post_batch_in_tx(conn, std::slice::from_ref(posting))
-    }))?;
-    // Counted here, after the commit, on the thread that committed (a caller that stopped
-    // waiting does not lose the count).
+/// Runs `f` as one write transaction and, once it has committed, counts the postings it
+/// wrote: on the thread that committed, so a caller that stopped waiting loses no count.
+fn commit_postings(
+    conn: &mut Conn,
+    f: impl FnOnce(&mut Conn) -> Result<Vec<Result<Posted, PostError>>, TxError<StoreError>>,
+) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
+    let answers = finish(write_tx(conn, f))?;
     answers.iter().for_each(crate::metered::posted);
+    Ok(answers)
+}
+
+pub(crate) fn post(conn: &mut Conn, posting: &Posting) -> Result<Posted, PostError> {
+    let mut answers = commit_postings(conn, |conn| {
+        post_batch_in_tx(conn, std::slice::from_ref(posting))
+    })?;
     answers
         .pop()
         .unwrap_or_else(|| Err(PostError::Store(StoreError::Corrupt("no answer".into()))))
@@ -584,9 +592,7 @@ pub(crate) fn post_batch(
     conn: &mut Conn,
     postings: &[Posting],
 ) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
-    let answers = finish(write_tx(conn, |conn| post_batch_in_tx(conn, postings)))?;
-    answers.iter().for_each(crate::metered::posted);
-    Ok(answers)
+    commit_postings(conn, |conn| post_batch_in_tx(conn, postings))
 }
 
 /// Posts one posting of a batch that failed: if the batch committed after all (its
@@ -598,7 +604,7 @@ pub(crate) fn post_again(
 ) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
     // The failed batch counted nothing: whether this finds its entries or posts them, they
     // are counted once, here.
-    let answers = finish(write_tx(conn, |conn| {
+    commit_postings(conn, |conn| {
         // Lock first: a batch whose COMMIT only failed on our side may still be committing
         // under the lock; its entries are visible once we hold the lock, not before.
         lock_wallets(conn, &[posting.account_id.as_str()]).map_err(TxError::Db)?;
@@ -622,9 +628,7 @@ pub(crate) fn post_again(
         Err(TxError::Op(StoreError::Corrupt(format!(
             "a retried posting's entries are partly written: {ids:?}"
         ))))
-    }))?;
-    answers.iter().for_each(crate::metered::posted);
-    Ok(answers)
+    })
 }
 
 /// Writes a capture's entries on a locked wallet that held `balance` (its spend already
