@@ -41,7 +41,9 @@ pub trait Clock: Send + Sync {
 }
 
 /// New identifiers. MUST return `"{prefix}_{random}"` with at least 96 bits of randomness, so
-/// that ids are unguessable and unique across processes without coordination.
+/// that ids are unguessable and unique across processes without coordination. The random
+/// part MAY start with the creation time (the server's generator does, so that ids sort by
+/// creation and an index of them grows at its end); nothing may rely on that order.
 pub trait IdGenerator: Send + Sync {
     /// A fresh id `{prefix}_{random}` (`new_id("acct")` gives `acct_…`), never returned before.
     fn new_id(&self, prefix: &str) -> String;

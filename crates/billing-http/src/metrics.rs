@@ -10,6 +10,7 @@
 //! | `billing_http_request_duration_seconds` | histogram | `method`, `route` |
 //! | `billing_ledger_entries_total` | counter | `type`, `direction` (`credit`, `debit`) |
 //! | `billing_ledger_amount_units_total` | counter | `type`, `direction`; absolute amounts in 10^-9 of the wallet unit |
+//! | `billing_ledger_batch_postings` | histogram | postings per ledger-writer transaction (its count: the transactions) |
 //! | `billing_topups_total` | counter | `gateway`, `status` (`created`: a payment started; `completed`, `failed`) |
 //! | `billing_webhooks_total` | counter | `gateway`, `outcome` (a settle outcome, or `refused`) |
 //! | `billing_webhook_verification_failures_total` | counter | `gateway` |
@@ -51,6 +52,9 @@ const SECONDS_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Histogram buckets of `billing_ledger_batch_postings`: 1 to 512 postings.
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// Where `/metrics` answers, and who may read it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsSettings {
@@ -82,6 +86,11 @@ pub fn recorder() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+                .ok()?
+                .set_buckets_for_metric(
+                    Matcher::Full("billing_ledger_batch_postings".into()),
+                    &BATCH_BUCKETS,
+                )
                 .ok()?
                 .build_recorder();
             let handle = recorder.handle();

@@ -118,7 +118,7 @@ pub(crate) fn chain_existing(conn: &mut Conn) -> Result<usize, diesel::result::E
         let head: Option<String> = accounts::table
             .find(&account)
             .select(accounts::ledger_head)
-            .first(conn)?;
+            .exactly_one(conn)?;
         if head.is_some() {
             continue;
         }

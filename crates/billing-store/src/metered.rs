@@ -15,6 +15,8 @@ pub const LEDGER_AMOUNT_UNITS: &str = "billing_ledger_amount_units_total";
 /// Top-ups by `gateway` and `status`: `created` (the payment started with the gateway: a
 /// checkout created, or an auto top-up charged), then `completed` or `failed`.
 pub const TOPUPS: &str = "billing_topups_total";
+/// Postings per ledger-writer transaction (group commit): one sample per batch.
+pub const LEDGER_BATCH_POSTINGS: &str = "billing_ledger_batch_postings";
 /// How long taking a database connection from the pool waited, in seconds.
 pub const POOL_WAIT_SECONDS: &str = "billing_db_pool_wait_seconds";
 
@@ -50,4 +52,8 @@ pub(crate) fn topup(gateway: &str, status: &'static str) {
 
 pub(crate) fn pool_wait(waited: Duration) {
     metrics::histogram!(POOL_WAIT_SECONDS).record(waited.as_secs_f64());
+}
+
+pub(crate) fn batch(postings: usize) {
+    metrics::histogram!(LEDGER_BATCH_POSTINGS).record(postings as f64);
 }

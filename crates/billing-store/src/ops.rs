@@ -25,6 +25,7 @@ use billing_core::ports::{
     Posted, Posting, SessionRecord, StoreError, TopUpPage, TransitionOutcome, Wallet,
 };
 use billing_core::pricing::Rate;
+use crate::KeyRead;
 use billing_core::time::Timestamp;
 use billing_core::money::Currency;
 use billing_core::topup::{Pack, TopUp, TopUpOrigin, TopUpStatus, Transition, decide_transition};
@@ -60,8 +61,7 @@ pub(crate) fn account(conn: &mut Conn, id: &AccountId) -> Result<Option<Account>
     let row = accounts::table
         .find(id.as_str())
         .select(AccountRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     Ok(row.map(Account::from))
 }
@@ -70,8 +70,7 @@ pub(crate) fn wallet(conn: &mut Conn, id: &AccountId) -> Result<Option<Wallet>, 
     let balance: Option<i64> = accounts::table
         .find(id.as_str())
         .select(accounts::balance)
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     Ok(balance.map(|b| Wallet {
         account_id: id.clone(),
@@ -101,6 +100,15 @@ struct ClaimRow {
     result_ref: String,
 }
 
+/// A status compared as SQL text, not as a bound parameter. SQLite plans a query against a
+/// partial index (`holds_active_by_account … WHERE status = 'active'`) with the parameter's
+/// value, so binding it again remakes the plan on every execution (see `KeyRead`); a
+/// literal is planned once. Statuses are this crate's constants, never a caller's text.
+fn status_literal(status: &'static str) -> diesel::expression::SqlLiteral<diesel::sql_types::Text> {
+    debug_assert!(status.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+    diesel::dsl::sql(&format!("'{status}'"))
+}
+
 fn find_claim(
     conn: &mut Conn,
     claim: &IdempotencyClaim,
@@ -108,8 +116,7 @@ fn find_claim(
     let row: Option<(String, String)> = idempotency_keys::table
         .find((claim.scope.as_str(), claim.key.as_str()))
         .select((idempotency_keys::fingerprint, idempotency_keys::result_ref))
-        .first(conn)
-        .optional()?;
+        .at_most_one(conn)?;
     Ok(row.map(|(fingerprint, result_ref)| ClaimRow {
         fingerprint,
         result_ref,
@@ -172,7 +179,7 @@ where
     let head: Option<String> = accounts::table
         .find(account_id.as_str())
         .select(accounts::ledger_head)
-        .first(conn)?;
+        .exactly_one(conn)?;
     let mut heads = std::collections::HashMap::from([(account_id.as_str().to_owned(), head)]);
     chain_rows(&mut heads, &mut rows);
     let new_head = heads.remove(account_id.as_str()).flatten();
@@ -216,7 +223,7 @@ fn reserved_in_tx<E: From<StoreError>>(
 ) -> Result<Credits, TxError<E>> {
     let amounts: Vec<i64> = holds::table
         .filter(holds::account_id.eq(account_id.as_str()))
-        .filter(holds::status.eq(HoldStatus::Active.as_str()))
+        .filter(holds::status.eq(status_literal(HoldStatus::Active.as_str())))
         .filter(holds::expires_at.gt(now.as_micros()))
         .select(holds::amount)
         .load(conn)?;
@@ -231,8 +238,7 @@ fn load_hold<E: From<StoreError>>(
     let row: Option<HoldRow> = holds::table
         .find(id)
         .select(HoldRow::as_select())
-        .first(conn)
-        .optional()?;
+        .at_most_one(conn)?;
     row.map(Hold::try_from)
         .transpose()
         .map_err(|e| TxError::Op(E::from(e)))
@@ -397,7 +403,7 @@ pub(crate) fn reserved(
 
 pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Result<u32, StoreError> {
     let ids: Vec<String> = holds::table
-        .filter(holds::status.eq(HoldStatus::Active.as_str()))
+        .filter(holds::status.eq(status_literal(HoldStatus::Active.as_str())))
         .filter(holds::expires_at.le(now.as_micros()))
         .order(holds::expires_at.asc())
         .limit(i64::from(limit))
@@ -409,7 +415,7 @@ pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Resul
     let updated = diesel::update(
         holds::table
             .filter(holds::id.eq_any(&ids))
-            .filter(holds::status.eq(HoldStatus::Active.as_str()))
+            .filter(holds::status.eq(status_literal(HoldStatus::Active.as_str())))
             .filter(holds::expires_at.le(now.as_micros())),
     )
     .set((
@@ -430,8 +436,7 @@ fn load_controls<E: From<StoreError>>(
     let row: Option<WalletTuple> = accounts::table
         .find(account_id.as_str())
         .select(WALLET_COLUMNS)
-        .first(conn)
-        .optional()?;
+        .at_most_one(conn)?;
     row.map(|row| {
         wallet_state(row)
             .map(|w| (w.settings, w.spend))
@@ -514,8 +519,7 @@ fn entry_seq(
         .filter(ledger_entries::id.eq(id.as_str()))
         .filter(ledger_entries::account_id.eq(account_id.as_str()))
         .select(ledger_entries::seq)
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)
 }
 
@@ -566,8 +570,7 @@ pub(crate) fn entry(
         .filter(ledger_entries::id.eq(id.as_str()))
         .filter(ledger_entries::account_id.eq(account_id.as_str()))
         .select(EntryRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     row.map(LedgerEntry::try_from).transpose()
 }
@@ -589,8 +592,7 @@ fn load_topup(conn: &mut Conn, id: &str) -> Result<Option<TopUp>, StoreError> {
     let row = topups::table
         .filter(topups::id.eq(id))
         .select(TopUpRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     row.map(TopUp::try_from).transpose()
 }
@@ -674,8 +676,7 @@ pub(crate) fn topup_by_payment_ref(
         .filter(topups::gateway.eq(gateway))
         .filter(topups::payment_ref.eq(payment_ref))
         .select(TopUpRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     row.map(TopUp::try_from).transpose()
 }
@@ -765,7 +766,7 @@ fn topup_notice(
             let balance: i64 = accounts::table
                 .find(topup.account_id.as_str())
                 .select(accounts::balance)
-                .first(conn)?;
+                .exactly_one(conn)?;
             Some(Notice {
                 reason: topup.failure_reason.clone(),
                 ..Notice::new(Topic::TopUpFailed, &topup.account_id, Credits::from_units(balance), cause, now)
@@ -828,7 +829,7 @@ pub(crate) fn pending_topups(
     limit: u32,
 ) -> Result<Vec<TopUp>, StoreError> {
     let rows: Vec<TopUpRow> = topups::table
-        .filter(topups::status.eq(TopUpStatus::Pending.as_str()))
+        .filter(topups::status.eq(status_literal(TopUpStatus::Pending.as_str())))
         .filter(topups::created_at.lt(created_before.as_micros()))
         .order((topups::updated_at.asc(), topups::seq.asc()))
         .limit(i64::from(limit))
@@ -873,8 +874,7 @@ pub(crate) fn rate(conn: &mut Conn, model: &str) -> Result<Option<Rate>, StoreEr
     let row = rates::table
         .find(model)
         .select(RateRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     Ok(row.map(Rate::from))
 }
@@ -895,8 +895,7 @@ pub(crate) fn pack(
     let row = packs::table
         .find(id.as_str())
         .select(PackRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     row.map(Pack::try_from).transpose()
 }
@@ -925,8 +924,7 @@ pub(crate) fn key_by_hash(conn: &mut Conn, hash: &str) -> Result<Option<ApiKeyRe
     let row = api_keys::table
         .filter(api_keys::hash.eq(hash))
         .select(ApiKeyRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     row.map(ApiKeyRecord::try_from).transpose()
 }
@@ -935,8 +933,7 @@ pub(crate) fn key(conn: &mut Conn, id: &ApiKeyId) -> Result<Option<ApiKeyRecord>
     let row = api_keys::table
         .find(id.as_str())
         .select(ApiKeyRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     row.map(ApiKeyRecord::try_from).transpose()
 }
@@ -968,8 +965,7 @@ pub(crate) fn session_by_hash(
     let row = dashboard_sessions::table
         .find(hash)
         .select(SessionRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     Ok(row.map(SessionRecord::from))
 }
@@ -1084,7 +1080,7 @@ pub(crate) fn touch_pending_topup(
     diesel::update(
         topups::table
             .filter(topups::id.eq(id.as_str()))
-            .filter(topups::status.eq(TopUpStatus::Pending.as_str())),
+            .filter(topups::status.eq(status_literal(TopUpStatus::Pending.as_str()))),
     )
     .set(topups::updated_at.eq(now.as_micros()))
     .execute(conn)
@@ -1122,7 +1118,7 @@ pub(crate) fn claim_outbox(
     limit: u32,
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let due: Vec<OutboxRow> = outbox::table
-        .filter(outbox::status.eq("pending"))
+        .filter(outbox::status.eq(status_literal("pending")))
         .filter(outbox::next_attempt_at.le(now.as_micros()))
         .order(outbox::next_attempt_at.asc())
         .limit(i64::from(limit))
@@ -1134,7 +1130,7 @@ pub(crate) fn claim_outbox(
         let mine = outbox::table
             .filter(outbox::notice_id.eq(row.notice_id.clone()))
             .filter(outbox::channel.eq(row.channel.clone()))
-            .filter(outbox::status.eq("pending"))
+            .filter(outbox::status.eq(status_literal("pending")))
             .filter(outbox::next_attempt_at.eq(row.next_attempt_at));
         let (notice_id, channel) = (row.notice_id.clone(), row.channel.clone());
         match OutboxItem::try_from(row) {
@@ -1177,7 +1173,7 @@ pub(crate) fn finish_outbox(
     let mine = outbox::table
         .filter(outbox::notice_id.eq(&item.notice.id))
         .filter(outbox::channel.eq(item.channel.as_str()))
-        .filter(outbox::status.eq("pending"))
+        .filter(outbox::status.eq(status_literal("pending")))
         .filter(outbox::next_attempt_at.eq(item.lease_until.as_micros()));
     let (status, next, error) = match outcome {
         OutboxOutcome::Delivered => ("delivered", None, None),
@@ -1199,9 +1195,9 @@ pub(crate) fn finish_outbox(
 
 pub(crate) fn outbox_depth(conn: &mut Conn) -> Result<(u64, Option<Timestamp>), StoreError> {
     let (count, oldest): (i64, Option<i64>) = outbox::table
-        .filter(outbox::status.eq("pending"))
+        .filter(outbox::status.eq(status_literal("pending")))
         .select((diesel::dsl::count_star(), diesel::dsl::min(outbox::created_at)))
-        .first(conn)
+        .exactly_one(conn)
         .map_err(db_err)?;
     Ok((u64::try_from(count).unwrap_or(0), oldest.map(Timestamp::from_micros)))
 }
@@ -1213,8 +1209,7 @@ fn load_auto<E: From<StoreError>>(
     let row: Option<AutoTopUpRow> = auto_topups::table
         .find(account_id.as_str())
         .select(AutoTopUpRow::as_select())
-        .first(conn)
-        .optional()?;
+        .at_most_one(conn)?;
     row.map(AutoTopUpRow::split)
         .transpose()
         .map_err(|e| TxError::Op(E::from(e)))
@@ -1227,8 +1222,7 @@ fn load_method<E: From<StoreError>>(
     let row: Option<PaymentMethodRow> = payment_methods::table
         .find(account_id.as_str())
         .select(PaymentMethodRow::as_select())
-        .first(conn)
-        .optional()?;
+        .at_most_one(conn)?;
     Ok(row.map(SavedMethod::from))
 }
 
@@ -1277,8 +1271,7 @@ pub(crate) fn auto_topup(
     let exists: Option<String> = accounts::table
         .find(account_id.as_str())
         .select(accounts::id)
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
         .map_err(db_err)?;
     if exists.is_none() {
         return Ok(None);

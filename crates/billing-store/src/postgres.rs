@@ -46,8 +46,7 @@ fn lock_account(
         .find(id.as_str())
         .select(crate::schema::accounts::balance)
         .for_update()
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
 }
 
 /// The top-up, with its row locked until the transaction ends. Always taken before the
@@ -60,8 +59,7 @@ fn lock_topup(
         .filter(crate::schema::topups::id.eq(id.as_str()))
         .select(TopUpRow::as_select())
         .for_update()
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
 }
 
 /// The wallets' rows, locked in sorted id order (so that two batches sharing wallets never

@@ -37,8 +37,7 @@ fn lock_account(
     crate::schema::accounts::table
         .find(id.as_str())
         .select(crate::schema::accounts::balance)
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
 }
 
 fn lock_topup(
@@ -48,8 +47,7 @@ fn lock_topup(
     crate::schema::topups::table
         .filter(crate::schema::topups::id.eq(id.as_str()))
         .select(TopUpRow::as_select())
-        .first(conn)
-        .optional()
+        .at_most_one(conn)
 }
 
 /// Sets the hashes of entries (by `seq`): one cached prepared statement each, in process.
@@ -76,8 +74,7 @@ fn lock_wallets(conn: &mut Conn, ids: &[&str]) -> Result<Vec<WalletTuple>, diese
             crate::schema::accounts::table
                 .find(*id)
                 .select(WALLET_COLUMNS)
-                .first(conn)
-                .optional()?,
+                .at_most_one(conn)?,
         );
     }
     Ok(rows)

@@ -238,6 +238,7 @@ fn answer(
     counters
         .postings
         .fetch_add(postings.len() as u64, Ordering::Relaxed);
+    crate::metered::batch(postings.len());
     let failed = match guarded(commit, postings, Attempt::First) {
         Ok(answers) => return answers,
         Err(CommitError::NoConnection(e)) => {

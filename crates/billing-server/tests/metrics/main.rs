@@ -210,6 +210,7 @@ async fn metrics_count_what_happened(backend: Backend) {
         ("billing_outbox_oldest_age_seconds", "gauge"),
         ("billing_db_pool_connections", "gauge"),
         ("billing_db_pool_wait_seconds", "histogram"),
+        ("billing_ledger_batch_postings", "histogram"),
     ] {
         assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
     }
@@ -292,6 +293,9 @@ async fn metrics_count_what_happened(backend: Backend) {
         ) <= max
     );
     assert!(grew("billing_db_pool_wait_seconds_count", &[]) >= 1.0);
+    // The grant and the three debits, each alone in its ledger-writer transaction.
+    assert_eq!(grew("billing_ledger_batch_postings_count", &[]), 4.0);
+    assert_eq!(grew("billing_ledger_batch_postings_sum", &[]), 4.0);
     for gauge in ["billing_outbox_depth", "billing_outbox_oldest_age_seconds"] {
         assert!(
             after.iter().any(|(n, _, _)| n == gauge),

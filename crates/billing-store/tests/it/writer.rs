@@ -249,8 +249,9 @@ async fn postgres_a_full_queue_answers_unavailable() {
 }
 
 /// Under continuous writes through the ledger writer, SQLite's write-ahead log keeps
-/// restarting: it stays near the automatic checkpoint's 1,000 pages instead of growing with
-/// every batch (it reached 1.6 GB when only passive checkpoints ran beside the writer).
+/// restarting: the checkpointer's rounds end under the writer lock, so the log stays at
+/// about a round's worth of writes instead of growing with every batch (it reached 1.6 GB
+/// when only passive checkpoints ran beside the writer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_write_ahead_log_stays_bounded() {
     let url = database("sqlite", "wal").expect("sqlite");
