@@ -100,15 +100,6 @@ struct ClaimRow {
     result_ref: String,
 }
 
-/// A status compared as SQL text, not as a bound parameter. SQLite plans a query against a
-/// partial index (`holds_active_by_account … WHERE status = 'active'`) with the parameter's
-/// value, so binding it again remakes the plan on every execution (see `KeyRead`); a
-/// literal is planned once. Statuses are this crate's constants, never a caller's text.
-fn status_literal(status: &'static str) -> diesel::expression::SqlLiteral<diesel::sql_types::Text> {
-    debug_assert!(status.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
-    diesel::dsl::sql(&format!("'{status}'"))
-}
-
 fn find_claim(
     conn: &mut Conn,
     claim: &IdempotencyClaim,
@@ -223,7 +214,7 @@ fn reserved_in_tx<E: From<StoreError>>(
 ) -> Result<Credits, TxError<E>> {
     let amounts: Vec<i64> = holds::table
         .filter(holds::account_id.eq(account_id.as_str()))
-        .filter(holds::status.eq(status_literal(HoldStatus::Active.as_str())))
+        .filter(holds::status.eq(HoldStatus::Active.as_str()))
         .filter(holds::expires_at.gt(now.as_micros()))
         .select(holds::amount)
         .load(conn)?;
@@ -403,7 +394,7 @@ pub(crate) fn reserved(
 
 pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Result<u32, StoreError> {
     let ids: Vec<String> = holds::table
-        .filter(holds::status.eq(status_literal(HoldStatus::Active.as_str())))
+        .filter(holds::status.eq(HoldStatus::Active.as_str()))
         .filter(holds::expires_at.le(now.as_micros()))
         .order(holds::expires_at.asc())
         .limit(i64::from(limit))
@@ -415,7 +406,7 @@ pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Resul
     let updated = diesel::update(
         holds::table
             .filter(holds::id.eq_any(&ids))
-            .filter(holds::status.eq(status_literal(HoldStatus::Active.as_str())))
+            .filter(holds::status.eq(HoldStatus::Active.as_str()))
             .filter(holds::expires_at.le(now.as_micros())),
     )
     .set((
@@ -829,7 +820,7 @@ pub(crate) fn pending_topups(
     limit: u32,
 ) -> Result<Vec<TopUp>, StoreError> {
     let rows: Vec<TopUpRow> = topups::table
-        .filter(topups::status.eq(status_literal(TopUpStatus::Pending.as_str())))
+        .filter(topups::status.eq(TopUpStatus::Pending.as_str()))
         .filter(topups::created_at.lt(created_before.as_micros()))
         .order((topups::updated_at.asc(), topups::seq.asc()))
         .limit(i64::from(limit))
@@ -1080,7 +1071,7 @@ pub(crate) fn touch_pending_topup(
     diesel::update(
         topups::table
             .filter(topups::id.eq(id.as_str()))
-            .filter(topups::status.eq(status_literal(TopUpStatus::Pending.as_str()))),
+            .filter(topups::status.eq(TopUpStatus::Pending.as_str())),
     )
     .set(topups::updated_at.eq(now.as_micros()))
     .execute(conn)
@@ -1118,7 +1109,7 @@ pub(crate) fn claim_outbox(
     limit: u32,
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let due: Vec<OutboxRow> = outbox::table
-        .filter(outbox::status.eq(status_literal("pending")))
+        .filter(outbox::status.eq("pending"))
         .filter(outbox::next_attempt_at.le(now.as_micros()))
         .order(outbox::next_attempt_at.asc())
         .limit(i64::from(limit))
@@ -1130,7 +1121,7 @@ pub(crate) fn claim_outbox(
         let mine = outbox::table
             .filter(outbox::notice_id.eq(row.notice_id.clone()))
             .filter(outbox::channel.eq(row.channel.clone()))
-            .filter(outbox::status.eq(status_literal("pending")))
+            .filter(outbox::status.eq("pending"))
             .filter(outbox::next_attempt_at.eq(row.next_attempt_at));
         let (notice_id, channel) = (row.notice_id.clone(), row.channel.clone());
         match OutboxItem::try_from(row) {
@@ -1173,7 +1164,7 @@ pub(crate) fn finish_outbox(
     let mine = outbox::table
         .filter(outbox::notice_id.eq(&item.notice.id))
         .filter(outbox::channel.eq(item.channel.as_str()))
-        .filter(outbox::status.eq(status_literal("pending")))
+        .filter(outbox::status.eq("pending"))
         .filter(outbox::next_attempt_at.eq(item.lease_until.as_micros()));
     let (status, next, error) = match outcome {
         OutboxOutcome::Delivered => ("delivered", None, None),
@@ -1195,7 +1186,7 @@ pub(crate) fn finish_outbox(
 
 pub(crate) fn outbox_depth(conn: &mut Conn) -> Result<(u64, Option<Timestamp>), StoreError> {
     let (count, oldest): (i64, Option<i64>) = outbox::table
-        .filter(outbox::status.eq(status_literal("pending")))
+        .filter(outbox::status.eq("pending"))
         .select((diesel::dsl::count_star(), diesel::dsl::min(outbox::created_at)))
         .exactly_one(conn)
         .map_err(db_err)?;

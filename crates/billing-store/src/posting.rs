@@ -360,7 +360,7 @@ fn holds_of(
             rows.extend(
                 holds::table
                     .filter(holds::account_id.eq(*id))
-                    .filter(holds::status.eq(status_literal(HoldStatus::Active.as_str())))
+                    .filter(holds::status.eq(HoldStatus::Active.as_str()))
                     .filter(holds::expires_at.gt(from.as_micros()))
                     .select((holds::account_id, holds::amount, holds::expires_at))
                     .load::<(String, i64, i64)>(conn)?,
@@ -370,7 +370,7 @@ fn holds_of(
     } else {
         holds::table
             .filter(holds::account_id.eq_any(ids))
-            .filter(holds::status.eq(status_literal(HoldStatus::Active.as_str())))
+            .filter(holds::status.eq(HoldStatus::Active.as_str()))
             .filter(holds::expires_at.gt(from.as_micros()))
             .select((holds::account_id, holds::amount, holds::expires_at))
             .load(conn)?
