@@ -11,6 +11,7 @@
 //! | `billing_ledger_entries_total` | counter | `type`, `direction` (`credit`, `debit`) |
 //! | `billing_ledger_amount_units_total` | counter | `type`, `direction`; absolute amounts in 10^-9 of the wallet unit |
 //! | `billing_ledger_batch_postings` | histogram | postings per ledger-writer transaction (its count: the transactions) |
+//! | `billing_ledger_batch_seconds` | histogram | how long each of those transactions took, its writer's lock wait included |
 //! | `billing_topups_total` | counter | `gateway`, `status` (`created`: a payment started; `completed`, `failed`) |
 //! | `billing_webhooks_total` | counter | `gateway`, `outcome` (a settle outcome, or `refused`) |
 //! | `billing_webhook_verification_failures_total` | counter | `gateway` |

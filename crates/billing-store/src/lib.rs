@@ -51,7 +51,8 @@ mod sqlite;
 mod writer;
 
 pub use metered::{
-    LEDGER_AMOUNT_UNITS, LEDGER_BATCH_POSTINGS, LEDGER_ENTRIES, POOL_WAIT_SECONDS, TOPUPS,
+    LEDGER_AMOUNT_UNITS, LEDGER_BATCH_POSTINGS, LEDGER_BATCH_SECONDS, LEDGER_ENTRIES,
+    POOL_WAIT_SECONDS, TOPUPS,
 };
 pub use writer::{BatchOptions, LedgerStats};
 
@@ -126,6 +127,7 @@ macro_rules! on_write_conn {
                 let pool = pool.clone();
                 // FIFO-fair, and owned by the blocking task: held until the write ends,
                 // even if the caller stops waiting.
+                $self.kick_checkpointer();
                 let writing = writer.clone().lock_owned().await;
                 run_blocking(move || {
                     let _writing = writing;
@@ -250,8 +252,9 @@ pub struct DieselStore {
     pools: Pools,
     /// The ledger writers (group commit) every posting but a refund goes through.
     ledger: Arc<writer::LedgerWriter>,
-    /// SQLite: stops the checkpointer thread when the last clone of the store is dropped.
-    _checkpointer: Option<Arc<std::sync::Mutex<std::sync::mpsc::SyncSender<()>>>>,
+    /// SQLite: kicks the checkpointer thread (see `start_checkpointer`); it stops when the last
+    /// clone of the store and the ledger writer are dropped.
+    checkpointer: Option<Arc<std::sync::Mutex<std::sync::mpsc::SyncSender<()>>>>,
 }
 
 /// How long a ledger writer waits for a connection before answering its batch
@@ -358,7 +361,7 @@ fn sqlite_commit(
     let mut held = WriterConnection::new();
     Box::new(move |postings, attempt| {
         let _writing = writer.blocking_lock();
-        // The log grows: the checkpointer's next round is due (never waits; one is enough).
+        // The log grows: a checkpointer round is due (never waits; one kick is enough).
         let _ = checkpointer.try_send(());
         commit_on(
             &pool,
@@ -377,13 +380,16 @@ fn sqlite_commit(
     })
 }
 
-/// The SQLite checkpointer's pace: after a write, it waits this long for more before its
-/// next checkpoint; idle, it looks once per `SQLITE_CHECKPOINT_IDLE`.
+/// The SQLite checkpointer's pace: at least this long between two rounds; without writes,
+/// one round per `SQLITE_CHECKPOINT_IDLE`.
 const SQLITE_CHECKPOINT_SPACING: Duration = Duration::from_millis(100);
 const SQLITE_CHECKPOINT_IDLE: Duration = Duration::from_secs(5);
 /// Pages of write-ahead log past which a committing connection checkpoints by itself: a
 /// backstop only (the checkpointer restarts the log long before it).
 const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 50_000;
+/// The size the write-ahead log file is cut back to when the log restarts (it keeps its
+/// largest size otherwise).
+const SQLITE_JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
 /// Checkpoints SQLite's write-ahead log on a thread of its own, so that the ledger writer
 /// (the serial part of every debit) never copies pages or syncs files.
@@ -393,38 +399,59 @@ const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 50_000;
 /// only what was appended meanwhile, so that the whole log is copied and the next write
 /// transaction starts the log again from its beginning. (Passive checkpoints beside a
 /// writer that never pauses never catch up: the log grew to 1.6 GB. The writer's own
-/// automatic checkpoint kept it bounded, at 19% of the writer's time, measured.) A round
-/// runs after writes (`kick`: the ledger writer sends one after each batch), at most every
-/// `SQLITE_CHECKPOINT_SPACING`, and once per `SQLITE_CHECKPOINT_IDLE` for other writes.
-/// Stops when every sender is dropped (the store and its ledger writer).
+/// automatic checkpoint kept it bounded, at 19% of the writer's time, measured.) Every
+/// write of this process sends a kick (`kick`, never waiting) as it starts; a round begins
+/// at a kick, or after `SQLITE_CHECKPOINT_IDLE` without one, and the next is at least
+/// `SQLITE_CHECKPOINT_SPACING` later. The thread has a connection of its own, outside the
+/// pool: waiting for a pooled one while holding the writer lock would stall every write
+/// when reads fill the pool. Stops when every sender is dropped (the store and its ledger
+/// writer).
 fn start_checkpointer(
-    pool: Pool<ConnectionManager<SqliteConnection>>,
+    path: String,
     writing: Arc<tokio::sync::Mutex<()>>,
 ) -> std::io::Result<std::sync::mpsc::SyncSender<()>> {
     let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::Builder::new()
         .name("sqlite-checkpointer".into())
         .spawn(move || {
+            let mut conn: Option<SqliteConnection> = None;
             while let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 kicked.recv_timeout(SQLITE_CHECKPOINT_IDLE)
             {
-                let checkpoint = || {
-                    get(&pool)?
-                        .batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
-                        .map_err(db_err)
-                };
-                // The lock before the connection, as every writer takes them.
-                let done = checkpoint().and_then(|()| {
-                    let _writing = writing.blocking_lock();
-                    checkpoint()
-                });
+                let done = checkpoint_round(&path, &mut conn, &writing);
                 if let Err(e) = done {
+                    // A fresh connection next round.
+                    conn = None;
                     tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
                 }
                 std::thread::sleep(SQLITE_CHECKPOINT_SPACING);
             }
         })?;
     Ok(kick)
+}
+
+/// One checkpointer round on its connection `conn` (opened when there is none).
+fn checkpoint_round(
+    path: &str,
+    conn: &mut Option<SqliteConnection>,
+    writing: &tokio::sync::Mutex<()>,
+) -> Result<(), StoreError> {
+    let conn = match conn {
+        Some(conn) => conn,
+        None => {
+            let mut fresh = SqliteConnection::establish(path)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            SqlitePragmas
+                .on_acquire(&mut fresh)
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            conn.insert(fresh)
+        }
+    };
+    conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+        .map_err(db_err)?;
+    let _writing = writing.blocking_lock();
+    conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+        .map_err(db_err)
 }
 
 fn writer_err(e: std::io::Error) -> ConnectError {
@@ -459,7 +486,8 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
             "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}; PRAGMA journal_mode = WAL; \
              PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA mmap_size = {SQLITE_MMAP_BYTES}; \
-             PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES};"
+             PRAGMA wal_autocheckpoint = {SQLITE_AUTOCHECKPOINT_PAGES}; \
+             PRAGMA journal_size_limit = {SQLITE_JOURNAL_SIZE_LIMIT};"
         ))
         .map_err(diesel::r2d2::Error::QueryError)
     }
@@ -520,7 +548,7 @@ impl DieselStore {
             return Ok(DieselStore {
                 pools: Pools::Postgres(pool),
                 ledger: Arc::new(ledger),
-                _checkpointer: None,
+                checkpointer: None,
             });
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
@@ -566,15 +594,25 @@ impl DieselStore {
             .build(ConnectionManager::<SqliteConnection>::new(path))
             .map_err(|e| ConnectError::Pool(e.to_string()))?;
         let writing = Arc::new(tokio::sync::Mutex::new(()));
-        let checkpointer = start_checkpointer(pool.clone(), writing.clone()).map_err(writer_err)?;
+        let checkpointer =
+            start_checkpointer(path.to_owned(), writing.clone()).map_err(writer_err)?;
         let commit = sqlite_commit(pool.clone(), writing.clone(), checkpointer.clone());
         let ledger =
             writer::LedgerWriter::start(&options.batch, vec![commit]).map_err(writer_err)?;
         Ok(DieselStore {
             pools: Pools::Sqlite(pool, writing),
             ledger: Arc::new(ledger),
-            _checkpointer: Some(Arc::new(std::sync::Mutex::new(checkpointer))),
+            checkpointer: Some(Arc::new(std::sync::Mutex::new(checkpointer))),
         })
+    }
+
+    /// Tells the SQLite checkpointer that a write starts (nothing on PostgreSQL).
+    fn kick_checkpointer(&self) {
+        if let Some(kick) = &self.checkpointer
+            && let Ok(kick) = kick.lock()
+        {
+            let _ = kick.try_send(());
+        }
     }
 
     /// What the ledger writers have done since the store was opened.
@@ -1355,6 +1393,12 @@ mod tests {
         wal_autocheckpoint: i64,
     }
 
+    #[derive(QueryableByName)]
+    struct SizeLimit {
+        #[diesel(sql_type = BigInt)]
+        journal_size_limit: i64,
+    }
+
     /// Every PRAGMA of `SqlitePragmas` is in force on pooled connections.
     #[test]
     fn sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout() {
@@ -1389,6 +1433,13 @@ mod tests {
         assert_eq!(
             pages.wal_autocheckpoint,
             i64::from(SQLITE_AUTOCHECKPOINT_PAGES)
+        );
+        let limit: SizeLimit = diesel::sql_query("PRAGMA journal_size_limit")
+            .get_result(&mut *conn)
+            .expect("journal_size_limit");
+        assert_eq!(
+            u64::try_from(limit.journal_size_limit).ok(),
+            Some(SQLITE_JOURNAL_SIZE_LIMIT)
         );
     }
 }

@@ -238,9 +238,12 @@ fn answer(
     counters
         .postings
         .fetch_add(postings.len() as u64, Ordering::Relaxed);
-    crate::metered::batch(postings.len());
+    let started = Instant::now();
     let failed = match guarded(commit, postings, Attempt::First) {
-        Ok(answers) => return answers,
+        Ok(answers) => {
+            crate::metered::batch(postings.len(), started.elapsed());
+            return answers;
+        }
         Err(CommitError::NoConnection(e)) => {
             return postings
                 .iter()

@@ -211,6 +211,7 @@ async fn metrics_count_what_happened(backend: Backend) {
         ("billing_db_pool_connections", "gauge"),
         ("billing_db_pool_wait_seconds", "histogram"),
         ("billing_ledger_batch_postings", "histogram"),
+        ("billing_ledger_batch_seconds", "histogram"),
     ] {
         assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
     }
@@ -296,6 +297,8 @@ async fn metrics_count_what_happened(backend: Backend) {
     // The grant and the three debits, each alone in its ledger-writer transaction.
     assert_eq!(grew("billing_ledger_batch_postings_count", &[]), 4.0);
     assert_eq!(grew("billing_ledger_batch_postings_sum", &[]), 4.0);
+    assert_eq!(grew("billing_ledger_batch_seconds_count", &[]), 4.0);
+    assert!(grew("billing_ledger_batch_seconds_sum", &[]) > 0.0);
     for gauge in ["billing_outbox_depth", "billing_outbox_oldest_age_seconds"] {
         assert!(
             after.iter().any(|(n, _, _)| n == gauge),
