@@ -10,8 +10,8 @@
 //! | `billing_http_request_duration_seconds` | histogram | `method`, `route` |
 //! | `billing_ledger_entries_total` | counter | `type`, `direction` (`credit`, `debit`) |
 //! | `billing_ledger_amount_units_total` | counter | `type`, `direction`; absolute amounts in 10^-9 of the wallet unit |
-//! | `billing_ledger_batch_postings` | histogram | postings per ledger-writer transaction (its count: the transactions) |
-//! | `billing_ledger_batch_seconds` | histogram | how long each of those transactions took, its writer's lock wait included |
+//! | `billing_ledger_batch_postings` | histogram | postings per ledger-writer batch (its count: the batches, failed ones included) |
+//! | `billing_ledger_batch_seconds` | histogram | how long each batch's transaction took, lock and connection waits included, failed or not |
 //! | `billing_topups_total` | counter | `gateway`, `status` (`created`: a payment started; `completed`, `failed`) |
 //! | `billing_webhooks_total` | counter | `gateway`, `outcome` (a settle outcome, or `refused`) |
 //! | `billing_webhook_verification_failures_total` | counter | `gateway` |

@@ -415,14 +415,24 @@ fn start_checkpointer(
         .name("sqlite-checkpointer".into())
         .spawn(move || {
             let mut conn: Option<SqliteConnection> = None;
+            let mut failing = false;
             while let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
                 kicked.recv_timeout(SQLITE_CHECKPOINT_IDLE)
             {
-                let done = checkpoint_round(&path, &mut conn, &writing);
-                if let Err(e) = done {
-                    // A fresh connection next round.
-                    conn = None;
-                    tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+                match checkpoint_round(&path, &mut conn, &writing) {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("SQLite checkpoints work again");
+                    }
+                    Ok(()) => {}
+                    Err(e) => {
+                        // A fresh connection next round; one warning per incident.
+                        conn = None;
+                        if !failing {
+                            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
+                        }
+                        failing = true;
+                    }
                 }
                 std::thread::sleep(SQLITE_CHECKPOINT_SPACING);
             }

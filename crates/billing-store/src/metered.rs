@@ -15,11 +15,12 @@ pub const LEDGER_AMOUNT_UNITS: &str = "billing_ledger_amount_units_total";
 /// Top-ups by `gateway` and `status`: `created` (the payment started with the gateway: a
 /// checkout created, or an auto top-up charged), then `completed` or `failed`.
 pub const TOPUPS: &str = "billing_topups_total";
-/// Postings per ledger-writer transaction (group commit): one sample per batch committed at
-/// its first try (a failed batch is posted one posting at a time, uncounted here).
+/// Postings per ledger-writer transaction (group commit): one sample per batch's first try,
+/// failed or not (a failed batch's postings are then posted one by one, uncounted here).
 pub const LEDGER_BATCH_POSTINGS: &str = "billing_ledger_batch_postings";
-/// How long a ledger-writer transaction took (deciding, writing and committing a batch), in
-/// seconds: every posting of the batch waited at least this long.
+/// How long a batch's first try took (waiting for the writer lock and a connection,
+/// deciding, writing, committing; or failing), in seconds: every posting of the batch waited
+/// at least this long.
 pub const LEDGER_BATCH_SECONDS: &str = "billing_ledger_batch_seconds";
 /// How long taking a database connection from the pool waited, in seconds.
 pub const POOL_WAIT_SECONDS: &str = "billing_db_pool_wait_seconds";

@@ -239,11 +239,12 @@ fn answer(
         .postings
         .fetch_add(postings.len() as u64, Ordering::Relaxed);
     let started = Instant::now();
-    let failed = match guarded(commit, postings, Attempt::First) {
-        Ok(answers) => {
-            crate::metered::batch(postings.len(), started.elapsed());
-            return answers;
-        }
+    let first = guarded(commit, postings, Attempt::First);
+    // Every first try counts, a failed one (or one that waited for a connection) included:
+    // its postings waited that long.
+    crate::metered::batch(postings.len(), started.elapsed());
+    let failed = match first {
+        Ok(answers) => return answers,
         Err(CommitError::NoConnection(e)) => {
             return postings
                 .iter()
