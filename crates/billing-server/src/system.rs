@@ -39,10 +39,7 @@ const RANDOM_CHARS: usize = 20;
 
 impl IdGenerator for RandomIds {
     fn new_id(&self, prefix: &str) -> String {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
+        let millis = u64::try_from(SystemClock.now().as_micros() / 1000).unwrap_or(0);
         let mut out = String::with_capacity(prefix.len() + 1 + TIME_CHARS as usize + RANDOM_CHARS);
         out.push_str(prefix);
         out.push('_');

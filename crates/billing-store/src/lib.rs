@@ -254,7 +254,7 @@ pub struct DieselStore {
     ledger: Arc<writer::LedgerWriter>,
     /// SQLite: kicks the checkpointer thread (see `start_checkpointer`); it stops when the last
     /// clone of the store and the ledger writer are dropped.
-    checkpointer: Option<Arc<std::sync::Mutex<std::sync::mpsc::SyncSender<()>>>>,
+    checkpointer: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 /// How long a ledger writer waits for a connection before answering its batch
@@ -612,15 +612,13 @@ impl DieselStore {
         Ok(DieselStore {
             pools: Pools::Sqlite(pool, writing),
             ledger: Arc::new(ledger),
-            checkpointer: Some(Arc::new(std::sync::Mutex::new(checkpointer))),
+            checkpointer: Some(checkpointer),
         })
     }
 
     /// Tells the SQLite checkpointer that a write starts (nothing on PostgreSQL).
     fn kick_checkpointer(&self) {
-        if let Some(kick) = &self.checkpointer
-            && let Ok(kick) = kick.lock()
-        {
+        if let Some(kick) = &self.checkpointer {
             let _ = kick.try_send(());
         }
     }
