@@ -4,6 +4,8 @@
 
 use diesel::pg::PgConnection;
 
+mod statements;
+
 pub(crate) type Conn = PgConnection;
 
 /// Reads of a batch's rows take one statement per table (`= ANY($1)`): a round trip each.
@@ -91,139 +93,37 @@ fn set_hashes(conn: &mut Conn, rows: &[(i64, String)]) -> Result<(), diesel::res
     .map(|_| ())
 }
 
-/// Bound parameters a statement may carry (PostgreSQL's protocol allows 65,535).
-const PARAMETERS_MAX: usize = 60_000;
-
-/// Writes a batch's entries, claims and wallet rows in one statement, one round trip: two
-/// `INSERT`s and an `UPDATE … FROM (VALUES …)` as data-modifying CTEs (they share one
-/// snapshot, which the wallets' row locks make the current state). Answers how many wallets
-/// still held their old balance.
+/// Writes a batch's entries, claims and wallet rows in one statement, one round trip (see
+/// [`statements::WriteLedger`]). Answers how many wallets still held their old balance.
 fn write_ledger(
     conn: &mut Conn,
     entries: &[NewEntryRow],
     claims: &[NewClaimRow],
     updates: &[WalletUpdate],
 ) -> Result<usize, diesel::result::Error> {
-    use diesel::sql_types::{BigInt, Nullable, Text};
-    if entries.len() * 14 + claims.len() * 5 + updates.len() * 7 > PARAMETERS_MAX {
-        return write_ledger_apart(conn, entries, claims, updates);
-    }
-    let mut n = 0;
-    let mut next = |count: usize, casts: &[&str]| {
-        let params: Vec<String> = (0..count)
-            .map(|i| {
-                n += 1;
-                format!("${n}{}", casts.get(i).copied().unwrap_or(""))
-            })
-            .collect();
-        format!("({})", params.join(", "))
-    };
-    let mut parts = Vec::new();
-    if !entries.is_empty() {
-        let rows: Vec<String> = entries.iter().map(|_| next(14, &[])).collect();
-        parts.push(format!(
-            "e AS (INSERT INTO ledger_entries (id, account_id, kind, amount, balance_after, \
-             description, reference, created_at, usage_model, usage_input_tokens, \
-             usage_output_tokens, usage_input_per_million, usage_output_per_million, hash) \
-             VALUES {} RETURNING 1)",
-            rows.join(", ")
-        ));
-    }
-    if !claims.is_empty() {
-        let rows: Vec<String> = claims.iter().map(|_| next(5, &[])).collect();
-        parts.push(format!(
-            "c AS (INSERT INTO idempotency_keys (scope, key, fingerprint, result_ref, created_at) \
-             VALUES {} RETURNING 1)",
-            rows.join(", ")
-        ));
-    }
-    let casts = [
-        "::text", "::bigint", "::bigint", "::bigint", "::bigint", "::bigint", "::text",
-    ];
-    let count = if updates.is_empty() {
-        "0::bigint".to_owned()
-    } else {
-        let rows: Vec<String> = updates.iter().map(|_| next(7, &casts)).collect();
-        parts.push(format!(
-            "w AS (UPDATE accounts SET balance = v.balance, spend_month_start = v.month_start, \
-             spend_month = v.spent, limit_told_month = v.told, ledger_head = v.head \
-             FROM (VALUES {}) AS v(id, old_balance, balance, month_start, spent, told, head) \
-             WHERE accounts.id = v.id AND accounts.balance = v.old_balance RETURNING 1)",
-            rows.join(", ")
-        ));
-        "(SELECT count(*) FROM w)".to_owned()
-    };
-    if parts.is_empty() {
+    if entries.is_empty() && claims.is_empty() && updates.is_empty() {
         return Ok(0);
     }
-    // Every data-modifying CTE runs to completion whether or not the final SELECT reads it.
-    let sql = format!("WITH {} SELECT {count} AS updated", parts.join(", "));
-    let mut query = diesel::sql_query(sql).into_boxed();
-    for e in entries {
-        query = query
-            .bind::<Text, _>(e.id.as_str())
-            .bind::<Text, _>(e.account_id.as_str())
-            .bind::<Text, _>(e.kind.as_str())
-            .bind::<BigInt, _>(e.amount)
-            .bind::<BigInt, _>(e.balance_after)
-            .bind::<Text, _>(e.description.as_str())
-            .bind::<Nullable<Text>, _>(e.reference.as_deref())
-            .bind::<BigInt, _>(e.created_at)
-            .bind::<Nullable<Text>, _>(e.usage_model.as_deref())
-            .bind::<Nullable<BigInt>, _>(e.usage_input_tokens)
-            .bind::<Nullable<BigInt>, _>(e.usage_output_tokens)
-            .bind::<Nullable<BigInt>, _>(e.usage_input_per_million)
-            .bind::<Nullable<BigInt>, _>(e.usage_output_per_million)
-            .bind::<Nullable<Text>, _>(e.hash.as_deref());
-    }
-    for c in claims {
-        query = query
-            .bind::<Text, _>(c.scope.as_str())
-            .bind::<Text, _>(c.key.as_str())
-            .bind::<Text, _>(c.fingerprint.as_str())
-            .bind::<Text, _>(c.result_ref.as_str())
-            .bind::<BigInt, _>(c.created_at);
-    }
-    for u in updates {
-        query = query
-            .bind::<Text, _>(u.id.as_str())
-            .bind::<BigInt, _>(u.old_balance)
-            .bind::<BigInt, _>(u.balance)
-            .bind::<BigInt, _>(u.month_start)
-            .bind::<BigInt, _>(u.spent)
-            .bind::<Nullable<BigInt>, _>(u.told)
-            .bind::<Nullable<Text>, _>(u.head.as_deref());
-    }
-    let written: Updated = query.get_result(conn)?;
-    Ok(usize::try_from(written.updated).unwrap_or(0))
+    let wallets = updates.iter().map(|u| statements::WalletValues {
+        id: u.id.as_str(),
+        old_balance: u.old_balance,
+        balance: u.balance,
+        month_start: u.month_start,
+        spent: u.spent,
+        told: u.told,
+        head: u.head.as_deref(),
+    });
+    let updated: i64 = statements::WriteLedger::new(entries, claims, wallets).get_result(conn)?;
+    Ok(usize::try_from(updated).unwrap_or(0))
 }
 
-#[derive(diesel::QueryableByName)]
-struct Updated {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    updated: i64,
-}
-
-/// [`write_ledger`] for a batch too large for one statement: multi-row inserts in chunks,
-/// then the wallets one by one.
-fn write_ledger_apart(
+/// The claims made before this write on `wanted`'s keys: one statement.
+fn claims_by_key(
     conn: &mut Conn,
-    entries: &[NewEntryRow],
-    claims: &[NewClaimRow],
-    updates: &[WalletUpdate],
-) -> Result<usize, diesel::result::Error> {
-    use crate::schema::{idempotency_keys, ledger_entries};
-    for chunk in entries.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(ledger_entries::table)
-            .values(chunk)
-            .execute(conn)?;
-    }
-    for chunk in claims.chunks(ROWS_PER_INSERT) {
-        diesel::insert_into(idempotency_keys::table)
-            .values(chunk)
-            .execute(conn)?;
-    }
-    update_wallet_rows(conn, updates)
+    wanted: &[&IdempotencyClaim],
+) -> Result<Vec<(String, String, String, String)>, diesel::result::Error> {
+    statements::ClaimsByKey::new(wanted.iter().map(|c| (c.scope.as_str(), c.key.as_str())))
+        .load(conn)
 }
 
 include!("ops.rs");

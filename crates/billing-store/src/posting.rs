@@ -310,28 +310,6 @@ fn flush(
     Ok(())
 }
 
-/// Writes each wallet's new row with its own statement; answers how many still held their
-/// old balance.
-fn update_wallet_rows(
-    conn: &mut Conn,
-    updates: &[WalletUpdate],
-) -> Result<usize, diesel::result::Error> {
-    let mut updated = 0;
-    for u in updates {
-        updated += diesel::update(accounts::table.find(u.id.as_str()))
-            .filter(accounts::balance.eq(u.old_balance))
-            .set((
-                accounts::balance.eq(u.balance),
-                accounts::spend_month_start.eq(u.month_start),
-                accounts::spend_month.eq(u.spent),
-                accounts::limit_told_month.eq(u.told),
-                accounts::ledger_head.eq(u.head.as_deref()),
-            ))
-            .execute(conn)?;
-    }
-    Ok(updated)
-}
-
 /// A wallet's row after a write: its new balance (only if it still holds `old_balance`),
 /// month's spend and the month its limit was told.
 struct WalletUpdate {
@@ -391,33 +369,7 @@ fn claims_of(conn: &mut Conn, postings: &[Posting]) -> Result<Claims, TxError<St
     if wanted.is_empty() {
         return Ok(Claims::new());
     }
-    if POINT_QUERIES {
-        let mut found = Claims::new();
-        for claim in wanted {
-            if let Some(prior) = find_claim(conn, claim)? {
-                found.insert(
-                    (claim.scope.clone(), claim.key.clone()),
-                    (prior.fingerprint, prior.result_ref),
-                );
-            }
-        }
-        return Ok(found);
-    }
-    let mut scopes: Vec<&str> = wanted.iter().map(|c| c.scope.as_str()).collect();
-    scopes.sort_unstable();
-    scopes.dedup();
-    let keys: Vec<&str> = wanted.iter().map(|c| c.key.as_str()).collect();
-    let rows: Vec<(String, String, String, String)> = idempotency_keys::table
-        .filter(idempotency_keys::scope.eq_any(&scopes))
-        .filter(idempotency_keys::key.eq_any(&keys))
-        .select((
-            idempotency_keys::scope,
-            idempotency_keys::key,
-            idempotency_keys::fingerprint,
-            idempotency_keys::result_ref,
-        ))
-        .load(conn)?;
-    Ok(rows
+    Ok(claims_by_key(conn, &wanted)?
         .into_iter()
         .map(|(scope, key, fingerprint, result_ref)| ((scope, key), (fingerprint, result_ref)))
         .collect())

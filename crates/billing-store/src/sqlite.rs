@@ -104,6 +104,47 @@ fn write_ledger(
     update_wallet_rows(conn, updates)
 }
 
+/// Writes each wallet's new row with its own statement; answers how many still held their
+/// old balance.
+fn update_wallet_rows(
+    conn: &mut Conn,
+    updates: &[WalletUpdate],
+) -> Result<usize, diesel::result::Error> {
+    let mut updated = 0;
+    for u in updates {
+        updated += diesel::update(accounts::table.find(u.id.as_str()))
+            .filter(accounts::balance.eq(u.old_balance))
+            .set((
+                accounts::balance.eq(u.balance),
+                accounts::spend_month_start.eq(u.month_start),
+                accounts::spend_month.eq(u.spent),
+                accounts::limit_told_month.eq(u.told),
+                accounts::ledger_head.eq(u.head.as_deref()),
+            ))
+            .execute(conn)?;
+    }
+    Ok(updated)
+}
+
+/// The claims made before this write on `wanted`'s keys: a cached point read each.
+fn claims_by_key(
+    conn: &mut Conn,
+    wanted: &[&IdempotencyClaim],
+) -> Result<Vec<(String, String, String, String)>, diesel::result::Error> {
+    let mut found = Vec::new();
+    for claim in wanted {
+        if let Some(prior) = find_claim(conn, claim)? {
+            found.push((
+                claim.scope.clone(),
+                claim.key.clone(),
+                prior.fingerprint,
+                prior.result_ref,
+            ));
+        }
+    }
+    Ok(found)
+}
+
 include!("ops.rs");
 include!("posting.rs");
 include!("audit.rs");

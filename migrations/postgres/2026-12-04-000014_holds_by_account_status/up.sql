@@ -1,0 +1,7 @@
+-- The ledger writers' sessions plan each statement once, for any parameter (a generic
+-- plan). Such a plan cannot use a partial index `WHERE status = 'active'` for the batch's
+-- read `status = $2`: it would scan. A full index on (account_id, status, expires_at) is
+-- what that read probes, whatever the plan. (The expiry sweep keeps its partial index: it
+-- runs on the pool's connections, planned with its values.)
+CREATE INDEX holds_by_account_status ON holds (account_id, status, expires_at);
+DROP INDEX holds_active_by_account;
