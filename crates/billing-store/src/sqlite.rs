@@ -3,6 +3,8 @@
 
 use diesel::sqlite::SqliteConnection;
 
+mod statements;
+
 pub(crate) type Conn = SqliteConnection;
 
 /// Whether this database lacks a migration this build has (a readiness check).
@@ -104,24 +106,24 @@ fn write_ledger(
     update_wallet_rows(conn, updates)
 }
 
-/// Writes each wallet's new row with its own statement; answers how many still held their
-/// old balance.
+/// Writes each wallet's new row with its own (cached) statement; answers how many still held
+/// their old balance.
 fn update_wallet_rows(
     conn: &mut Conn,
     updates: &[WalletUpdate],
 ) -> Result<usize, diesel::result::Error> {
     let mut updated = 0;
     for u in updates {
-        updated += diesel::update(accounts::table.find(u.id.as_str()))
-            .filter(accounts::balance.eq(u.old_balance))
-            .set((
-                accounts::balance.eq(u.balance),
-                accounts::spend_month_start.eq(u.month_start),
-                accounts::spend_month.eq(u.spent),
-                accounts::limit_told_month.eq(u.told),
-                accounts::ledger_head.eq(u.head.as_deref()),
-            ))
-            .execute(conn)?;
+        updated += statements::UpdateWallet {
+            id: u.id.as_str(),
+            old_balance: u.old_balance,
+            balance: u.balance,
+            month_start: u.month_start,
+            spent: u.spent,
+            told: u.told,
+            head: u.head.as_deref(),
+        }
+        .execute(conn)?;
     }
     Ok(updated)
 }
