@@ -1510,7 +1510,7 @@ mod tests {
             eprintln!("SKIPPED: set BILLING_TEST_POSTGRES_URL to run this PostgreSQL test");
             return;
         };
-        let url = create_postgres_database(&admin, "writer_scans").expect("database");
+        let url = create_postgres_database(&admin, "it_writer_scans").expect("database");
         let store = DieselStore::connect(&url, &StoreOptions::default()).expect("open");
         let now = Timestamp::from_secs(1_768_473_000);
         let entry = |n: &str, kind: EntryKind, amount: &str| NewEntry {
