@@ -480,10 +480,8 @@ struct PostgresSession;
 
 impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PostgresSession {
     fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.batch_execute(
-            "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; SET jit = off",
-        )
-        .map_err(diesel::r2d2::Error::QueryError)
+        conn.batch_execute("SET plan_cache_mode = force_custom_plan")
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -1485,11 +1483,19 @@ mod tests {
     }
 
     #[derive(QueryableByName)]
+    struct PlanMode {
+        #[diesel(sql_type = Text)]
+        plan_cache_mode: String,
+    }
+
+    #[derive(QueryableByName)]
     struct Scanned {
         #[diesel(sql_type = Text)]
         relname: String,
         #[diesel(sql_type = BigInt)]
         seq_scan: i64,
+        #[diesel(sql_type = BigInt)]
+        idx_tup_fetch: i64,
     }
 
     /// The ledger writers' PostgreSQL sessions plan each statement once (generic plans), so
@@ -1574,46 +1580,92 @@ mod tests {
             )
             .await
             .expect("hold");
-        let batch = vec![
-            posting(
-                "acct_scan_a",
-                entry("1", EntryKind::Usage, "-1"),
-                Some("k1"),
-            ),
-            posting(
-                "acct_scan_b",
-                entry("2", EntryKind::Usage, "-1"),
-                Some("k2"),
-            ),
-            posting(
-                "acct_scan_b",
-                entry("claimed", EntryKind::Usage, "-1"),
-                Some("k-claimed"),
-            ),
-            posting("acct_scan_a", entry("3", EntryKind::Usage, "-9"), None),
-        ];
+        let batch = |n: &str| {
+            vec![
+                posting(
+                    "acct_scan_a",
+                    entry(&format!("{n}1"), EntryKind::Usage, "-1"),
+                    Some(&format!("{n}k1")),
+                ),
+                posting(
+                    "acct_scan_b",
+                    entry(&format!("{n}2"), EntryKind::Usage, "-1"),
+                    Some(&format!("{n}k2")),
+                ),
+                posting(
+                    "acct_scan_b",
+                    entry("claimed", EntryKind::Usage, "-1"),
+                    Some("k-claimed"),
+                ),
+                posting(
+                    "acct_scan_a",
+                    entry(&format!("{n}3"), EntryKind::Usage, "-8"),
+                    None,
+                ),
+            ]
+        };
+        // The shared pool plans with the values (its statements are not all key lookups).
+        let Pools::Postgres(pool) = &store.pools else {
+            panic!("a postgres:// URL opens PostgreSQL");
+        };
+        let mut shared = pool.get().expect("pooled connection");
+        let mode: PlanMode = diesel::sql_query("SHOW plan_cache_mode")
+            .get_result(&mut *shared)
+            .expect("plan_cache_mode");
+        assert_eq!(mode.plan_cache_mode, "force_custom_plan");
+        drop(shared);
+        // Statistics that say every table is tiny: the plans below are made on them.
+        let mut admin_conn = PgConnection::establish(&url).expect("connect");
+        admin_conn.batch_execute("ANALYZE").expect("analyze");
         let mut conn = PgConnection::establish(&url).expect("connect");
         PostgresWriterSession
             .on_acquire(&mut conn)
             .expect("writer session");
-        let scanned = conn
-            .transaction::<_, diesel::result::Error, _>(|c| {
-                let answers = postgres::post_batch(c, &batch).expect("batch");
+        // One batch, then a retried posting; what the transaction read, by table.
+        let mut run = |postings: Vec<Posting>| {
+            conn.transaction::<_, diesel::result::Error, _>(|c| {
+                let answers = postgres::post_batch(c, &postings).expect("batch");
                 assert!(answers[..3].iter().all(Result::is_ok), "{answers:?}");
-                assert!(answers[3].is_err(), "the hold reserves 2 of a's 9");
-                let again = postgres::post_again(c, &batch[0]).expect("again");
+                assert!(answers[3].is_err(), "the hold reserves 2 of a's balance");
+                let again = postgres::post_again(c, &postings[0]).expect("again");
                 assert!(matches!(again.as_slice(), [Ok(_)]), "{again:?}");
                 diesel::sql_query(
-                    "SELECT relname::text AS relname, seq_scan FROM pg_stat_xact_user_tables \
-                     WHERE seq_scan > 0 ORDER BY relname",
+                    "SELECT relname::text AS relname, seq_scan, \
+                     coalesce(idx_tup_fetch, 0) AS idx_tup_fetch \
+                     FROM pg_stat_xact_user_tables ORDER BY relname",
                 )
                 .load::<Scanned>(c)
             })
-            .expect("transaction");
-        let scanned: Vec<String> = scanned
-            .iter()
-            .map(|s| format!("{} ({})", s.relname, s.seq_scan))
-            .collect();
-        assert!(scanned.is_empty(), "sequential scans: {scanned:?}");
+            .expect("transaction")
+        };
+        let first = run(batch("a"));
+        // The tables grow far past what the cached plans were made for (no new statistics).
+        admin_conn
+            .batch_execute(
+                "INSERT INTO accounts (id, name, email, balance, created_at) \
+                 SELECT 'acct_filler_' || n, 'x', 'x@example.com', 0, 0 \
+                 FROM generate_series(1, 3000) n; \
+                 INSERT INTO idempotency_keys (scope, key, fingerprint, result_ref, created_at) \
+                 SELECT 'acct_scan_a:usage', 'filler-' || n, 'f', '', 0 \
+                 FROM generate_series(1, 3000) n; \
+                 INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
+                 updated_at) SELECT 'hold_filler_' || n, 'acct_scan_a', 1, 'released', 0, 0, 0 \
+                 FROM generate_series(1, 3000) n;",
+            )
+            .expect("filler rows");
+        let grown = run(batch("b"));
+        for (when, read) in [("tiny", first), ("grown", grown)] {
+            let wide: Vec<String> = read
+                .iter()
+                .filter(|s| s.seq_scan > 0 || s.idx_tup_fetch > 100)
+                .map(|s| {
+                    format!(
+                        "{} (scans {}, index rows {})",
+                        s.relname, s.seq_scan, s.idx_tup_fetch
+                    )
+                })
+                .collect();
+            assert!(wide.is_empty(), "{when} tables, read too widely: {wide:?}");
+        }
     }
 }

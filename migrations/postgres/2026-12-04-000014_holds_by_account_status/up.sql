@@ -3,5 +3,5 @@
 -- read `status = $2`: it would scan. A full index on (account_id, status, expires_at) is
 -- what that read probes, whatever the plan. (The expiry sweep keeps its partial index: it
 -- runs on the pool's connections, planned with its values.)
-CREATE INDEX holds_by_account_status ON holds (account_id, status, expires_at);
+CREATE INDEX IF NOT EXISTS holds_by_account_status ON holds (account_id, status, expires_at);
 DROP INDEX holds_active_by_account;

@@ -105,7 +105,9 @@ impl<'a> WriteLedger<'a> {
 
 impl QueryId for WriteLedger<'_> {
     type QueryId = ();
-    // Cached by its text, which is always the same.
+    // Cached by its text, which is always the same. (Diesel caches a statement only while
+    // nothing in `walk_ast` marks it unsafe to: no `sql_query`, `IN (…)` lists or `UPDATE`
+    // builders inside these.)
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
@@ -183,17 +185,27 @@ impl QueryFragment<Pg> for WriteLedger<'_> {
         out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.wallet_told)?;
         out.push_sql("::bigint[], ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.wallet_head)?;
+        // `accounts.id = ANY(…)` as well as the join: the generic plan then reads accounts
+        // by an index condition, whatever size the table had when it was planned (joined
+        // only by `id = v.id`, a plan made on a few rows may scan the whole index).
         out.push_sql(
             "::text[]) AS v(id, old_balance, balance, month_start, spent, told, head) \
-             WHERE accounts.id = v.id AND accounts.balance = v.old_balance RETURNING 1) \
-             SELECT count(*) FROM w",
+             WHERE accounts.id = ANY(",
+        );
+        out.push_bind_param::<Array<Text>, _>(&self.wallet_id)?;
+        out.push_sql(
+            "::text[]) AND accounts.id = v.id AND accounts.balance = v.old_balance \
+             RETURNING 1) SELECT count(*) FROM w",
         );
         Ok(())
     }
 }
 
 /// The claims already made on exactly these (scope, key) pairs: one index probe per pair
-/// (`scope = ANY … AND key = ANY …` probes every combination of the two lists).
+/// (`scope = ANY … AND key = ANY …` probes every combination of the two lists). The probe
+/// is a `LATERAL` subquery with `LIMIT 1`, which the planner cannot flatten into a join: a
+/// generic plan made while the table held a few rows would otherwise join against a full
+/// scan of its index, and keep doing so as it grows.
 pub(crate) struct ClaimsByKey<'a> {
     scopes: Vec<&'a str>,
     keys: Vec<&'a str>,
@@ -224,8 +236,9 @@ impl QueryFragment<Pg> for ClaimsByKey<'_> {
         out.push_sql("::text[], ");
         out.push_bind_param::<Array<Text>, _>(&self.keys)?;
         out.push_sql(
-            "::text[]) AS u(scope, key) JOIN idempotency_keys k \
-             ON k.scope = u.scope AND k.key = u.key",
+            "::text[]) AS u(scope, key) CROSS JOIN LATERAL (SELECT i.scope, i.key, \
+             i.fingerprint, i.result_ref FROM idempotency_keys i \
+             WHERE i.scope = u.scope AND i.key = u.key LIMIT 1) AS k",
         );
         Ok(())
     }
