@@ -104,16 +104,7 @@ fn write_ledger(
     if entries.is_empty() && claims.is_empty() && updates.is_empty() {
         return Ok(0);
     }
-    let wallets = updates.iter().map(|u| statements::WalletValues {
-        id: u.id.as_str(),
-        old_balance: u.old_balance,
-        balance: u.balance,
-        month_start: u.month_start,
-        spent: u.spent,
-        told: u.told,
-        head: u.head.as_deref(),
-    });
-    let updated: i64 = statements::WriteLedger::new(entries, claims, wallets).get_result(conn)?;
+    let updated: i64 = statements::WriteLedger::new(entries, claims, updates).get_result(conn)?;
     Ok(usize::try_from(updated).unwrap_or(0))
 }
 

@@ -114,16 +114,7 @@ fn update_wallet_rows(
 ) -> Result<usize, diesel::result::Error> {
     let mut updated = 0;
     for u in updates {
-        updated += statements::UpdateWallet {
-            id: u.id.as_str(),
-            old_balance: u.old_balance,
-            balance: u.balance,
-            month_start: u.month_start,
-            spent: u.spent,
-            told: u.told,
-            head: u.head.as_deref(),
-        }
-        .execute(conn)?;
+        updated += statements::UpdateWallet(u).execute(conn)?;
     }
     Ok(updated)
 }

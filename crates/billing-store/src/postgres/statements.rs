@@ -9,6 +9,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel::{QueryResult, RunQueryDsl};
 
+use super::WalletUpdate;
 use crate::rows::{NewClaimRow, NewEntryRow};
 
 /// Writes a batch's entries, claims and wallet rows in one statement: two `INSERT … SELECT
@@ -45,24 +46,13 @@ pub(crate) struct WriteLedger<'a> {
     wallet_head: Vec<Option<&'a str>>,
 }
 
-/// A wallet row's new values, as [`WriteLedger`] binds them.
-pub(crate) struct WalletValues<'a> {
-    pub id: &'a str,
-    pub old_balance: i64,
-    pub balance: i64,
-    pub month_start: i64,
-    pub spent: i64,
-    pub told: Option<i64>,
-    pub head: Option<&'a str>,
-}
-
 impl<'a> WriteLedger<'a> {
     pub(crate) fn new(
         entries: &'a [NewEntryRow],
         claims: &'a [NewClaimRow],
-        wallets: impl Iterator<Item = WalletValues<'a>>,
+        wallets: &'a [WalletUpdate],
     ) -> WriteLedger<'a> {
-        let mut w = WriteLedger {
+        WriteLedger {
             entry_id: entries.iter().map(|e| e.id.as_str()).collect(),
             entry_account: entries.iter().map(|e| e.account_id.as_str()).collect(),
             entry_kind: entries.iter().map(|e| e.kind.as_str()).collect(),
@@ -82,24 +72,14 @@ impl<'a> WriteLedger<'a> {
             claim_fingerprint: claims.iter().map(|c| c.fingerprint.as_str()).collect(),
             claim_result: claims.iter().map(|c| c.result_ref.as_str()).collect(),
             claim_created_at: claims.iter().map(|c| c.created_at).collect(),
-            wallet_id: Vec::new(),
-            wallet_old_balance: Vec::new(),
-            wallet_balance: Vec::new(),
-            wallet_month_start: Vec::new(),
-            wallet_spent: Vec::new(),
-            wallet_told: Vec::new(),
-            wallet_head: Vec::new(),
-        };
-        for v in wallets {
-            w.wallet_id.push(v.id);
-            w.wallet_old_balance.push(v.old_balance);
-            w.wallet_balance.push(v.balance);
-            w.wallet_month_start.push(v.month_start);
-            w.wallet_spent.push(v.spent);
-            w.wallet_told.push(v.told);
-            w.wallet_head.push(v.head);
+            wallet_id: wallets.iter().map(|w| w.id.as_str()).collect(),
+            wallet_old_balance: wallets.iter().map(|w| w.old_balance).collect(),
+            wallet_balance: wallets.iter().map(|w| w.balance).collect(),
+            wallet_month_start: wallets.iter().map(|w| w.month_start).collect(),
+            wallet_spent: wallets.iter().map(|w| w.spent).collect(),
+            wallet_told: wallets.iter().map(|w| w.told).collect(),
+            wallet_head: wallets.iter().map(|w| w.head.as_deref()).collect(),
         }
-        w
     }
 }
 
