@@ -59,6 +59,7 @@ pub fn pgbench(url: &str, wallets: usize, connections: usize, seconds: u64) -> R
     )
     .map_err(|e| e.to_string())?;
     drop(script);
+    checkpoint(url)?;
     let output = Command::new("pgbench")
         .args(["-n", "-M", "prepared", "-j", "2"])
         .arg("-c")
@@ -88,6 +89,46 @@ pub fn pgbench(url: &str, wallets: usize, connections: usize, seconds: u64) -> R
                 .and_then(|n| n.parse().ok())
         })
         .ok_or_else(|| format!("no tps in pgbench's output: {stdout}"))
+}
+
+/// Makes PostgreSQL write a checkpoint now and answers how many it has made so far: a
+/// measurement that starts right after one has the next timed checkpoint (every
+/// `checkpoint_timeout`, 5 minutes by default) minutes away, so that its sync phase, which
+/// stalls every commit behind the disk's flush for tens of milliseconds, does not fall at
+/// random into one run and not another. Both the service's runs and pgbench's start so.
+pub fn checkpoint(url: &str) -> Result<i64, String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
+    let before = checkpoints_on(&mut conn)?;
+    conn.batch_execute("CHECKPOINT")
+        .map_err(|e| e.to_string())?;
+    // The checkpointer reports its count a moment after `CHECKPOINT` returns: wait for it,
+    // or the run would count this checkpoint as one of its own.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let made = checkpoints_on(&mut conn)?;
+        if made > before || Instant::now() > deadline {
+            return Ok(made);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How many checkpoints PostgreSQL has made since its statistics were reset.
+pub fn checkpoints(url: &str) -> Result<i64, String> {
+    let mut conn = PgConnection::establish(url).map_err(|e| e.to_string())?;
+    checkpoints_on(&mut conn)
+}
+
+fn checkpoints_on(conn: &mut PgConnection) -> Result<i64, String> {
+    #[derive(QueryableByName)]
+    struct Made {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        made: i64,
+    }
+    diesel::sql_query("SELECT checkpoints_timed + checkpoints_req AS made FROM pg_stat_bgwriter")
+        .get_result::<Made>(conn)
+        .map(|m| m.made)
+        .map_err(|e| e.to_string())
 }
 
 /// Debits a second of the one-debit loop on a SQLite file in `dir`.

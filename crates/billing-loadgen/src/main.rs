@@ -295,6 +295,37 @@ async fn verify(
     Ok(())
 }
 
+/// On PostgreSQL (a server this process started), a checkpoint now, before a measured run
+/// (see `baseline::checkpoint`); answers the count of checkpoints made so far.
+async fn checkpoint(target: &Target) -> Result<Option<i64>, String> {
+    let Some(url) = target.database_url.clone() else {
+        return Ok(None);
+    };
+    if !billing_store::is_postgres_url(&url) {
+        return Ok(None);
+    }
+    tokio::task::spawn_blocking(move || baseline::checkpoint(&url))
+        .await
+        .map_err(|e| e.to_string())?
+        .map(Some)
+}
+
+/// Says how many checkpoints PostgreSQL made during the run that began at `made`, when it
+/// made any: they stall every commit, so they explain a p99 far above the others.
+async fn report_checkpoints(target: &Target, made: Option<i64>) -> Result<i64, String> {
+    let (Some(before), Some(url)) = (made, target.database_url.clone()) else {
+        return Ok(0);
+    };
+    let now = tokio::task::spawn_blocking(move || baseline::checkpoints(&url))
+        .await
+        .map_err(|e| e.to_string())??;
+    let during = now - before;
+    if during > 0 {
+        println!("  PostgreSQL made {during} checkpoint(s) during this run");
+    }
+    Ok(during)
+}
+
 fn report(label: &str, tally: &Tally, elapsed: f64) -> f64 {
     let ok = tally.ok();
     let rate = ok as f64 / elapsed;
@@ -319,6 +350,8 @@ struct Row {
     peak: f64,
     p99_peak: f64,
     p99_half: Option<f64>,
+    /// PostgreSQL checkpoints made during the half-peak run.
+    half_checkpoints: i64,
     alone: Option<f64>,
     /// SQLite: the same loop in Rust (diesel), for context.
     alone_rust: Option<f64>,
@@ -384,15 +417,20 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         rate: rate.map(|r| r / args.concurrency as f64),
         key_prefix: format!("{prefix}-{}", rand::random::<u32>()),
     };
+    let made = checkpoint(&target).await?;
     let (peak_tally, elapsed) = client::run(&load(args.rate, "peak"), args.concurrency).await?;
     let peak = report("peak", &peak_tally, elapsed);
+    report_checkpoints(&target, made).await?;
     let mut total = peak_tally;
     let p99_peak = percentile(&total.latencies_us, 99.0);
     let mut p99_half = None;
+    let mut half_checkpoints = 0;
     if args.compare {
+        let made = checkpoint(&target).await?;
         let (half, elapsed) =
             client::run(&load(Some(peak / 2.0), "half"), args.concurrency).await?;
         report("at half the peak rate", &half, elapsed);
+        half_checkpoints = report_checkpoints(&target, made).await?;
         p99_half = Some(percentile(&half.latencies_us, 99.0));
         total.merge(half);
     }
@@ -455,6 +493,7 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         peak,
         p99_peak,
         p99_half,
+        half_checkpoints,
         alone,
         alone_rust,
     })
@@ -477,9 +516,11 @@ fn print_table(rows: &[Row], connections: usize) {
     );
     println!("| --- | --- | --- | --- | --- | --- |");
     for row in rows {
-        let half = row
-            .p99_half
-            .map_or("-".to_owned(), |p| format!("{p:.1} ms"));
+        let half = match (row.p99_half, row.half_checkpoints) {
+            (None, _) => "-".to_owned(),
+            (Some(p), 0) => format!("{p:.1} ms"),
+            (Some(p), n) => format!("{p:.1} ms ({n} checkpoint(s) during it)"),
+        };
         let (mut alone, ratio) = match row.alone {
             Some(a) if row.backend == "SQLite" => (
                 format!("Python sqlite3 {a:.0}/s"),

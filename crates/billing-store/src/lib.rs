@@ -1498,6 +1498,124 @@ mod tests {
         idx_tup_fetch: i64,
     }
 
+    /// The PostgreSQL server the tests make their databases on; `None` (the test skips, and
+    /// says so) when none is configured, which `BILLING_REQUIRE_POSTGRES` (CI) forbids.
+    fn postgres_admin_url() -> Option<String> {
+        let Ok(admin) = std::env::var("BILLING_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("BILLING_REQUIRE_POSTGRES").is_err(),
+                "BILLING_REQUIRE_POSTGRES is set but BILLING_TEST_POSTGRES_URL is not"
+            );
+            eprintln!("SKIPPED: set BILLING_TEST_POSTGRES_URL to run this PostgreSQL test");
+            return None;
+        };
+        Some(admin)
+    }
+
+    /// A PostgreSQL batch reads what its postings are decided against only once its wallets
+    /// are locked: a hold placed and a key claimed by another transaction that held the
+    /// wallet's lock while the batch waited for it are both seen (a read in a snapshot taken
+    /// before the wait would let the batch spend held credits and fail on the claimed key).
+    #[test]
+    fn postgres_batches_read_what_committed_while_they_waited_for_the_lock() {
+        use billing_core::ledger::EntryKind;
+        use billing_core::ledger::PostingRuleError;
+        let Some(admin) = postgres_admin_url() else {
+            return;
+        };
+        let url = create_postgres_database(&admin, "it_batch_waits").expect("database");
+        drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate"));
+        let now = Timestamp::from_secs(1_768_473_000);
+        let mut setup = PgConnection::establish(&url).expect("connect");
+        setup
+            .batch_execute(
+                "INSERT INTO accounts (id, name, email, balance, created_at) \
+                 VALUES ('acct_wait', 'Ada', 'ada@example.com', 10000000000, 0)",
+            )
+            .expect("wallet with 10 credits");
+        // Another transaction holds the wallet's lock, places a hold of 8 and claims a key.
+        let mut other = PgConnection::establish(&url).expect("connect");
+        other.batch_execute("BEGIN").expect("begin");
+        other
+            .batch_execute(&format!(
+                "SELECT id FROM accounts WHERE id = 'acct_wait' FOR UPDATE; \
+                 INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
+                 updated_at) VALUES ('hold_wait', 'acct_wait', 8000000000, 'active', {t}, \
+                 {end}, {t}); \
+                 INSERT INTO idempotency_keys (scope, key, fingerprint, result_ref, created_at) \
+                 VALUES ('acct_wait:usage', 'k-wait', 'f-k-wait', '', {t});",
+                t = now.as_micros(),
+                end = now.as_micros() + 3_600_000_000,
+            ))
+            .expect("hold and claim under the lock");
+        let batch = std::thread::spawn(move || {
+            let mut conn = PgConnection::establish(&url).expect("connect");
+            PostgresWriterSession
+                .on_acquire(&mut conn)
+                .expect("writer session");
+            let debit = |n: &str, amount: &str, key: Option<&str>| Posting {
+                account_id: AccountId::new("acct_wait"),
+                entries: vec![NewEntry {
+                    id: EntryId::new(format!("txn_wait_{n}")),
+                    kind: EntryKind::Usage,
+                    amount: amount.parse().expect("amount"),
+                    description: "waits".into(),
+                    reference: None,
+                    usage: None,
+                }],
+                idempotency: key.map(|k| IdempotencyClaim {
+                    scope: "acct_wait:usage".into(),
+                    key: k.into(),
+                    fingerprint: format!("f-{k}"),
+                }),
+                refund_of: Vec::new(),
+                now,
+            };
+            postgres::post_batch(
+                &mut conn,
+                &[debit("1", "-5", None), debit("2", "-1", Some("k-wait"))],
+            )
+        });
+        // Commit once the batch waits for the wallet's lock.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            #[derive(QueryableByName)]
+            struct Waiting {
+                #[diesel(sql_type = BigInt)]
+                waiting: i64,
+            }
+            let waiting: Waiting = diesel::sql_query(
+                "SELECT count(*) AS waiting FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .get_result(&mut setup)
+            .expect("activity");
+            if waiting.waiting > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the batch never waited for the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        other.batch_execute("COMMIT").expect("commit");
+        let answers = batch.join().expect("batch thread").expect("batch");
+        assert!(
+            matches!(
+                answers[0],
+                Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. }))
+            ),
+            "10 credits, 8 held: a debit of 5 is refused, got {:?}",
+            answers[0]
+        );
+        assert!(
+            matches!(&answers[1], Ok(posted) if posted.replayed),
+            "the key claimed meanwhile is replayed, got {:?}",
+            answers[1]
+        );
+    }
+
     /// The ledger writers' PostgreSQL sessions plan each statement once (generic plans), so
     /// none of their statements may scan a table, however small the table was when it was
     /// planned: a batch with a replayed key and an active hold, then a retried posting whose
@@ -1508,12 +1626,7 @@ mod tests {
         use billing_core::holds::HoldStatus;
         use billing_core::ledger::EntryKind;
         use billing_core::ports::{AccountStore, LedgerStore};
-        let Ok(admin) = std::env::var("BILLING_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var("BILLING_REQUIRE_POSTGRES").is_err(),
-                "BILLING_REQUIRE_POSTGRES is set but BILLING_TEST_POSTGRES_URL is not"
-            );
-            eprintln!("SKIPPED: set BILLING_TEST_POSTGRES_URL to run this PostgreSQL test");
+        let Some(admin) = postgres_admin_url() else {
             return;
         };
         let url = create_postgres_database(&admin, "it_writer_scans").expect("database");

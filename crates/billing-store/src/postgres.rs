@@ -8,7 +8,7 @@ mod statements;
 
 pub(crate) type Conn = PgConnection;
 
-/// Reads of a batch's rows take one statement per table (`= ANY($1)`): a round trip each.
+/// Reads of several rows take one statement per table (`= ANY($1)`): a round trip each.
 const POINT_QUERIES: bool = false;
 
 /// Whether this database lacks a migration this build has (a readiness check).
@@ -108,13 +108,39 @@ fn write_ledger(
     Ok(usize::try_from(updated).unwrap_or(0))
 }
 
-/// The claims made before this write on `wanted`'s keys: one statement.
-fn claims_by_key(
+/// A batch's wallets (`ids` sorted, distinct), locked, and what its postings are decided
+/// against, in one round trip: the `ledger_batch_state` function (migration 000015) locks
+/// the wallets first and reads the rest afterwards, each list as JSON.
+fn batch_state(
     conn: &mut Conn,
-    wanted: &[&IdempotencyClaim],
-) -> Result<Vec<(String, String, String, String)>, diesel::result::Error> {
-    statements::ClaimsByKey::new(wanted.iter().map(|c| (c.scope.as_str(), c.key.as_str())))
-        .load(conn)
+    ids: &[&str],
+    since: Timestamp,
+    postings: &[Posting],
+) -> Result<BatchState, TxError<StoreError>> {
+    let wanted = wanted_claims(postings);
+    let state: (String, String, String, String, String) = statements::BatchState::new(
+        ids,
+        since.as_micros(),
+        wanted.iter().map(|c| (c.scope.as_str(), c.key.as_str())),
+    )
+    .get_result(conn)?;
+    let (wallet_rows, auto_topup_rows, method_rows, hold_rows, claim_rows) = state;
+    fn parse<T: serde::de::DeserializeOwned>(list: &str, json: &str) -> Result<T, StoreError> {
+        serde_json::from_str(json)
+            .map_err(|e| StoreError::Corrupt(format!("ledger_batch_state's {list}: {e}")))
+    }
+    let op = TxError::Op;
+    let wallets = slots(
+        parse("wallets", &wallet_rows).map_err(op)?,
+        parse("auto top-ups", &auto_topup_rows).map_err(op)?,
+        parse("methods", &method_rows).map_err(op)?,
+    )
+    .map_err(op)?;
+    Ok(BatchState {
+        wallets,
+        holds: active_holds(parse("holds", &hold_rows).map_err(op)?),
+        claims: claims_from(parse("claims", &claim_rows).map_err(op)?),
+    })
 }
 
 include!("ops.rs");

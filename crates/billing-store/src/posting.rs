@@ -1,8 +1,8 @@
 // Postings, one or a batch, in one write transaction (included by `sqlite.rs` and
 // `postgres.rs` after `ops.rs`, like it).
 //
-// A batch locks its wallets in sorted id order with one statement, reads what its postings
-// are decided against with one statement each (holds, idempotency claims, auto top-up), then
+// A batch locks its wallets in sorted id order and reads what its postings are decided
+// against (`batch_state`, each backend's own: auto top-up, holds, idempotency claims), then
 // decides every posting in arrival order with billing-core's `decide_posting` against the
 // wallet's state in memory, and writes set-based: multi-row inserts of entries, claims and
 // outbox rows, one balance `UPDATE` per wallet (conditional on the balance it read). A
@@ -105,15 +105,7 @@ fn load_wallets(
     conn: &mut Conn,
     ids: &[&str],
 ) -> Result<std::collections::BTreeMap<String, Slot>, TxError<StoreError>> {
-    let corrupt = |e: StoreError| TxError::Op(e);
-    let mut wallets = std::collections::BTreeMap::new();
-    let mut heads = std::collections::HashMap::new();
-    for row in lock_wallets(conn, ids)? {
-        let head = row.10.clone();
-        let state = wallet_state(row).map_err(corrupt)?;
-        heads.insert(state.account_id.as_str().to_owned(), head);
-        wallets.insert(state.account_id.as_str().to_owned(), state);
-    }
+    let rows = lock_wallets(conn, ids)?;
     let autos: Vec<AutoTopUpRow> = if POINT_QUERIES {
         let mut rows = Vec::new();
         for id in ids {
@@ -131,26 +123,47 @@ fn load_wallets(
             .select(AutoTopUpRow::as_select())
             .load(conn)?
     };
-    let mut enabled = Vec::new();
+    let enabled: Vec<&str> = autos
+        .iter()
+        .filter(|row| row.enabled)
+        .map(|row| row.account_id.as_str())
+        .collect();
+    let methods: Vec<PaymentMethodRow> = if enabled.is_empty() {
+        Vec::new()
+    } else {
+        payment_methods::table
+            .filter(payment_methods::account_id.eq_any(&enabled))
+            .select(PaymentMethodRow::as_select())
+            .load(conn)?
+    };
+    slots(rows, autos, methods).map_err(TxError::Op)
+}
+
+/// The slots of the locked wallets `rows`, with their auto top-up rows and the saved methods
+/// of those whose auto top-up is on.
+fn slots(
+    rows: Vec<WalletTuple>,
+    autos: Vec<AutoTopUpRow>,
+    methods: Vec<PaymentMethodRow>,
+) -> Result<std::collections::BTreeMap<String, Slot>, StoreError> {
+    let mut wallets = std::collections::BTreeMap::new();
+    let mut heads = std::collections::HashMap::new();
+    for row in rows {
+        let head = row.10.clone();
+        let state = wallet_state(row)?;
+        heads.insert(state.account_id.as_str().to_owned(), head);
+        wallets.insert(state.account_id.as_str().to_owned(), state);
+    }
     for row in autos {
         let account = row.account_id.clone();
-        let (settings, state) = row.split().map_err(corrupt)?;
-        if settings.enabled {
-            enabled.push(account.clone());
-        }
+        let (settings, state) = row.split()?;
         if let Some(wallet) = wallets.get_mut(&account) {
             wallet.auto_topup = Some((settings, state));
         }
     }
-    if !enabled.is_empty() {
-        let methods: Vec<PaymentMethodRow> = payment_methods::table
-            .filter(payment_methods::account_id.eq_any(&enabled))
-            .select(PaymentMethodRow::as_select())
-            .load(conn)?;
-        for row in methods {
-            if let Some(wallet) = wallets.get_mut(&row.account_id) {
-                wallet.method = Some(SavedMethod::from(row));
-            }
+    for row in methods {
+        if let Some(wallet) = wallets.get_mut(&row.account_id) {
+            wallet.method = Some(SavedMethod::from(row));
         }
     }
     Ok(wallets
@@ -167,6 +180,15 @@ fn load_wallets(
             )
         })
         .collect())
+}
+
+/// What a batch's postings are decided against, read under its wallets' locks.
+struct BatchState {
+    wallets: std::collections::BTreeMap<String, Slot>,
+    /// Active holds of the wallets that may still count at the batch's earliest time.
+    holds: ActiveHolds,
+    /// Claims made before this batch on its postings' keys.
+    claims: Claims,
 }
 
 /// What a write has decided and not yet written.
@@ -326,53 +348,32 @@ struct WalletUpdate {
 /// Active holds by account: (amount, expires_at) in ledger units and microseconds.
 type ActiveHolds = std::collections::HashMap<String, Vec<(i64, i64)>>;
 
-/// The amounts and ends of the active holds of `ids` that may still count at `from`.
-fn holds_of(
-    conn: &mut Conn,
-    ids: &[&str],
-    from: Timestamp,
-) -> Result<ActiveHolds, TxError<StoreError>> {
-    let rows: Vec<(String, i64, i64)> = if POINT_QUERIES {
-        let mut rows = Vec::new();
-        for id in ids {
-            rows.extend(
-                holds::table
-                    .filter(holds::account_id.eq(*id))
-                    .filter(holds::status.eq(HoldStatus::Active.as_str()))
-                    .filter(holds::expires_at.gt(from.as_micros()))
-                    .select((holds::account_id, holds::amount, holds::expires_at))
-                    .load::<(String, i64, i64)>(conn)?,
-            );
-        }
-        rows
-    } else {
-        holds::table
-            .filter(holds::account_id.eq_any(ids))
-            .filter(holds::status.eq(HoldStatus::Active.as_str()))
-            .filter(holds::expires_at.gt(from.as_micros()))
-            .select((holds::account_id, holds::amount, holds::expires_at))
-            .load(conn)?
-    };
+/// Holds rows (account, amount, expires_at) by account.
+fn active_holds(rows: Vec<(String, i64, i64)>) -> ActiveHolds {
     let mut by_account = ActiveHolds::new();
     for (account, amount, expires_at) in rows {
         by_account.entry(account).or_default().push((amount, expires_at));
     }
-    Ok(by_account)
+    by_account
 }
 
-/// The claims made before this write on the keys of `postings`, by (scope, key).
+/// The claims made before this write on the keys of a batch, by (scope, key): (fingerprint,
+/// result).
 type Claims = std::collections::HashMap<(String, String), (String, String)>;
 
-fn claims_of(conn: &mut Conn, postings: &[Posting]) -> Result<Claims, TxError<StoreError>> {
-    let wanted: Vec<&IdempotencyClaim> =
-        postings.iter().filter_map(|p| p.idempotency.as_ref()).collect();
-    if wanted.is_empty() {
-        return Ok(Claims::new());
-    }
-    Ok(claims_by_key(conn, &wanted)?
-        .into_iter()
+/// Claim rows (scope, key, fingerprint, result) by (scope, key).
+fn claims_from(rows: Vec<(String, String, String, String)>) -> Claims {
+    rows.into_iter()
         .map(|(scope, key, fingerprint, result_ref)| ((scope, key), (fingerprint, result_ref)))
-        .collect())
+        .collect()
+}
+
+/// The idempotency claims of `postings`.
+fn wanted_claims(postings: &[Posting]) -> Vec<&IdempotencyClaim> {
+    postings
+        .iter()
+        .filter_map(|p| p.idempotency.as_ref())
+        .collect()
 }
 
 /// A refund's facts, read after what the write decided so far is written.
@@ -409,14 +410,16 @@ fn post_batch_in_tx(
     let mut ids: Vec<&str> = postings.iter().map(|p| p.account_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut wallets = load_wallets(conn, &ids)?;
     let earliest = postings
         .iter()
         .map(|p| p.now)
         .min()
         .unwrap_or(Timestamp::from_micros(0));
-    let holds = holds_of(conn, &ids, earliest)?;
-    let claimed = claims_of(conn, postings)?;
+    let BatchState {
+        mut wallets,
+        holds,
+        claims: claimed,
+    } = batch_state(conn, &ids, earliest, postings)?;
     let replayed_ids: Vec<&str> = claimed
         .values()
         .flat_map(|(_, result)| result.split(','))

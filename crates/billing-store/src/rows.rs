@@ -707,7 +707,7 @@ impl TryFrom<OutboxRow> for OutboxItem {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Queryable, Selectable, Insertable, AsChangeset, serde::Deserialize)]
 #[diesel(table_name = auto_topups)]
 #[diesel(treat_none_as_null = true)]
 pub(crate) struct AutoTopUpRow {
@@ -789,7 +789,7 @@ impl AutoTopUpRow {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Queryable, Selectable, Insertable, AsChangeset, serde::Deserialize)]
 #[diesel(table_name = payment_methods)]
 #[diesel(treat_none_as_null = true)]
 pub(crate) struct PaymentMethodRow {

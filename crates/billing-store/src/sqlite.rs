@@ -119,15 +119,31 @@ fn update_wallet_rows(
     Ok(updated)
 }
 
-/// The claims made before this write on `wanted`'s keys: a cached point read each.
-fn claims_by_key(
+/// A batch's wallets (`ids` sorted, distinct) and what its postings are decided against:
+/// a cached point read per row (in process, no round trip), under the write lock the
+/// immediate transaction holds.
+fn batch_state(
     conn: &mut Conn,
-    wanted: &[&IdempotencyClaim],
-) -> Result<Vec<(String, String, String, String)>, diesel::result::Error> {
-    let mut found = Vec::new();
-    for claim in wanted {
+    ids: &[&str],
+    since: Timestamp,
+    postings: &[Posting],
+) -> Result<BatchState, TxError<StoreError>> {
+    let wallets = load_wallets(conn, ids)?;
+    let mut held = Vec::new();
+    for id in ids {
+        held.extend(
+            holds::table
+                .filter(holds::account_id.eq(*id))
+                .filter(holds::status.eq(HoldStatus::Active.as_str()))
+                .filter(holds::expires_at.gt(since.as_micros()))
+                .select((holds::account_id, holds::amount, holds::expires_at))
+                .load::<(String, i64, i64)>(conn)?,
+        );
+    }
+    let mut claimed = Vec::new();
+    for claim in wanted_claims(postings) {
         if let Some(prior) = find_claim(conn, claim)? {
-            found.push((
+            claimed.push((
                 claim.scope.clone(),
                 claim.key.clone(),
                 prior.fingerprint,
@@ -135,7 +151,11 @@ fn claims_by_key(
             ));
         }
     }
-    Ok(found)
+    Ok(BatchState {
+        wallets,
+        holds: active_holds(held),
+        claims: claims_from(claimed),
+    })
 }
 
 include!("ops.rs");

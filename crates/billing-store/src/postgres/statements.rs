@@ -181,45 +181,58 @@ impl QueryFragment<Pg> for WriteLedger<'_> {
     }
 }
 
-/// The claims already made on exactly these (scope, key) pairs: one index probe per pair
-/// (`scope = ANY … AND key = ANY …` probes every combination of the two lists). The probe
-/// is a `LATERAL` subquery with `LIMIT 1`, which the planner cannot flatten into a join: a
-/// generic plan made while the table held a few rows would otherwise join against a full
-/// scan of its index, and keep doing so as it grows.
-pub(crate) struct ClaimsByKey<'a> {
+/// `SELECT * FROM ledger_batch_state(…)`: a batch's wallets locked, then their auto top-up
+/// rows, saved methods, active holds since a time, and the claims already made on the
+/// batch's (scope, key) pairs, each list as JSON text (see migration 000015, which says why
+/// the locks and the reads are separate statements inside one function).
+pub(crate) struct BatchState<'a> {
+    wallet_ids: &'a [&'a str],
+    holds_after: i64,
     scopes: Vec<&'a str>,
     keys: Vec<&'a str>,
 }
 
-impl<'a> ClaimsByKey<'a> {
-    pub(crate) fn new(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> ClaimsByKey<'a> {
-        let (scopes, keys) = pairs.unzip();
-        ClaimsByKey { scopes, keys }
+impl<'a> BatchState<'a> {
+    pub(crate) fn new(
+        wallet_ids: &'a [&'a str],
+        holds_after: i64,
+        claims: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> BatchState<'a> {
+        let (scopes, keys) = claims.unzip();
+        BatchState {
+            wallet_ids,
+            holds_after,
+            scopes,
+            keys,
+        }
     }
 }
 
-impl QueryId for ClaimsByKey<'_> {
+impl QueryId for BatchState<'_> {
     type QueryId = ();
     const HAS_STATIC_QUERY_ID: bool = false;
 }
 
-impl Query for ClaimsByKey<'_> {
-    type SqlType = (Text, Text, Text, Text);
+impl Query for BatchState<'_> {
+    type SqlType = (Text, Text, Text, Text, Text);
 }
 
-impl<C> RunQueryDsl<C> for ClaimsByKey<'_> {}
+impl<C> RunQueryDsl<C> for BatchState<'_> {}
 
-impl QueryFragment<Pg> for ClaimsByKey<'_> {
+impl QueryFragment<Pg> for BatchState<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        out.push_sql("SELECT k.scope, k.key, k.fingerprint, k.result_ref FROM unnest(");
+        out.push_sql(
+            "SELECT wallet_rows, auto_topup_rows, method_rows, hold_rows, claim_rows \
+             FROM ledger_batch_state(",
+        );
+        out.push_bind_param::<Array<Text>, _>(self.wallet_ids)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<BigInt, _>(&self.holds_after)?;
+        out.push_sql("::bigint, ");
         out.push_bind_param::<Array<Text>, _>(&self.scopes)?;
         out.push_sql("::text[], ");
         out.push_bind_param::<Array<Text>, _>(&self.keys)?;
-        out.push_sql(
-            "::text[]) AS u(scope, key) CROSS JOIN LATERAL (SELECT i.scope, i.key, \
-             i.fingerprint, i.result_ref FROM idempotency_keys i \
-             WHERE i.scope = u.scope AND i.key = u.key LIMIT 1) AS k",
-        );
+        out.push_sql("::text[])");
         Ok(())
     }
 }

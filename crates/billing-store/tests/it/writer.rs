@@ -249,40 +249,54 @@ async fn postgres_a_full_queue_answers_unavailable() {
 }
 
 /// Under continuous writes through the ledger writer, SQLite's write-ahead log keeps
-/// restarting: the checkpointer's rounds end under the writer lock, so the log stays at
+/// restarting: the checkpointer's rounds end under the writer lock, so the log file stays at
 /// about a round's worth of writes instead of growing with every batch (it reached 1.6 GB
-/// when only passive checkpoints ran beside the writer).
+/// when only passive checkpoints ran beside the writer). A round's worth depends on the
+/// machine's speed, so the check is relative: after four times as many debits again, the
+/// file (its size is the log's high-water mark) has not even doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_write_ahead_log_stays_bounded() {
     let url = database("sqlite", "wal").expect("sqlite");
     let store = open(&url, BatchOptions::default());
     let a = account(&store, "acct_writer_wal", "1000000").await;
-    let clients: Vec<_> = (0..32)
-        .map(|_| {
-            let (store, a) = (store.clone(), a.clone());
-            tokio::spawn(async move {
-                for _ in 0..1000 {
-                    store
-                        .post(posting(&a, EntryKind::Usage, "-1"))
-                        .await
-                        .expect("debit");
-                }
+    let debit = |each: usize| {
+        let clients: Vec<_> = (0..32)
+            .map(|_| {
+                let (store, a) = (store.clone(), a.clone());
+                tokio::spawn(async move {
+                    for _ in 0..each {
+                        store
+                            .post(posting(&a, EntryKind::Usage, "-1"))
+                            .await
+                            .expect("debit");
+                    }
+                })
             })
-        })
-        .collect();
-    for client in clients {
-        client.await.expect("client");
-    }
-    let wal = std::fs::metadata(format!("{url}-wal"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+            .collect();
+        async move {
+            for client in clients {
+                client.await.expect("client");
+            }
+        }
+    };
+    let wal = || {
+        std::fs::metadata(format!("{url}-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    debit(250).await;
+    let first = wal();
+    debit(1000).await;
+    let after = wal();
     let db = std::fs::metadata(&url).map(|m| m.len()).unwrap_or(0);
     assert_eq!(
         consistent(&store, &a).await,
-        "968000".parse().expect("credits")
+        "960000".parse().expect("credits")
     );
+    assert!(first > 0, "the debits went through the log");
     assert!(
-        wal < 12 * 1024 * 1024,
-        "the log restarts after checkpoints: {wal} bytes of log for {db} bytes of database"
+        after < 2 * first + 1024 * 1024,
+        "the log restarts after checkpoints: {first} bytes of log after 8,000 debits, \
+         {after} after 40,000 ({db} bytes of database)"
     );
 }
