@@ -1513,9 +1513,10 @@ mod tests {
     }
 
     /// A PostgreSQL batch reads what its postings are decided against only once its wallets
-    /// are locked: a hold placed and a key claimed by another transaction that held the
-    /// wallet's lock while the batch waited for it are both seen (a read in a snapshot taken
-    /// before the wait would let the batch spend held credits and fail on the claimed key).
+    /// are locked: a credit, a hold placed and a key claimed by another transaction that held
+    /// the wallet's lock while the batch waited for it are all seen (a read in a snapshot
+    /// taken before the wait would let the batch spend held credits and fail on the claimed
+    /// key).
     #[test]
     fn postgres_batches_read_what_committed_while_they_waited_for_the_lock() {
         use billing_core::ledger::EntryKind;
@@ -1533,12 +1534,13 @@ mod tests {
                  VALUES ('acct_wait', 'Ada', 'ada@example.com', 10000000000, 0)",
             )
             .expect("wallet with 10 credits");
-        // Another transaction holds the wallet's lock, places a hold of 8 and claims a key.
+        // Another transaction holds the wallet's lock: it credits 2 (to 12), places a hold of
+        // 8 and claims a key.
         let mut other = PgConnection::establish(&url).expect("connect");
         other.batch_execute("BEGIN").expect("begin");
         other
             .batch_execute(&format!(
-                "SELECT id FROM accounts WHERE id = 'acct_wait' FOR UPDATE; \
+                "UPDATE accounts SET balance = 12000000000 WHERE id = 'acct_wait'; \
                  INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
                  updated_at) VALUES ('hold_wait', 'acct_wait', 8000000000, 'active', {t}, \
                  {end}, {t}); \
@@ -1573,7 +1575,11 @@ mod tests {
             };
             postgres::post_batch(
                 &mut conn,
-                &[debit("1", "-5", None), debit("2", "-1", Some("k-wait"))],
+                &[
+                    debit("1", "-5", None),
+                    debit("2", "-1", Some("k-wait")),
+                    debit("3", "-4", None),
+                ],
             )
         });
         // Commit once the batch waits for the wallet's lock.
@@ -1606,8 +1612,14 @@ mod tests {
                 answers[0],
                 Err(PostError::Rule(PostingRuleError::InsufficientFunds { .. }))
             ),
-            "10 credits, 8 held: a debit of 5 is refused, got {:?}",
+            "12 credits, 8 held: a debit of 5 is refused, got {:?}",
             answers[0]
+        );
+        assert!(
+            answers[2].is_ok(),
+            "12 credits (the row as committed, not the 10 before), 8 held: a debit of 4 \
+             passes, got {:?}",
+            answers[2]
         );
         assert!(
             matches!(&answers[1], Ok(posted) if posted.replayed),
@@ -1618,9 +1630,11 @@ mod tests {
 
     /// The ledger writers' PostgreSQL sessions plan each statement once (generic plans), so
     /// none of their statements may scan a table, however small the table was when it was
-    /// planned: a batch with a replayed key and an active hold, then a retried posting whose
-    /// entries exist, read no table by sequential scan (foreign-key checks included), on
-    /// tables of a few rows where a scan is what the planner would otherwise pick.
+    /// planned: a batch with a replayed key, an active hold and an auto top-up with its saved
+    /// method, then a retried posting whose entries exist, read no table by sequential scan
+    /// (foreign-key checks included), on tables of a few rows where a scan is what the
+    /// planner would otherwise pick, nor past 100 rows once the tables have grown (other
+    /// accounts' active holds, enabled auto top-ups and saved methods included).
     #[tokio::test(flavor = "multi_thread")]
     async fn postgres_writer_sessions_never_scan_a_table() {
         use billing_core::holds::HoldStatus;
@@ -1727,9 +1741,20 @@ mod tests {
             .expect("plan_cache_mode");
         assert_eq!(mode.plan_cache_mode, "force_custom_plan");
         drop(shared);
-        // Statistics that say every table is tiny: the plans below are made on them.
+        // Statistics that say every table is tiny: the plans below are made on them. One
+        // wallet has auto top-up on (a threshold no debit here reaches) and a saved method,
+        // so that the batch reads both.
         let mut admin_conn = PgConnection::establish(&url).expect("connect");
-        admin_conn.batch_execute("ANALYZE").expect("analyze");
+        admin_conn
+            .batch_execute(
+                "INSERT INTO auto_topups (account_id, enabled, threshold, amount_minor, \
+                 currency, credits, bonus, failure_limit) \
+                 VALUES ('acct_scan_a', true, 1, 1000, 'USD', 10000000000, 0, 3); \
+                 INSERT INTO payment_methods (account_id, gateway, reference, saved_at) \
+                 VALUES ('acct_scan_a', 'stripe', 'cus_scan/pm_scan', 0); \
+                 ANALYZE;",
+            )
+            .expect("auto top-up, method, analyze");
         let mut conn = PgConnection::establish(&url).expect("connect");
         PostgresWriterSession
             .on_acquire(&mut conn)
@@ -1763,6 +1788,15 @@ mod tests {
                  FROM generate_series(1, 3000) n; \
                  INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
                  updated_at) SELECT 'hold_filler_' || n, 'acct_scan_a', 1, 'released', 0, 0, 0 \
+                 FROM generate_series(1, 3000) n; \
+                 INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
+                 updated_at) SELECT 'hold_active_filler_' || n, 'acct_filler_' || n, 1, \
+                 'active', 0, 9000000000000000, 0 FROM generate_series(1, 3000) n; \
+                 INSERT INTO auto_topups (account_id, enabled, threshold, amount_minor, \
+                 currency, credits, bonus, failure_limit) SELECT 'acct_filler_' || n, true, \
+                 1, 1000, 'USD', 10000000000, 0, 3 FROM generate_series(1, 3000) n; \
+                 INSERT INTO payment_methods (account_id, gateway, reference, saved_at) \
+                 SELECT 'acct_filler_' || n, 'stripe', 'cus_x/pm_x', 0 \
                  FROM generate_series(1, 3000) n;",
             )
             .expect("filler rows");
