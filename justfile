@@ -21,9 +21,13 @@ e2e:
 
 # Usage-debit throughput, p99 at half the peak, and the database alone doing one debit per
 # transaction (pgbench; Python's sqlite3 loop), for the README's four workloads.
-bench:
+bench: drop-test-databases
     cargo build --release -p billing-loadgen
     {{loadgen}} --table {{pg_url}} -c 32 -t 10
+
+# Drop the PostgreSQL test databases that test runs left behind (their process is gone).
+drop-test-databases:
+    BILLING_TEST_POSTGRES_URL={{pg_url}} .ci/drop-test-databases
 
 # What CI runs.
 ci:

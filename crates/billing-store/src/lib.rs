@@ -1630,11 +1630,11 @@ mod tests {
 
     /// The ledger writers' PostgreSQL sessions plan each statement once (generic plans), so
     /// none of their statements may scan a table, however small the table was when it was
-    /// planned: a batch with a replayed key, an active hold and an auto top-up with its saved
-    /// method, then a retried posting whose entries exist, read no table by sequential scan
-    /// (foreign-key checks included), on tables of a few rows where a scan is what the
-    /// planner would otherwise pick, nor past 100 rows once the tables have grown (other
-    /// accounts' active holds, enabled auto top-ups and saved methods included).
+    /// planned: a batch with a replayed key, an active hold, an auto top-up with its saved
+    /// method and a refund, then a retried posting whose entries exist, read no table by
+    /// sequential scan (foreign-key checks included), on tables of a few rows where a scan is
+    /// what the planner would otherwise pick, nor past 100 rows once the tables have grown
+    /// (other accounts' active holds, enabled auto top-ups and saved methods included).
     #[tokio::test(flavor = "multi_thread")]
     async fn postgres_writer_sessions_never_scan_a_table() {
         use billing_core::holds::HoldStatus;
@@ -1729,6 +1729,16 @@ mod tests {
                     entry(&format!("{n}3"), EntryKind::Usage, "-8"),
                     None,
                 ),
+                // A refund of the claimed usage (1): the first batch's passes, the second's
+                // is refused (nothing left to refund); both read what a refund reads.
+                Posting {
+                    refund_of: vec![EntryId::new("txn_scan_claimed")],
+                    ..posting(
+                        "acct_scan_b",
+                        entry(&format!("{n}4"), EntryKind::Refund, "1"),
+                        None,
+                    )
+                },
             ]
         };
         // The shared pool plans with the values (its statements are not all key lookups).
@@ -1760,11 +1770,12 @@ mod tests {
             .on_acquire(&mut conn)
             .expect("writer session");
         // One batch, then a retried posting; what the transaction read, by table.
-        let mut run = |postings: Vec<Posting>| {
+        let mut run = |postings: Vec<Posting>, refunds: bool| {
             conn.transaction::<_, diesel::result::Error, _>(|c| {
                 let answers = postgres::post_batch(c, &postings).expect("batch");
                 assert!(answers[..3].iter().all(Result::is_ok), "{answers:?}");
                 assert!(answers[3].is_err(), "the hold reserves 2 of a's balance");
+                assert_eq!(answers[4].is_ok(), refunds, "the refund: {:?}", answers[4]);
                 let again = postgres::post_again(c, &postings[0]).expect("again");
                 assert!(matches!(again.as_slice(), [Ok(_)]), "{again:?}");
                 diesel::sql_query(
@@ -1776,7 +1787,7 @@ mod tests {
             })
             .expect("transaction")
         };
-        let first = run(batch("a"));
+        let first = run(batch("a"), true);
         // The tables grow far past what the cached plans were made for (no new statistics).
         admin_conn
             .batch_execute(
@@ -1800,7 +1811,7 @@ mod tests {
                  FROM generate_series(1, 3000) n;",
             )
             .expect("filler rows");
-        let grown = run(batch("b"));
+        let grown = run(batch("b"), false);
         for (when, read) in [("tiny", first), ("grown", grown)] {
             let wide: Vec<String> = read
                 .iter()
