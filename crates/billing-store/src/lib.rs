@@ -1498,6 +1498,106 @@ mod tests {
         idx_tup_fetch: i64,
     }
 
+    /// The statements a connection runs, as text (their binds left out), while `f` runs.
+    fn statements_of<C: diesel::Connection>(conn: &mut C, f: impl FnOnce(&mut C)) -> Vec<String> {
+        use diesel::connection::InstrumentationEvent;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { query, .. } = event
+                && let Ok(mut seen) = sink.lock()
+            {
+                let text = query.to_string();
+                let sql = text.split(" -- binds:").next().unwrap_or_default();
+                seen.push(sql.to_owned());
+            }
+        });
+        f(conn);
+        conn.set_instrumentation(|_: InstrumentationEvent<'_>| {});
+        seen.lock().expect("statements").clone()
+    }
+
+    /// A transactions listing filtered by a type other than usage reads the partial index
+    /// of those entries (`ledger_entries_account_kind_other`) in a plan made without the
+    /// bound values (SQLite's, always; PostgreSQL's generic one): the listing states the
+    /// index's condition. A listing of usage debits reads `(account_id, seq)`.
+    #[test]
+    fn listings_by_type_read_the_partial_index() {
+        use billing_core::ledger::EntryKind;
+        use billing_core::ports::EntryQuery;
+        #[derive(QueryableByName)]
+        struct Step {
+            #[diesel(sql_type = Text)]
+            detail: String,
+        }
+        #[derive(QueryableByName)]
+        struct PlanLine {
+            #[diesel(sql_type = Text)]
+            #[diesel(column_name = "QUERY PLAN")]
+            line: String,
+        }
+        let account = AccountId::new("acct_listing");
+        let listing = |kind: EntryKind| EntryQuery {
+            kind: Some(kind),
+            limit: 10,
+            ..EntryQuery::default()
+        };
+        let listing_sql = |statements: Vec<String>| {
+            statements
+                .into_iter()
+                .find(|s| s.contains("ledger_entries"))
+                .expect("the listing's statement")
+        };
+        let dir = std::env::temp_dir().join(format!("billing-listing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("billing.db");
+        drop(
+            DieselStore::connect(path.to_str().expect("utf-8"), &StoreOptions::default())
+                .expect("open"),
+        );
+        let mut conn = SqliteConnection::establish(path.to_str().expect("utf-8")).expect("open");
+        for (kind, index) in [
+            (EntryKind::TopUp, "ledger_entries_account_kind_other"),
+            (EntryKind::Refund, "ledger_entries_account_kind_other"),
+            (EntryKind::Usage, "ledger_entries_account_seq"),
+        ] {
+            let sql = listing_sql(statements_of(&mut conn, |c| {
+                sqlite::entries(c, &account, &listing(kind)).expect("listing");
+            }));
+            let plan: Vec<Step> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+                .load(&mut conn)
+                .expect("plan");
+            assert!(
+                plan.iter().any(|s| s.detail.contains(index)),
+                "SQLite lists {kind:?} through {index}: {:?}",
+                plan.iter().map(|s| &s.detail).collect::<Vec<_>>()
+            );
+        }
+        let Some(admin) = postgres_admin_url() else {
+            return;
+        };
+        let url = create_postgres_database(&admin, "it_listing_plans").expect("database");
+        drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate"));
+        let mut conn = PgConnection::establish(&url).expect("connect");
+        conn.batch_execute("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+            .expect("generic plans");
+        let sql = listing_sql(statements_of(&mut conn, |c| {
+            postgres::entries(c, &account, &listing(EntryKind::TopUp)).expect("listing");
+        }));
+        conn.batch_execute(&format!("PREPARE listing AS {sql}"))
+            .expect("prepare");
+        let plan: Vec<PlanLine> =
+            diesel::sql_query("EXPLAIN EXECUTE listing('acct_listing', 'topup', 10)")
+                .load(&mut conn)
+                .expect("plan");
+        assert!(
+            plan.iter()
+                .any(|l| l.line.contains("ledger_entries_account_kind_other")),
+            "PostgreSQL lists top-ups through the partial index: {:?}",
+            plan.iter().map(|l| &l.line).collect::<Vec<_>>()
+        );
+    }
+
     /// The PostgreSQL server the tests make their databases on; `None` (the test skips, and
     /// says so) when none is configured, which `BILLING_REQUIRE_POSTGRES` (CI) forbids.
     fn postgres_admin_url() -> Option<String> {

@@ -524,6 +524,15 @@ pub(crate) fn entries(
         .into_boxed();
     if let Some(kind) = query.kind {
         select = select.filter(ledger_entries::kind.eq(kind.as_str()));
+        if kind != billing_core::ledger::EntryKind::Usage {
+            // The condition of the partial index `ledger_entries_account_kind_other`, as a
+            // literal: a plan made without the bound value (SQLite's, a generic one) can use
+            // that index only if the query states it. Usage debits, nearly all entries, are
+            // listed through `(account_id, seq)`.
+            select = select.filter(diesel::dsl::sql::<diesel::sql_types::Bool>(
+                "ledger_entries.kind <> 'usage'",
+            ));
+        }
     }
     if let Some(from) = query.from {
         select = select.filter(ledger_entries::created_at.ge(from.as_micros()));
