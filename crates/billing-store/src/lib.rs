@@ -555,9 +555,17 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
+/// The SQLite file a database URL that is not PostgreSQL's names: a path, optionally
+/// prefixed `sqlite://` or `sqlite:` (`sqlite:billing.db`, `sqlite:///var/lib/billing.db`).
+fn sqlite_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
 impl DieselStore {
     /// Opens the database `url` names (a `postgres://` URL, or a SQLite file path, optionally
-    /// prefixed `sqlite://`), creating a SQLite file and its directory if needed, and runs
+    /// prefixed `sqlite://` or `sqlite:`), creating a SQLite file and its directory if needed, and runs
     /// pending migrations.
     pub fn connect(url: &str, options: &StoreOptions) -> Result<DieselStore, ConnectError> {
         if is_postgres_url(url) {
@@ -592,7 +600,7 @@ impl DieselStore {
                 checkpointer: None,
             });
         }
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let path = sqlite_path(url);
         if let Some(dir) = Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -1245,7 +1253,7 @@ impl EventStore for DieselStore {
 
 /// The file of the SQLite database `url` names, if it exists (never created here).
 pub fn existing_sqlite_file(url: &str) -> Option<&str> {
-    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    let path = sqlite_path(url);
     Path::new(path).is_file().then_some(path)
 }
 
@@ -1292,9 +1300,8 @@ pub fn audit_database(url: &str) -> Result<Vec<billing_core::audit::Finding>, Au
         }
         postgres::audit_snapshot(&mut conn).map_err(|e| AuditError::Read(e.to_string()))?
     } else {
-        let path = existing_sqlite_file(url).ok_or_else(|| {
-            AuditError::Missing(url.strip_prefix("sqlite://").unwrap_or(url).into())
-        })?;
+        let path = existing_sqlite_file(url)
+            .ok_or_else(|| AuditError::Missing(sqlite_path(url).into()))?;
         let mut conn = sqlite_beside_servers(path).map_err(AuditError::Connect)?;
         if !sqlite::chain_backfilled(&mut conn).unwrap_or(false) {
             return Err(AuditError::NotReady);
@@ -1333,8 +1340,8 @@ pub fn backup_sqlite(url: &str, target: &str) -> Result<(), BackupError> {
     if is_postgres_url(url) {
         return Err(BackupError::Postgres);
     }
-    let path = existing_sqlite_file(url)
-        .ok_or_else(|| BackupError::Missing(url.strip_prefix("sqlite://").unwrap_or(url).into()))?;
+    let path =
+        existing_sqlite_file(url).ok_or_else(|| BackupError::Missing(sqlite_path(url).into()))?;
     if Path::new(target).exists() {
         return Err(BackupError::TargetExists(target.to_owned()));
     }
@@ -1436,6 +1443,22 @@ mod tests {
     struct SizeLimit {
         #[diesel(sql_type = BigInt)]
         journal_size_limit: i64,
+    }
+
+    /// `sqlite:` and `sqlite://` name the file after them; a bare path is the file.
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(sqlite_path("sqlite:billing.db"), "billing.db");
+        assert_eq!(
+            sqlite_path("sqlite:/var/lib/billing.db"),
+            "/var/lib/billing.db"
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/billing.db"),
+            "/var/lib/billing.db"
+        );
+        assert_eq!(sqlite_path("sqlite://data/billing.db"), "data/billing.db");
+        assert_eq!(sqlite_path("./data/billing.db"), "./data/billing.db");
     }
 
     /// Every PRAGMA of `SqlitePragmas` is in force on pooled connections.
