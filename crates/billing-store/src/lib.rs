@@ -1751,6 +1751,118 @@ mod tests {
         );
     }
 
+    /// A migration that replaces an index takes one an operator built beforehand
+    /// `CREATE INDEX CONCURRENTLY` only if that build succeeded: an invalid index of the name
+    /// (a build that failed or was cancelled) is dropped and built again, never left as the
+    /// only index once the old one is dropped (000014 for holds, 000016 for the ledger).
+    #[test]
+    fn postgres_migrations_rebuild_an_invalid_index_built_beforehand() {
+        use billing_core::ledger::EntryKind;
+        #[derive(QueryableByName)]
+        struct Index {
+            #[diesel(sql_type = Text)]
+            name: String,
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            valid: bool,
+            #[diesel(sql_type = Text)]
+            definition: String,
+        }
+        let Some(admin) = postgres_admin_url() else {
+            return;
+        };
+        let url = create_postgres_database(&admin, "it_invalid_index").expect("database");
+        drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate"));
+        let mut conn = PgConnection::establish(&url).expect("connect");
+        let now = Timestamp::from_secs(1_768_473_000);
+        conn.batch_execute(&format!(
+            "INSERT INTO accounts (id, name, email, balance, created_at) \
+             VALUES ('acct_index', 'Ada', 'ada@example.com', 10000000000, 0); \
+             INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
+             updated_at) VALUES \
+             ('hold_a', 'acct_index', 1000000000, 'active', {t}, {end}, {t}), \
+             ('hold_b', 'acct_index', 1000000000, 'active', {t}, {end}, {t});",
+            t = now.as_micros(),
+            end = now.as_micros() + 3_600_000_000,
+        ))
+        .expect("two holds");
+        let debit = |n: &str| Posting {
+            account_id: AccountId::new("acct_index"),
+            entries: vec![NewEntry {
+                id: EntryId::new(format!("txn_index_{n}")),
+                kind: EntryKind::Usage,
+                amount: "-1".parse().expect("amount"),
+                description: "index".into(),
+                reference: None,
+                usage: None,
+            }],
+            idempotency: None,
+            refund_of: Vec::new(),
+            now,
+        };
+        let posted = postgres::post_batch(&mut conn, &[debit("1"), debit("2")]).expect("batch");
+        assert!(posted.iter().all(Result::is_ok), "two entries: {posted:?}");
+        // Back to before 000014 (000016, 000015 and 000014 reverted), then the operator's
+        // early builds fail: a unique index cannot hold two rows of one account, so each is
+        // left behind invalid.
+        for _ in 0..3 {
+            conn.revert_last_migration(POSTGRES_MIGRATIONS)
+                .expect("revert");
+        }
+        for failing in [
+            "CREATE UNIQUE INDEX CONCURRENTLY holds_by_account_status ON holds (account_id)",
+            "CREATE UNIQUE INDEX CONCURRENTLY ledger_entries_account_kind_other \
+             ON ledger_entries (account_id)",
+        ] {
+            assert!(
+                conn.batch_execute(failing).is_err(),
+                "{failing} fails on duplicates"
+            );
+        }
+        let indexes = |conn: &mut PgConnection| -> Vec<Index> {
+            diesel::sql_query(
+                "SELECT c.relname::text AS name, i.indisvalid AS valid, \
+                 pg_get_indexdef(i.indexrelid) AS definition \
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE c.relname IN ('holds_by_account_status', 'holds_active_by_account', \
+                 'ledger_entries_account_kind_other', 'ledger_entries_account_kind_seq') \
+                 ORDER BY 1",
+            )
+            .load(conn)
+            .expect("indexes")
+        };
+        assert!(
+            indexes(&mut conn).iter().filter(|i| !i.valid).count() == 2,
+            "the failed builds left two invalid indexes"
+        );
+        drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate again"));
+        let after = indexes(&mut conn);
+        let summary: Vec<_> = after
+            .iter()
+            .map(|i| format!("{} valid={} {}", i.name, i.valid, i.definition))
+            .collect();
+        assert_eq!(
+            after.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+            [
+                "holds_by_account_status",
+                "ledger_entries_account_kind_other"
+            ],
+            "the old indexes are replaced: {summary:?}"
+        );
+        assert!(
+            after.iter().all(|i| i.valid),
+            "both indexes are valid: {summary:?}"
+        );
+        assert!(
+            after[0]
+                .definition
+                .contains("(account_id, status, expires_at)")
+                && after[1]
+                    .definition
+                    .contains("(account_id, kind, seq) WHERE (kind <> 'usage'::text)"),
+            "both indexes are the migrations' own: {summary:?}"
+        );
+    }
+
     /// The ledger writers' PostgreSQL sessions plan each statement once (generic plans), so
     /// none of their statements may scan a table, however small the table was when it was
     /// planned: a batch with a replayed key, an active hold, an auto top-up with its saved
