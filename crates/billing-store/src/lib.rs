@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+mod checkpointer;
 mod metered;
 mod noise;
 mod postgres;
@@ -252,7 +253,7 @@ pub struct DieselStore {
     pools: Pools,
     /// The ledger writers (group commit) every posting but a refund goes through.
     ledger: Arc<writer::LedgerWriter>,
-    /// SQLite: kicks the checkpointer thread (see `start_checkpointer`); it stops when the last
+    /// SQLite: kicks the checkpointer thread (see `checkpointer::start`); it stops when the last
     /// clone of the store and the ledger writer are dropped.
     checkpointer: Option<std::sync::mpsc::SyncSender<()>>,
 }
@@ -380,89 +381,12 @@ fn sqlite_commit(
     })
 }
 
-/// The SQLite checkpointer's pace: at least this long between two rounds; without writes,
-/// one round per `SQLITE_CHECKPOINT_IDLE`.
-const SQLITE_CHECKPOINT_SPACING: Duration = Duration::from_millis(100);
-const SQLITE_CHECKPOINT_IDLE: Duration = Duration::from_secs(5);
 /// Pages of write-ahead log past which a committing connection checkpoints by itself: a
 /// backstop only (the checkpointer restarts the log long before it).
 const SQLITE_AUTOCHECKPOINT_PAGES: u32 = 50_000;
 /// The size the write-ahead log file is cut back to when the log restarts (it keeps its
 /// largest size otherwise).
 const SQLITE_JOURNAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
-
-/// Checkpoints SQLite's write-ahead log on a thread of its own, so that the ledger writer
-/// (the serial part of every debit) never copies pages or syncs files.
-///
-/// Each round is two `PASSIVE` checkpoints: the first copies the log into the database
-/// while the writer goes on appending; the second, under the process's writer lock, copies
-/// only what was appended meanwhile, so that the whole log is copied and the next write
-/// transaction starts the log again from its beginning. (Passive checkpoints beside a
-/// writer that never pauses never catch up: the log grew to 1.6 GB. The writer's own
-/// automatic checkpoint kept it bounded, at 19% of the writer's time, measured.) Every
-/// write of this process sends a kick (`kick`, never waiting) as it starts; a round begins
-/// at a kick, or after `SQLITE_CHECKPOINT_IDLE` without one, and the next is at least
-/// `SQLITE_CHECKPOINT_SPACING` later. The thread has a connection of its own, outside the
-/// pool: waiting for a pooled one while holding the writer lock would stall every write
-/// when reads fill the pool. Stops when every sender is dropped (the store and its ledger
-/// writer).
-fn start_checkpointer(
-    path: String,
-    writing: Arc<tokio::sync::Mutex<()>>,
-) -> std::io::Result<std::sync::mpsc::SyncSender<()>> {
-    let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
-    std::thread::Builder::new()
-        .name("sqlite-checkpointer".into())
-        .spawn(move || {
-            let mut conn: Option<SqliteConnection> = None;
-            let mut failing = false;
-            while let Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                kicked.recv_timeout(SQLITE_CHECKPOINT_IDLE)
-            {
-                match checkpoint_round(&path, &mut conn, &writing) {
-                    Ok(()) if failing => {
-                        failing = false;
-                        tracing::info!("SQLite checkpoints work again");
-                    }
-                    Ok(()) => {}
-                    Err(e) => {
-                        // A fresh connection next round; one warning per incident.
-                        conn = None;
-                        if !failing {
-                            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying");
-                        }
-                        failing = true;
-                    }
-                }
-                std::thread::sleep(SQLITE_CHECKPOINT_SPACING);
-            }
-        })?;
-    Ok(kick)
-}
-
-/// One checkpointer round on its connection `conn` (opened when there is none).
-fn checkpoint_round(
-    path: &str,
-    conn: &mut Option<SqliteConnection>,
-    writing: &tokio::sync::Mutex<()>,
-) -> Result<(), StoreError> {
-    let conn = match conn {
-        Some(conn) => conn,
-        None => {
-            let mut fresh = SqliteConnection::establish(path)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            SqlitePragmas
-                .on_acquire(&mut fresh)
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            conn.insert(fresh)
-        }
-    };
-    conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
-        .map_err(db_err)?;
-    let _writing = writing.blocking_lock();
-    conn.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
-        .map_err(db_err)
-}
 
 fn writer_err(e: std::io::Error) -> ConnectError {
     ConnectError::Pool(format!("cannot start the ledger writer: {e}"))
@@ -506,7 +430,7 @@ impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for PostgresWriterSe
 }
 
 #[derive(Debug)]
-struct SqlitePragmas;
+pub(crate) struct SqlitePragmas;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
@@ -644,7 +568,7 @@ impl DieselStore {
             .map_err(|e| ConnectError::Pool(e.to_string()))?;
         let writing = Arc::new(tokio::sync::Mutex::new(()));
         let checkpointer =
-            start_checkpointer(path.to_owned(), writing.clone()).map_err(writer_err)?;
+            checkpointer::start(path.to_owned(), writing.clone()).map_err(writer_err)?;
         let commit = sqlite_commit(pool.clone(), writing.clone(), checkpointer.clone());
         let ledger =
             writer::LedgerWriter::start(&options.batch, vec![commit]).map_err(writer_err)?;
