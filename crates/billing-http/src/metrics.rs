@@ -21,6 +21,7 @@
 //! | `billing_outbox_oldest_age_seconds` | gauge | how long the oldest of them has waited |
 //! | `billing_db_pool_connections` | gauge | `state` (`in_use`, `idle`, `max`) |
 //! | `billing_db_pool_wait_seconds` | histogram | time to get a connection from the pool |
+//! | `billing_sqlite_checkpoint_lock_seconds` | histogram | SQLite: how long each checkpointer round held the writer lock |
 //!
 //! Counters are per process (Prometheus sums them across the processes it scrapes);
 //! the outbox gauges are the database's, the same from every process.

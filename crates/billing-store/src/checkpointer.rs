@@ -166,7 +166,10 @@ fn round(
         }
     }
     let _writing = writing.blocking_lock();
-    passive(&mut opened.conn)
+    let locked = Instant::now();
+    let last = passive(&mut opened.conn);
+    crate::metered::checkpoint_lock(locked.elapsed());
+    last
 }
 
 /// One `PASSIVE` checkpoint.

@@ -22,6 +22,9 @@ pub const LEDGER_BATCH_POSTINGS: &str = "billing_ledger_batch_postings";
 /// deciding, writing, committing; or failing), in seconds: every posting of the batch waited
 /// at least this long.
 pub const LEDGER_BATCH_SECONDS: &str = "billing_ledger_batch_seconds";
+/// SQLite: how long each checkpointer round held the writer lock (its last pass), in
+/// seconds: every write of the process waited behind it.
+pub const SQLITE_CHECKPOINT_LOCK_SECONDS: &str = "billing_sqlite_checkpoint_lock_seconds";
 /// How long taking a database connection from the pool waited, in seconds.
 pub const POOL_WAIT_SECONDS: &str = "billing_db_pool_wait_seconds";
 
@@ -62,4 +65,8 @@ pub(crate) fn pool_wait(waited: Duration) {
 pub(crate) fn batch(postings: usize, took: Duration) {
     metrics::histogram!(LEDGER_BATCH_POSTINGS).record(postings as f64);
     metrics::histogram!(LEDGER_BATCH_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn checkpoint_lock(held: Duration) {
+    metrics::histogram!(SQLITE_CHECKPOINT_LOCK_SECONDS).record(held.as_secs_f64());
 }

@@ -299,6 +299,29 @@ async fn metrics_count_what_happened(backend: Backend) {
     assert_eq!(grew("billing_ledger_batch_postings_sum", &[]), 4.0);
     assert_eq!(grew("billing_ledger_batch_seconds_count", &[]), 4.0);
     assert!(grew("billing_ledger_batch_seconds_sum", &[]) > 0.0);
+    // SQLite's checkpointer times the writer lock it held, a round after those writes
+    // (within 100 ms).
+    let held = "billing_sqlite_checkpoint_lock_seconds_count";
+    if matches!(backend, Backend::Sqlite) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (_, now) = parse(&scrape(&app, &main, Some(TOKEN)).await.1);
+            if value(&now, held, &[]) > value(&after, held, &[]) {
+                let kind = parse(&scrape(&app, &main, Some(TOKEN)).await.1).0;
+                assert_eq!(
+                    kind.get("billing_sqlite_checkpoint_lock_seconds")
+                        .map(String::as_str),
+                    Some("histogram")
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpointer round was timed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
     for gauge in ["billing_outbox_depth", "billing_outbox_oldest_age_seconds"] {
         assert!(
             after.iter().any(|(n, _, _)| n == gauge),
