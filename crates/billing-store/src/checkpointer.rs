@@ -21,7 +21,7 @@ const IDLE: Duration = Duration::from_secs(5);
 /// milliseconds' worth.
 const SETTLED: Duration = Duration::from_millis(2);
 /// ... or after this many passes (a writer that appends faster than the disk takes it).
-const MAX_PASSES: u32 = 8;
+const MAX_PASSES: u32 = 16;
 
 /// Starts the checkpointer thread for the database at `path`; `writing` is the process's
 /// writer lock.
