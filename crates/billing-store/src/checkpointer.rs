@@ -113,7 +113,13 @@ fn database_file(path: &str) -> std::io::Result<Arc<std::fs::File>> {
     if let Some((_, file)) = files.iter().find(|(key, _)| *key == named) {
         return Ok(file.clone());
     }
-    let file = Arc::new(std::fs::File::open(path)?);
+    // Read and write: syncing needs write access on some systems (Windows).
+    let file = Arc::new(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?,
+    );
     // Kept whatever its key (the path may name another file by now): dropping it would
     // close it.
     let opened = file.metadata().map_or(named, |m| file_key(path, &m));
@@ -140,6 +146,23 @@ fn round(
     opened: &mut Option<Opened>,
     writing: &tokio::sync::Mutex<()>,
 ) -> Result<(), StoreError> {
+    let opened = settle(path, opened)?;
+    let _writing = writing.blocking_lock();
+    let locked = Instant::now();
+    let last = passive(&mut opened.conn);
+    crate::metered::checkpoint_lock(locked.elapsed());
+    last
+}
+
+/// A round's passes outside the writer lock, each a `PASSIVE` checkpoint and a sync of the
+/// database file, until one takes under `SETTLED` (at most `MAX_PASSES`).
+///
+/// A failed sync ends the process: the pages it could not write are lost, and the log's
+/// pages, the only other copy, are already counted as copied; a retry would sync
+/// successfully (Linux reports a writeback error once to each open descriptor) and the log
+/// would restart over them. Started again, SQLite recovers the log and copies all of it
+/// again (PostgreSQL does the same on a failed `fsync`).
+fn settle<'o>(path: &str, opened: &'o mut Option<Opened>) -> Result<&'o mut Opened, StoreError> {
     let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(e.to_string());
     let opened = match opened {
         Some(opened) => opened,
@@ -160,16 +183,20 @@ fn round(
     for _ in 0..MAX_PASSES {
         let started = Instant::now();
         passive(&mut opened.conn)?;
-        opened.file.sync_data().map_err(|e| unavailable(&e))?;
+        if let Err(e) = opened.file.sync_data() {
+            tracing::error!(
+                error = %e,
+                path,
+                "cannot sync the SQLite database file: stopping so that a restart recovers \
+                 the write-ahead log"
+            );
+            std::process::abort();
+        }
         if started.elapsed() < SETTLED {
             break;
         }
     }
-    let _writing = writing.blocking_lock();
-    let locked = Instant::now();
-    let last = passive(&mut opened.conn);
-    crate::metered::checkpoint_lock(locked.elapsed());
-    last
+    Ok(opened)
 }
 
 /// One `PASSIVE` checkpoint.
@@ -230,23 +257,34 @@ mod tests {
         let mut observer = open();
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(50));
-            let before = {
-                let _held = writing.blocking_lock();
-                sequence()
-            };
-            round(&path, &mut opened, &writing).expect("round");
-            // The first write after the round, whoever's, found the whole log copied and
-            // started it again.
+            // The round's passes outside the lock, while the writer appends, then its last
+            // pass under the lock (as `round` takes it), the test's write, and the check,
+            // all under the lock: no other write comes between them.
+            let opened = settle(&path, &mut opened).expect("passes");
             let _held = writing.blocking_lock();
+            let before = sequence();
+            passive(&mut opened.conn).expect("last pass");
             observer
                 .batch_execute("INSERT INTO t (v) VALUES ('observer')")
                 .expect("write");
             assert_eq!(
                 sequence(),
                 before.wrapping_add(1),
-                "the log restarted once after the round"
+                "the write after the last pass starts the log again"
             );
         }
+        // And `round` itself: the writer's next write, or the test's, restarts the log.
+        let before = {
+            let _held = writing.blocking_lock();
+            sequence()
+        };
+        round(&path, &mut opened, &writing).expect("round");
+        let held = writing.blocking_lock();
+        observer
+            .batch_execute("INSERT INTO t (v) VALUES ('observer')")
+            .expect("write");
+        assert!(sequence() != before, "the log restarted after the round");
+        drop(held);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(writer.join().expect("writer") > 0, "the writer wrote");
         let _ = std::fs::remove_dir_all(&dir);
