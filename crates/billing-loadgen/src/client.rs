@@ -26,6 +26,9 @@ pub struct Load {
     pub rate: Option<f64>,
     /// Idempotency keys are `{prefix}-{n}`.
     pub key_prefix: String,
+    /// The HTTP layer alone: every request is refused as invalid (`400`) before the store is
+    /// asked, and those answers are what is counted.
+    pub probe: bool,
 }
 
 /// One connection's results.
@@ -36,6 +39,8 @@ pub struct Tally {
     pub refused: u64,
     pub unavailable: u64,
     pub errors: u64,
+    /// `400` answers of a probe load.
+    pub probed: u64,
 }
 
 impl Tally {
@@ -47,6 +52,7 @@ impl Tally {
         self.refused += other.refused;
         self.unavailable += other.unavailable;
         self.errors += other.errors;
+        self.probed += other.probed;
     }
 
     pub fn ok(&self) -> u64 {
@@ -130,9 +136,15 @@ pub async fn drive(load: Load) -> Tally {
             rand::random_range(0..load.account_ids.len())
         };
         let n = load.sequence.fetch_add(1, Ordering::Relaxed);
+        // A probe's amount is negative: the JSON extractor refuses it before the handler.
+        let amount = if load.probe {
+            "-1"
+        } else {
+            load.amount.as_str()
+        };
         let body = format!(
-            r#"{{"account_id":"{}","amount":{},"description":"API usage - load"}}"#,
-            load.account_ids[index], load.amount
+            r#"{{"account_id":"{}","amount":{amount},"description":"API usage - load"}}"#,
+            load.account_ids[index]
         );
         let request = format!(
             "POST /v1/usage HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
@@ -162,6 +174,10 @@ pub async fn drive(load: Load) -> Tally {
                 tally.refused += 1;
             }
             Ok(503) => tally.unavailable += 1,
+            Ok(400) if load.probe => {
+                tally.latencies_us.push(elapsed);
+                tally.probed += 1;
+            }
             Ok(other) => {
                 if tally.errors < 3 {
                     eprintln!(

@@ -13,6 +13,7 @@
 
 mod baseline;
 mod client;
+mod cpu;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -70,6 +71,10 @@ struct Args {
     /// Also measure the p99 at half the peak and the database alone (needs --backend).
     #[arg(long)]
     compare: bool,
+    /// Measure the HTTP layer alone instead: every request is refused as invalid (400)
+    /// before the store is asked.
+    #[arg(long)]
+    probe: bool,
     /// Run the four workloads of the README's table with --compare: PostgreSQL (this
     /// server, `postgres://…/postgres`) 1,000 wallets and one hot wallet, SQLite 200 and one.
     #[arg(long)]
@@ -337,6 +342,13 @@ async fn report_checkpoints(target: &Target, made: Option<i64>) -> Result<i64, S
 }
 
 fn report(label: &str, tally: &Tally, elapsed: f64) -> f64 {
+    if tally.probed > 0 {
+        println!(
+            "{label}: {} requests refused before the store (400) in {elapsed:.1} s ({:.0}/s)",
+            tally.probed,
+            tally.probed as f64 / elapsed
+        );
+    }
     let ok = tally.ok();
     let rate = ok as f64 / elapsed;
     println!(
@@ -365,6 +377,10 @@ struct Row {
     alone: Option<f64>,
     /// SQLite: the same loop in Rust (diesel), for context.
     alone_rust: Option<f64>,
+    /// Where the peak run's CPU went.
+    cost: Option<cpu::Cost>,
+    /// Requests a second the HTTP layer answers when the store is never asked.
+    http_alone: Option<f64>,
 }
 
 struct Scenario {
@@ -426,15 +442,22 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         sequence: Arc::new(AtomicU64::new(0)),
         rate: rate.map(|r| r / args.concurrency as f64),
         key_prefix: format!("{prefix}-{}", rand::random::<u32>()),
+        probe: args.probe,
     };
     let made = checkpoint(&target).await?;
+    let before = cpu::sample();
     let (peak_tally, elapsed) = client::run(&load(args.rate, "peak"), args.concurrency).await?;
+    let cost = cpu::Cost::between(&before, &cpu::sample(), peak_tally.ok());
     let peak = report("peak", &peak_tally, elapsed);
+    if let Some(cost) = &cost {
+        println!("  CPU µs per debit: {}", cost.line());
+    }
     report_checkpoints(&target, made).await?;
     let mut total = peak_tally;
     let p99_peak = percentile(&total.latencies_us, 99.0);
     let mut p99_half = None;
     let mut half_checkpoints = 0;
+    let mut http_alone = None;
     if args.compare {
         let made = checkpoint(&target).await?;
         let (half, elapsed) =
@@ -443,6 +466,21 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         half_checkpoints = report_checkpoints(&target, made).await?;
         p99_half = Some(percentile(&half.latencies_us, 99.0));
         total.merge(half);
+        let probe = Load {
+            probe: true,
+            ..load(args.rate, "probe")
+        };
+        let (probed, elapsed) = client::run(&probe, args.concurrency).await?;
+        let rate = probed.probed as f64 / elapsed;
+        println!(
+            "the HTTP layer alone (the same request refused as invalid, 400, before the store): \
+             {rate:.0} requests/s, p99 {:.2} ms",
+            percentile(&probed.latencies_us, 99.0)
+        );
+        if probed.errors > 0 {
+            return Err(format!("{} errors in the HTTP-alone run", probed.errors));
+        }
+        http_alone = Some(rate);
     }
     let mut failures = 0;
     for (index, account) in accounts.iter().enumerate() {
@@ -506,6 +544,8 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         half_checkpoints,
         alone,
         alone_rust,
+        cost,
+        http_alone,
     })
 }
 
@@ -548,6 +588,50 @@ fn print_table(rows: &[Row], connections: usize) {
         println!(
             "| {} | {} | {:.0}/s, p99 {:.1} ms | {half} | {alone} | {ratio} |",
             row.backend, row.workload, row.peak, row.p99_peak
+        );
+    }
+    print_costs(rows);
+}
+
+/// Where the peak's CPU went, by role, per debit; and what the HTTP layer alone answers.
+fn print_costs(rows: &[Row]) {
+    if rows.iter().all(|r| r.cost.is_none()) {
+        return;
+    }
+    println!();
+    println!(
+        "CPU µs per debit at the peak (from /proc; the machine's busy share includes time the \
+         hypervisor took):"
+    );
+    println!();
+    let roles: Vec<&str> = cpu::ROLES.to_vec();
+    println!(
+        "| backend | workload | {} | PostgreSQL | all | machine busy | HTTP alone (400 before the store) |",
+        roles.join(" | ")
+    );
+    println!("|{}", " --- |".repeat(roles.len() + 6));
+    for row in rows {
+        let Some(cost) = &row.cost else { continue };
+        let per_role: Vec<String> = cost
+            .per_debit_us
+            .iter()
+            .map(|(_, us)| format!("{us:.1}"))
+            .collect();
+        let all: f64 = cost.per_debit_us.iter().map(|(_, us)| us).sum::<f64>() + cost.postgres_us;
+        let postgres = if row.backend == "PostgreSQL" {
+            format!("{:.1}", cost.postgres_us)
+        } else {
+            "-".to_owned()
+        };
+        let alone = row
+            .http_alone
+            .map_or("-".to_owned(), |r| format!("{r:.0}/s"));
+        println!(
+            "| {} | {} | {} | {postgres} | {all:.1} | {:.0}% | {alone} |",
+            row.backend,
+            row.workload,
+            per_role.join(" | "),
+            cost.machine_busy * 100.0
         );
     }
 }

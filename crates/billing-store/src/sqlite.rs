@@ -92,16 +92,11 @@ fn write_ledger(
     claims: &[NewClaimRow],
     updates: &[WalletUpdate],
 ) -> Result<usize, diesel::result::Error> {
-    use crate::schema::{idempotency_keys, ledger_entries};
     for row in entries {
-        diesel::insert_into(ledger_entries::table)
-            .values(row)
-            .execute(conn)?;
+        statements::InsertEntry(row).execute(conn)?;
     }
     for row in claims {
-        diesel::insert_into(idempotency_keys::table)
-            .values(row)
-            .execute(conn)?;
+        statements::InsertClaim(row).execute(conn)?;
     }
     update_wallet_rows(conn, updates)
 }
