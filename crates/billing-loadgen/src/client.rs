@@ -136,7 +136,8 @@ pub async fn drive(load: Load) -> Tally {
             rand::random_range(0..load.account_ids.len())
         };
         let n = load.sequence.fetch_add(1, Ordering::Relaxed);
-        // A probe's amount is negative: the JSON extractor refuses it before the handler.
+        // A probe's amount is negative: the service refuses it (400, `Credits::positive` in
+        // `record_usage`) after authentication and parsing, before any store call.
         let amount = if load.probe {
             "-1"
         } else {

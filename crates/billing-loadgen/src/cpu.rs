@@ -1,7 +1,9 @@
 //! Where a run's CPU time went: this process's threads by role (the in-process server's
 //! ledger writers, its HTTP workers, the SQLite checkpointer, the load generator's own
 //! client), PostgreSQL's server processes, and how busy the whole machine was. Read from
-//! Linux's `/proc` before and after a run; elsewhere every figure is absent.
+//! Linux's `/proc` before and after a run; elsewhere every figure is absent. Threads and
+//! processes that exit during a run drop out of the second sample (undercounted), and every
+//! `postgres` process on the machine is counted, whichever database it serves.
 
 use std::collections::BTreeMap;
 
