@@ -96,7 +96,9 @@ fn write_ledger(
         statements::InsertEntry(row).execute(conn)?;
     }
     for row in claims {
-        statements::InsertClaim(row).execute(conn)?;
+        diesel::insert_into(crate::schema::idempotency_keys::table)
+            .values(row)
+            .execute(conn)?;
     }
     update_wallet_rows(conn, updates)
 }

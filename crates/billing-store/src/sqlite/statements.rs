@@ -1,8 +1,10 @@
 //! SQLite statements the ledger writer runs for every posting or batch, written with fixed
 //! text and a static query id so that diesel finds each one's prepared statement by its type:
 //! its own `UPDATE` statements are never cached (diesel marks every one unsafe to cache), and
-//! its `INSERT` of a row with optional columns is looked up by its SQL text, which diesel
-//! writes afresh for every row (a tenth of the writer's time on one hot wallet, measured).
+//! its `INSERT` of a row with optional columns (a ledger entry's) is looked up by its SQL text,
+//! which diesel writes afresh for every row (a tenth of the writer's time on one hot wallet,
+//! measured). A claim's row has no optional column: diesel's own insert of it already has a
+//! static query id.
 //! Each statement here is prepared once per connection and then only bound and stepped.
 
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
@@ -11,7 +13,7 @@ use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl};
 
 use super::WalletUpdate;
-use crate::rows::{NewClaimRow, NewEntryRow};
+use crate::rows::NewEntryRow;
 
 /// Declares a statement's static query id (its own marker type) and `RunQueryDsl`.
 macro_rules! static_statement {
@@ -111,38 +113,6 @@ impl QueryFragment<Sqlite> for InsertEntry<'_> {
         out.push_bind_param::<Nullable<BigInt>, _>(usage_output_per_million)?;
         out.push_sql(", ");
         out.push_bind_param::<Nullable<Text>, _>(hash)?;
-        out.push_sql(")");
-        Ok(())
-    }
-}
-
-/// An idempotency claim.
-pub(crate) struct InsertClaim<'a>(pub &'a NewClaimRow);
-
-static_statement!(InsertClaim, InsertClaimId);
-
-impl QueryFragment<Sqlite> for InsertClaim<'_> {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        let NewClaimRow {
-            scope,
-            key,
-            fingerprint,
-            result_ref,
-            created_at,
-        } = self.0;
-        out.push_sql(
-            "INSERT INTO idempotency_keys (scope, key, fingerprint, result_ref, created_at) \
-             VALUES (",
-        );
-        out.push_bind_param::<Text, _>(scope)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(key)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(fingerprint)?;
-        out.push_sql(", ");
-        out.push_bind_param::<Text, _>(result_ref)?;
-        out.push_sql(", ");
-        out.push_bind_param::<BigInt, _>(created_at)?;
         out.push_sql(")");
         Ok(())
     }
