@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use billing_core::ids::{AccountId, EntryId};
 use billing_core::ledger::{EntryKind, NewEntry, PostingRuleError, verify_history};
-use billing_core::money::Credits;
+use billing_core::money::{Credits, LEDGER_SCALE};
 use billing_core::ports::{Account, AccountStore, LedgerStore, PostError, Posting, StoreError};
 use billing_core::time::Timestamp;
 use billing_store::{BatchOptions, DieselStore, StoreOptions, create_postgres_database};
@@ -226,8 +226,6 @@ async fn a_zero_net_batch_moves_the_chains_head(backend: &str) {
 /// order gives. (A writer with two batches of a shard in flight and no order between their
 /// locks, tried on 2026-12-05, failed this at its first posting.)
 async fn queued_postings_are_decided_in_order(backend: &str) {
-    use std::future::Future;
-    use std::pin::Pin;
     use std::task::Poll;
     let Some(url) = database(backend, "ordered") else {
         return;
@@ -242,16 +240,14 @@ async fn queued_postings_are_decided_in_order(backend: &str) {
     );
     let a = account(&store, "acct_writer_ordered", "1000").await;
     let amounts: Vec<i64> = (0..400_i64).map(|i| (i * 7919) % 9 + 1).collect();
-    type Answer = Result<billing_core::ports::Posted, PostError>;
-    let mut pending: Vec<Pin<Box<dyn Future<Output = Answer> + Send + '_>>> = amounts
+    let credits = |whole: i64| Credits::from_units(whole * 10_i64.pow(LEDGER_SCALE));
+    // The store's futures are boxed already (`async_trait`).
+    let mut pending: Vec<_> = amounts
         .iter()
-        .map(|amount| {
-            let posting = posting(&a, EntryKind::Usage, &format!("-{amount}"));
-            Box::pin(store.post(posting)) as Pin<Box<dyn Future<Output = Answer> + Send + '_>>
-        })
+        .map(|amount| store.post(posting(&a, EntryKind::Usage, &format!("-{amount}"))))
         .collect();
     // Each polled once, in order: each queues its posting before the next one does.
-    let mut early: Vec<Option<Answer>> = Vec::new();
+    let mut early = Vec::new();
     std::future::poll_fn(|cx| {
         early = pending
             .iter_mut()
@@ -281,7 +277,7 @@ async fn queued_postings_are_decided_in_order(backend: &str) {
             let after = posted.entries.last().expect("an entry").balance_after;
             assert_eq!(
                 after,
-                Credits::from_units(balance * 1_000_000_000),
+                credits(balance),
                 "posting {i} (-{amount}) was decided out of its queued order"
             );
             ok += 1;
@@ -300,10 +296,7 @@ async fn queued_postings_are_decided_in_order(backend: &str) {
         ok > 100 && refused > 100,
         "both kinds of answer: {ok} / {refused}"
     );
-    assert_eq!(
-        consistent(&store, &a).await,
-        Credits::from_units(balance * 1_000_000_000)
-    );
+    assert_eq!(consistent(&store, &a).await, credits(balance));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
