@@ -269,7 +269,10 @@ fn pg_ctl(action: &str) -> Result<(), String> {
     let mut command = Command::new("pg_ctlcluster");
     command.args(["--skip-systemctl-redirect", &version, "main", action]);
     if action == "stop" {
-        command.args(["-m", "fast"]);
+        // A crash, not a shutdown: no checkpoint, and the log's unflushed buffers are lost,
+        // so a write acknowledged before its commit reached the disk would be missing and
+        // the conservation check fail.
+        command.args(["-m", "immediate"]);
     }
     let status = command.status().map_err(|e| e.to_string())?;
     if status.success() {
@@ -296,7 +299,7 @@ async fn stop_postgres(
         outcomes.violation(format!("cannot stop PostgreSQL: {e}"));
         return String::new();
     }
-    println!("bank: PostgreSQL stopped for {outage:?}");
+    println!("bank: PostgreSQL crashed (immediate stop), down for {outage:?}");
     tokio::time::sleep(outage / 2).await;
     for base in fleet.bases() {
         let status = http
@@ -347,7 +350,7 @@ async fn stop_postgres(
     outcomes.set_outage(false);
     match (ready_after, write_after) {
         (Some(r), Some(w)) => format!(
-            "PostgreSQL stopped {outage:?}: every /readyz 200 again {r:.2?} after it was back, \
+            "PostgreSQL crashed, down {outage:?}: every /readyz 200 again {r:.2?} after it was back, \
              the first write acknowledged after {w:.2?}"
         ),
         _ => {

@@ -14,9 +14,9 @@
 //!
 //! Faults, each optional: `--kills N` (`kill -9` of a random process at random moments, then
 //! a restart), `--terminate-every-ms` (`pg_terminate_backend` of every connection to the
-//! database), `--stop-postgres-secs` (the PostgreSQL cluster stopped, then started: requests
-//! during the outage must answer `503`, never `500`, never hang; the recovery time is
-//! measured). Any violation makes the exit status 1.
+//! database), `--stop-postgres-secs` (the PostgreSQL cluster crashed, `-m immediate`, then
+//! started: requests during the outage must answer `503`, never `500`, never hang; the
+//! recovery time is measured). Any violation makes the exit status 1.
 //!
 //! ```sh
 //! cargo build --release -p billing-server -p billing-loadgen
@@ -65,7 +65,8 @@ pub struct Args {
     /// Terminate every PostgreSQL connection to the database this often (0: never).
     #[arg(long, default_value_t = 0)]
     terminate_every_ms: u64,
-    /// Stop the PostgreSQL cluster (`pg_ctlcluster`) once, for this long, mid-run.
+    /// Crash the PostgreSQL cluster (`pg_ctlcluster stop -m immediate`: nothing unflushed
+    /// survives) once, mid-run, and start it again this long after.
     #[arg(long, default_value_t = 0)]
     stop_postgres_secs: u64,
     /// Prove the checks can fail: halfway through, add 1 unit to one ledger entry's amount
