@@ -10,7 +10,8 @@ use diesel::r2d2::CustomizeConnection;
 use diesel::sqlite::SqliteConnection;
 use diesel::{Connection, RunQueryDsl};
 
-use crate::{SqlitePragmas, StoreError, db_err};
+use crate::connect::SqlitePragmas;
+use crate::{StoreError, db_err};
 
 /// The checkpointer's pace: at least this long between two rounds; without writes, one
 /// round per `IDLE`.

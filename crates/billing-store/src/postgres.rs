@@ -14,7 +14,7 @@ const POINT_QUERIES: bool = false;
 /// Whether this database lacks a migration this build has (a readiness check).
 pub(crate) fn migrations_pending(conn: &mut Conn) -> Result<bool, billing_core::ports::StoreError> {
     use diesel_migrations::MigrationHarness;
-    conn.has_pending_migration(crate::POSTGRES_MIGRATIONS)
+    conn.has_pending_migration(crate::connect::POSTGRES_MIGRATIONS)
         .map_err(|e| billing_core::ports::StoreError::Unavailable(e.to_string()))
 }
 

@@ -10,7 +10,7 @@ pub(crate) type Conn = SqliteConnection;
 /// Whether this database lacks a migration this build has (a readiness check).
 pub(crate) fn migrations_pending(conn: &mut Conn) -> Result<bool, billing_core::ports::StoreError> {
     use diesel_migrations::MigrationHarness;
-    conn.has_pending_migration(crate::SQLITE_MIGRATIONS)
+    conn.has_pending_migration(crate::connect::SQLITE_MIGRATIONS)
         .map_err(|e| billing_core::ports::StoreError::Unavailable(e.to_string()))
 }
 
