@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use billing_core::ids::{AccountId, EntryId};
 use billing_core::ledger::{EntryKind, NewEntry, PostingRuleError, verify_history};
-use billing_core::money::{Credits, LEDGER_SCALE};
+use billing_core::money::Credits;
 use billing_core::ports::{Account, AccountStore, LedgerStore, PostError, Posting, StoreError};
 use billing_core::time::Timestamp;
 use billing_store::{BatchOptions, DieselStore, StoreOptions, create_postgres_database};
@@ -240,7 +240,7 @@ async fn queued_postings_are_decided_in_order(backend: &str) {
     );
     let a = account(&store, "acct_writer_ordered", "1000").await;
     let amounts: Vec<i64> = (0..400_i64).map(|i| (i * 7919) % 9 + 1).collect();
-    let credits = |whole: i64| Credits::from_units(whole * 10_i64.pow(LEDGER_SCALE));
+    let credits = |whole: i64| -> Credits { whole.to_string().parse().expect("credits") };
     // The store's futures are boxed already (`async_trait`).
     let mut pending: Vec<_> = amounts
         .iter()
