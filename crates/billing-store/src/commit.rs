@@ -11,10 +11,12 @@ const WRITER_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// quickly instead of each waiting the full timeout in turn.
 const WRITER_CONNECTION_TIMEOUT_WHILE_DOWN: Duration = Duration::from_millis(250);
 
-/// A ledger writer's connection, and whether the last attempt to get one failed.
+/// A ledger writer's connection, whether the last attempt to get one failed, and whether a
+/// transaction is open on it for the next batch (PostgreSQL's `COMMIT AND CHAIN`).
 struct WriterConnection<M: diesel::r2d2::ManageConnection> {
     held: Option<PooledConnection<M>>,
     unreachable: bool,
+    chained: bool,
 }
 
 impl<M: diesel::r2d2::ManageConnection> WriterConnection<M> {
@@ -22,24 +24,20 @@ impl<M: diesel::r2d2::ManageConnection> WriterConnection<M> {
         WriterConnection {
             held: None,
             unreachable: false,
+            chained: false,
         }
     }
 }
 
 /// Runs a ledger writer's batch on its connection `held` (taken from `pool` when there is
 /// none). The connection is kept only after a clean answer: after an error or a panic it
-/// goes back to the pool, which discards it if it is broken or still in a transaction.
+/// goes back to the pool, which discards it if it is broken or still in a transaction
+/// (Diesel counts a chained transaction as open, so a connection that failed with one is
+/// discarded too).
 fn commit_on<M, C>(
     pool: &Pool<M>,
     writer_conn: &mut WriterConnection<M>,
-    postings: &[Posting],
-    attempt: writer::Attempt,
-    fresh: impl Fn(&mut C) -> Result<(), diesel::result::Error>,
-    post: impl Fn(
-        &mut C,
-        &[Posting],
-        writer::Attempt,
-    ) -> Result<Vec<Result<Posted, PostError>>, StoreError>,
+    post: impl FnOnce(&mut C, &mut bool) -> Result<Vec<Result<Posted, PostError>>, StoreError>,
 ) -> Result<Vec<Result<Posted, PostError>>, writer::CommitError>
 where
     M: diesel::r2d2::ManageConnection<Connection = C>,
@@ -52,49 +50,121 @@ where
             } else {
                 WRITER_CONNECTION_TIMEOUT
             };
-            let mut conn = pool.get_timeout(wait).map_err(|e| {
+            let conn = pool.get_timeout(wait).map_err(|e| {
                 writer_conn.unreachable = true;
                 writer::CommitError::NoConnection(pool_err(e))
             })?;
             writer_conn.unreachable = false;
-            fresh(&mut conn).map_err(|e| writer::CommitError::Failed(db_err(e)))?;
+            writer_conn.chained = false;
             conn
         }
     };
-    let held = &mut writer_conn.held;
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        post(&mut conn, postings, attempt)
-    })) {
+    let chained = &mut writer_conn.chained;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        post(&mut conn, &mut *chained)
+    }));
+    match outcome {
         Ok(Ok(answers)) => {
-            *held = Some(conn);
+            writer_conn.held = Some(conn);
             Ok(answers)
         }
-        Ok(Err(e)) => Err(writer::CommitError::Failed(e)),
-        Err(_) => Err(writer::CommitError::Failed(StoreError::Unavailable(
-            "the ledger writer failed".into(),
-        ))),
+        Ok(Err(e)) => {
+            writer_conn.chained = false;
+            Err(writer::CommitError::Failed(e))
+        }
+        Err(_) => {
+            writer_conn.chained = false;
+            Err(writer::CommitError::Failed(StoreError::Unavailable(
+                "the ledger writer failed".into(),
+            )))
+        }
     }
 }
 
-/// A PostgreSQL ledger writer's commit, on a connection of its own.
-pub(crate) fn postgres_commit(pool: Pool<ConnectionManager<PgConnection>>) -> writer::Commit {
-    let mut held = WriterConnection::new();
-    Box::new(move |postings, attempt| {
+/// A PostgreSQL ledger writer: its pool, and the connection it keeps.
+struct PostgresCommit {
+    pool: Pool<ConnectionManager<PgConnection>>,
+    conn: WriterConnection<ConnectionManager<PgConnection>>,
+}
+
+impl writer::Commit for PostgresCommit {
+    fn commit(
+        &mut self,
+        postings: &[Posting],
+        attempt: writer::Attempt,
+    ) -> Result<Vec<Result<Posted, PostError>>, writer::CommitError> {
         commit_on(
-            &pool,
-            &mut held,
-            postings,
-            attempt,
-            |_: &mut PgConnection| Ok(()),
-            |c: &mut PgConnection, p, a| match a {
-                writer::Attempt::First => postgres::post_batch(c, p),
-                writer::Attempt::Retry => match p {
-                    [one] => postgres::post_again(c, one),
-                    _ => postgres::post_batch(c, p),
-                },
+            &self.pool,
+            &mut self.conn,
+            |c: &mut PgConnection, chained| {
+                match (attempt, postings) {
+                    (writer::Attempt::Retry, [one]) => {
+                        // A retry runs in a transaction of its own, never inside a chained one
+                        // (where Diesel would make it a savepoint).
+                        postgres::end_chain(c, chained).map_err(db_err)?;
+                        postgres::post_again(c, one)
+                    }
+                    _ => postgres::post_batch_chained(c, postings, chained),
+                }
             },
         )
+    }
+
+    fn idle(&mut self) {
+        if !self.conn.chained {
+            return;
+        }
+        let ended = match self.conn.held.as_mut() {
+            Some(conn) => postgres::end_chain(conn, &mut self.conn.chained).is_ok(),
+            None => true,
+        };
+        self.conn.chained = false;
+        if !ended {
+            // Back to the pool, which discards it (Diesel still counts its transaction).
+            self.conn.held = None;
+        }
+    }
+}
+
+/// A PostgreSQL ledger writer's commit, on a connection of its own: each batch's
+/// transaction commits with `COMMIT AND CHAIN`, which opens the next batch's in the same
+/// round trip (one `BEGIN` round trip fewer a batch); the writer ends it (`ROLLBACK`,
+/// nothing in it) before it waits idle.
+pub(crate) fn postgres_commit(
+    pool: Pool<ConnectionManager<PgConnection>>,
+) -> Box<dyn writer::Commit> {
+    Box::new(PostgresCommit {
+        pool,
+        conn: WriterConnection::new(),
     })
+}
+
+/// SQLite's one ledger writer (see [`sqlite_commit`]).
+struct SqliteCommit {
+    pool: Pool<ConnectionManager<SqliteConnection>>,
+    writer: Arc<tokio::sync::Mutex<()>>,
+    checkpointer: std::sync::mpsc::SyncSender<()>,
+    conn: WriterConnection<ConnectionManager<SqliteConnection>>,
+}
+
+impl writer::Commit for SqliteCommit {
+    fn commit(
+        &mut self,
+        postings: &[Posting],
+        attempt: writer::Attempt,
+    ) -> Result<Vec<Result<Posted, PostError>>, writer::CommitError> {
+        let _writing = self.writer.blocking_lock();
+        // The log grows: a checkpointer round is due (never waits; one kick is enough).
+        let _ = self.checkpointer.try_send(());
+        commit_on(
+            &self.pool,
+            &mut self.conn,
+            |c: &mut SqliteConnection, _| match (attempt, postings) {
+                (writer::Attempt::Retry, [one]) => sqlite::post_again(c, one),
+                _ => sqlite::post_batch(c, postings),
+            },
+        )
+    }
 }
 
 /// SQLite's one ledger writer: owns a write connection and takes this process's writer lock
@@ -103,25 +173,11 @@ pub(crate) fn sqlite_commit(
     pool: Pool<ConnectionManager<SqliteConnection>>,
     writer: Arc<tokio::sync::Mutex<()>>,
     checkpointer: std::sync::mpsc::SyncSender<()>,
-) -> writer::Commit {
-    let mut held = WriterConnection::new();
-    Box::new(move |postings, attempt| {
-        let _writing = writer.blocking_lock();
-        // The log grows: a checkpointer round is due (never waits; one kick is enough).
-        let _ = checkpointer.try_send(());
-        commit_on(
-            &pool,
-            &mut held,
-            postings,
-            attempt,
-            |_: &mut SqliteConnection| Ok(()),
-            |c: &mut SqliteConnection, p, a| match a {
-                writer::Attempt::First => sqlite::post_batch(c, p),
-                writer::Attempt::Retry => match p {
-                    [one] => sqlite::post_again(c, one),
-                    _ => sqlite::post_batch(c, p),
-                },
-            },
-        )
+) -> Box<dyn writer::Commit> {
+    Box::new(SqliteCommit {
+        pool,
+        writer,
+        checkpointer,
+        conn: WriterConnection::new(),
     })
 }

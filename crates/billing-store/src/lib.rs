@@ -548,7 +548,7 @@ mod tests {
 
     /// The PostgreSQL server the tests make their databases on; `None` (the test skips, and
     /// says so) when none is configured, which `BILLING_REQUIRE_POSTGRES` (CI) forbids.
-    fn postgres_admin_url() -> Option<String> {
+    pub(crate) fn postgres_admin_url() -> Option<String> {
         let Ok(admin) = std::env::var("BILLING_TEST_POSTGRES_URL") else {
             assert!(
                 std::env::var("BILLING_REQUIRE_POSTGRES").is_err(),

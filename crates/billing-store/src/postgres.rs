@@ -28,6 +28,56 @@ where
     conn.transaction(f)
 }
 
+/// Posts a batch on a ledger writer's connection and commits it with `COMMIT AND CHAIN`,
+/// which opens the next batch's transaction in the same round trip: a batch then costs no
+/// `BEGIN` round trip of its own. `chained` says whether the last batch left one open; it is
+/// true again only once this commit has succeeded, so every answer still follows its
+/// commit. On an error the transaction is rolled back; when that fails too, Diesel still
+/// counts it open and the pool discards the connection.
+pub(crate) fn post_batch_chained(
+    conn: &mut Conn,
+    postings: &[billing_core::ports::Posting],
+    chained: &mut bool,
+) -> Result<Vec<Result<billing_core::ports::Posted, billing_core::ports::PostError>>, StoreError> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let open = AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .map_err(db_err)?
+        .is_some();
+    if open != std::mem::take(chained) {
+        // Never write into a transaction this writer did not open: the connection is marked
+        // broken, and the pool discards it.
+        AnsiTransactionManager::transaction_manager_status_mut(conn).set_in_error();
+        return Err(StoreError::Unavailable(
+            "the ledger writer's connection was in an unexpected transaction state".into(),
+        ));
+    }
+    if !open {
+        AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
+    }
+    let answers = match post_batch_in_tx(conn, postings) {
+        Ok(answers) => answers,
+        Err(e) => {
+            let _ = AnsiTransactionManager::rollback_transaction(conn);
+            return finish(Err(e));
+        }
+    };
+    diesel::connection::SimpleConnection::batch_execute(conn, "COMMIT AND CHAIN")
+        .map_err(db_err)?;
+    *chained = true;
+    answers.iter().for_each(crate::metered::posted);
+    Ok(answers)
+}
+
+/// Ends a ledger writer's chained transaction, which holds nothing (`ROLLBACK`).
+pub(crate) fn end_chain(conn: &mut Conn, chained: &mut bool) -> Result<(), diesel::result::Error> {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    if std::mem::take(chained) {
+        AnsiTransactionManager::rollback_transaction(conn)?;
+    }
+    Ok(())
+}
+
 /// The audit's facts in one snapshot (a read-only repeatable-read transaction).
 pub(crate) fn audit_snapshot(
     conn: &mut Conn,
@@ -146,3 +196,115 @@ fn batch_state(
 include!("ops.rs");
 include!("posting.rs");
 include!("audit.rs");
+
+#[cfg(test)]
+mod tests {
+    use billing_core::ids::{AccountId, EntryId};
+    use billing_core::ledger::{EntryKind, NewEntry};
+    use billing_core::ports::Posting;
+    use billing_core::time::Timestamp;
+    use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+    use diesel::r2d2::R2D2Connection;
+    use diesel::{Connection, ExpressionMethods, PgConnection, QueryDsl, RunQueryDsl};
+
+    use super::{end_chain, post_batch_chained};
+    use crate::schema::{accounts, ledger_entries};
+    use crate::{DieselStore, StoreOptions, create_postgres_database};
+
+    fn in_transaction(conn: &mut PgConnection) -> bool {
+        AnsiTransactionManager::transaction_manager_status_mut(conn)
+            .transaction_depth()
+            .expect("status")
+            .is_some()
+    }
+
+    /// What another session sees: the wallet's entries and its balance (in 10^-9 credits).
+    fn committed(other: &mut PgConnection) -> (i64, i64) {
+        let entries = ledger_entries::table
+            .filter(ledger_entries::account_id.eq("acct_chain"))
+            .count()
+            .get_result(other)
+            .expect("entries");
+        let balance = accounts::table
+            .find("acct_chain")
+            .select(accounts::balance)
+            .first(other)
+            .expect("balance");
+        (entries, balance)
+    }
+
+    /// `COMMIT AND CHAIN` commits before the batch is answered (another session sees it at
+    /// once) and leaves the next batch's transaction open; a batch that fails in the
+    /// database ends the chain with nothing of it written; `end_chain` closes it; and a
+    /// writer whose idea of the chain is wrong writes nothing and marks its connection
+    /// broken, for the pool to discard.
+    #[test]
+    fn postgres_chained_batches_commit_before_answering_and_fail_cleanly() {
+        let Some(admin) = crate::tests::postgres_admin_url() else {
+            return;
+        };
+        let url = create_postgres_database(&admin, "it_chain").expect("database");
+        drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate"));
+        let mut conn = PgConnection::establish(&url).expect("connect");
+        let mut other = PgConnection::establish(&url).expect("connect");
+        conn.batch_execute(
+            "INSERT INTO accounts (id, name, email, balance, created_at) \
+             VALUES ('acct_chain', 'Ada', 'ada@example.com', 10000000000, 0)",
+        )
+        .expect("wallet of 10");
+        let debit = |n: &str| Posting {
+            account_id: AccountId::new("acct_chain"),
+            entries: vec![NewEntry {
+                id: EntryId::new(format!("txn_chain_{n}")),
+                kind: EntryKind::Usage,
+                amount: "-1".parse().expect("amount"),
+                description: "chain".into(),
+                reference: None,
+                usage: None,
+            }],
+            idempotency: None,
+            refund_of: Vec::new(),
+            now: Timestamp::from_secs(1_768_473_000),
+        };
+        let mut chained = false;
+        let first = post_batch_chained(&mut conn, &[debit("1"), debit("2")], &mut chained)
+            .expect("first batch");
+        assert!(first.iter().all(Result::is_ok), "{first:?}");
+        assert!(
+            chained && in_transaction(&mut conn),
+            "the next transaction is open"
+        );
+        assert_eq!(committed(&mut other), (2, 8_000_000_000));
+        let second = post_batch_chained(&mut conn, &[debit("3")], &mut chained).expect("second");
+        assert!(second.iter().all(Result::is_ok), "{second:?}");
+        assert!(chained);
+        assert_eq!(committed(&mut other), (3, 7_000_000_000));
+
+        // An entry id that exists already: the unique index refuses the batch's write.
+        assert!(post_batch_chained(&mut conn, &[debit("4"), debit("1")], &mut chained).is_err());
+        assert!(
+            !chained && !in_transaction(&mut conn),
+            "rolled back, the chain ended"
+        );
+        assert_eq!(
+            committed(&mut other),
+            (3, 7_000_000_000),
+            "nothing of it written"
+        );
+
+        let again = post_batch_chained(&mut conn, &[debit("4")], &mut chained).expect("again");
+        assert!(again.iter().all(Result::is_ok), "{again:?}");
+        assert_eq!(committed(&mut other), (4, 6_000_000_000));
+        end_chain(&mut conn, &mut chained).expect("end the chain");
+        assert!(!chained && !in_transaction(&mut conn));
+        assert!(
+            !conn.is_broken(),
+            "a clean connection goes back to the pool"
+        );
+
+        let mut wrong = true;
+        assert!(post_batch_chained(&mut conn, &[debit("5")], &mut wrong).is_err());
+        assert!(conn.is_broken(), "the pool discards it");
+        assert_eq!(committed(&mut other), (4, 6_000_000_000), "nothing written");
+    }
+}

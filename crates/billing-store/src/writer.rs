@@ -65,10 +65,20 @@ pub(crate) enum CommitError {
     Failed(StoreError),
 }
 
-/// Commits a batch on a writer's connection: one answer per posting.
-pub(crate) type Commit = Box<
-    dyn FnMut(&[Posting], Attempt) -> Result<Vec<Result<Posted, PostError>>, CommitError> + Send,
->;
+/// Commits batches on a writer's connection.
+pub(crate) trait Commit: Send {
+    /// Commits a batch: one answer per posting.
+    fn commit(
+        &mut self,
+        postings: &[Posting],
+        attempt: Attempt,
+    ) -> Result<Vec<Result<Posted, PostError>>, CommitError>;
+
+    /// The writer is about to wait for postings, none being queued: ends whatever the last
+    /// commit held open for the next batch (PostgreSQL's chained transaction), so that
+    /// nothing stays open while the writer is idle.
+    fn idle(&mut self) {}
+}
 
 /// A posting that waited longer than this in a queue is answered `Unavailable` without
 /// being written (its caller has likely given up; its retry with the same key is safe).
@@ -113,7 +123,7 @@ impl LedgerWriter {
     /// Starts `commits.len()` writer threads, one per commit function.
     pub(crate) fn start(
         options: &BatchOptions,
-        commits: Vec<Commit>,
+        commits: Vec<Box<dyn Commit>>,
     ) -> std::io::Result<LedgerWriter> {
         let mut shards = Vec::with_capacity(commits.len());
         let counters = Arc::new(Counters::default());
@@ -177,10 +187,22 @@ fn shard_of(account_id: &str, shards: usize) -> usize {
     usize::try_from(hash % shards.max(1) as u64).unwrap_or(0)
 }
 
-/// Takes the next batch: blocks for its first posting, then takes what has queued, waiting
-/// until `batch_wait` after the first for more. `None` when the queue is closed and empty.
-fn next_batch(receiver: &Receiver<Job>, options: &BatchOptions) -> Option<Vec<Job>> {
-    let first = receiver.recv().ok()?;
+/// Takes the next batch: its first posting (telling `commit` it is idle first when none is
+/// queued, then blocking for one), then what has queued, waiting until `batch_wait` after
+/// the first for more. `None` when the queue is closed and empty.
+fn next_batch(
+    receiver: &Receiver<Job>,
+    options: &BatchOptions,
+    commit: &mut dyn Commit,
+) -> Option<Vec<Job>> {
+    let first = match receiver.try_recv() {
+        Ok(job) => job,
+        Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+            // A panic here has nothing to answer: the next commit finds out what is left.
+            let _ = catch_unwind(AssertUnwindSafe(|| commit.idle()));
+            receiver.recv().ok()?
+        }
+    };
     let deadline = Instant::now() + options.batch_wait;
     let mut jobs = vec![first];
     while jobs.len() < options.batch_max {
@@ -205,11 +227,11 @@ fn next_batch(receiver: &Receiver<Job>, options: &BatchOptions) -> Option<Vec<Jo
 /// A commit that cannot take the thread down with it, and whose answer has one answer per
 /// posting.
 fn guarded(
-    commit: &mut Commit,
+    commit: &mut dyn Commit,
     postings: &[Posting],
     attempt: Attempt,
 ) -> Result<Vec<Result<Posted, PostError>>, CommitError> {
-    match catch_unwind(AssertUnwindSafe(|| commit(postings, attempt))) {
+    match catch_unwind(AssertUnwindSafe(|| commit.commit(postings, attempt))) {
         Ok(Ok(answers)) if answers.len() == postings.len() => Ok(answers),
         // Committed or not, nothing is known of each posting: never retried.
         Ok(Ok(_)) => Ok(postings
@@ -230,7 +252,7 @@ fn guarded(
 /// Answers a batch: committed together, or (when its transaction failed) each posting
 /// alone on a fresh connection, so that one bad posting fails no neighbour.
 fn answer(
-    commit: &mut Commit,
+    commit: &mut dyn Commit,
     postings: &[Posting],
     counters: &Counters,
 ) -> Vec<Result<Posted, PostError>> {
@@ -276,8 +298,13 @@ fn answer(
     answers
 }
 
-fn run(receiver: &Receiver<Job>, options: &BatchOptions, mut commit: Commit, counters: &Counters) {
-    while let Some(jobs) = next_batch(receiver, options) {
+fn run(
+    receiver: &Receiver<Job>,
+    options: &BatchOptions,
+    mut commit: Box<dyn Commit>,
+    counters: &Counters,
+) {
+    while let Some(jobs) = next_batch(receiver, options, commit.as_mut()) {
         let (fresh, stale): (Vec<Job>, Vec<Job>) = jobs
             .into_iter()
             .partition(|j| j.queued_at.elapsed() < QUEUED_MAX);
@@ -291,7 +318,7 @@ fn run(receiver: &Receiver<Job>, options: &BatchOptions, mut commit: Commit, cou
         }
         let (postings, replies): (Vec<Posting>, Vec<_>) =
             fresh.into_iter().map(|j| (j.posting, j.reply)).unzip();
-        let answers = answer(&mut commit, &postings, counters);
+        let answers = answer(commit.as_mut(), &postings, counters);
         for (reply, answer) in replies.into_iter().zip(answers) {
             // A caller that stopped waiting still had its posting committed.
             let _ = reply.send(answer);

@@ -1,7 +1,8 @@
 //! The ledger writer (group commit) of the Diesel store, on SQLite and PostgreSQL: racing
 //! postings are batched (fewer transactions than postings, none failed) and stay exact;
 //! postings queued in order on one wallet are decided in that order across batches; a full
-//! queue answers `Unavailable` and writes nothing for the refused postings.
+//! queue answers `Unavailable` and writes nothing for the refused postings; an idle
+//! PostgreSQL writer holds no transaction open.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -102,6 +103,26 @@ async fn consistent(store: &DieselStore, account: &AccountId) -> Credits {
         .expect("exists");
     verify_history(&history, wallet.balance).expect("balance = running sum of the ledger");
     wallet.balance
+}
+
+/// 32 clients at once, each posting `each` debits of 1 on `a` in turn; every one must pass.
+async fn debits(store: &Arc<DieselStore>, a: &AccountId, each: usize) {
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move {
+                for _ in 0..each {
+                    store
+                        .post(posting(&a, EntryKind::Usage, "-1"))
+                        .await
+                        .expect("debit");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.expect("client");
+    }
 }
 
 async fn racing_postings_are_batched_and_exact(backend: &str) {
@@ -350,34 +371,14 @@ async fn sqlite_write_ahead_log_stays_bounded() {
     let url = database("sqlite", "wal").expect("sqlite");
     let store = open(&url, BatchOptions::default());
     let a = account(&store, "acct_writer_wal", "1000000").await;
-    let debit = |each: usize| {
-        let clients: Vec<_> = (0..32)
-            .map(|_| {
-                let (store, a) = (store.clone(), a.clone());
-                tokio::spawn(async move {
-                    for _ in 0..each {
-                        store
-                            .post(posting(&a, EntryKind::Usage, "-1"))
-                            .await
-                            .expect("debit");
-                    }
-                })
-            })
-            .collect();
-        async move {
-            for client in clients {
-                client.await.expect("client");
-            }
-        }
-    };
     let wal = || {
         std::fs::metadata(format!("{url}-wal"))
             .map(|m| m.len())
             .unwrap_or(0)
     };
-    debit(250).await;
+    debits(&store, &a, 250).await;
     let first = wal();
-    debit(1000).await;
+    debits(&store, &a, 1000).await;
     let after = wal();
     let db = std::fs::metadata(&url).map(|m| m.len()).unwrap_or(0);
     assert_eq!(
@@ -396,4 +397,53 @@ async fn sqlite_write_ahead_log_stays_bounded() {
         "the log restarts after checkpoints: {first} bytes of log after 8,000 debits, \
          {after} after 40,000 ({db} bytes of database)"
     );
+}
+
+/// A PostgreSQL writer commits each batch with `COMMIT AND CHAIN` (the next batch's
+/// transaction opened in the same round trip) and ends that transaction before it waits
+/// idle: after a burst, no session of the store stays idle in a transaction, and a `CREATE
+/// INDEX CONCURRENTLY`, which waits for every open transaction, completes. The writer then
+/// starts from a plain `BEGIN` and stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_an_idle_writer_holds_no_transaction_open() {
+    let Some(url) = database("postgres", "idle") else {
+        return;
+    };
+    let store = open(&url, BatchOptions::default());
+    let a = account(&store, "acct_writer_idle", "1000").await;
+    debits(&store, &a, 10).await;
+    assert_eq!(
+        consistent(&store, &a).await,
+        "680".parse().expect("credits")
+    );
+    let open_transactions = || {
+        billing_store::execute_sql(
+            &url,
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+             AND state LIKE 'idle in transaction%'",
+        )
+        .expect("sessions")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while open_transactions() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        open_transactions(),
+        0,
+        "no session stays idle in a transaction once the writers are idle"
+    );
+    billing_store::execute_sql(
+        &url,
+        "SET statement_timeout = '20s'; \
+         CREATE INDEX CONCURRENTLY it_writer_idle_probe ON ledger_entries (amount)",
+    )
+    .expect("no transaction left open holds up CREATE INDEX CONCURRENTLY");
+    debits(&store, &a, 10).await;
+    assert_eq!(
+        consistent(&store, &a).await,
+        "360".parse().expect("credits")
+    );
+    let findings = billing_store::audit_database(&url).expect("audit");
+    assert!(findings.is_empty(), "the books are clean: {findings:?}");
 }
