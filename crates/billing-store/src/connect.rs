@@ -30,6 +30,32 @@ enum MigrationError {
     Db(#[from] diesel::result::Error),
 }
 
+/// The oldest PostgreSQL the store runs on: the ledger writers commit with `COMMIT AND CHAIN`
+/// (PostgreSQL 12).
+const POSTGRES_VERSION_MIN: i32 = 120_000;
+
+/// Refuses a PostgreSQL server older than [`POSTGRES_VERSION_MIN`], before anything is
+/// written, rather than have every batch fail and fall back to one posting at a time.
+fn postgres_version_supported(conn: &mut PgConnection) -> Result<(), ConnectError> {
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        version: i32,
+    }
+    let found: Version =
+        diesel::sql_query("SELECT current_setting('server_version_num')::int AS version")
+            .get_result(conn)
+            .map_err(|e| ConnectError::Pool(e.to_string()))?;
+    if found.version < POSTGRES_VERSION_MIN {
+        return Err(ConnectError::Pool(format!(
+            "PostgreSQL 12 or later is required; the server is version {} ({})",
+            found.version / 10_000,
+            found.version
+        )));
+    }
+    Ok(())
+}
+
 /// Runs the pending migrations under a session advisory lock, so that processes started
 /// together on one database (a rolling deploy, an autoscaler) take turns: the first
 /// migrates, the others wait and then find nothing to do.
@@ -190,6 +216,7 @@ impl DieselStore {
                 .build(ConnectionManager::<PgConnection>::new(url))
                 .map_err(|e| ConnectError::Pool(e.to_string()))?;
             let mut conn = pool.get().map_err(|e| ConnectError::Pool(e.to_string()))?;
+            postgres_version_supported(&mut conn)?;
             migrate_postgres(&mut conn)?;
             drop(conn);
             // The ledger writers' connections: a pool of their own, so that their session

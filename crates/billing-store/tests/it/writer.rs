@@ -400,15 +400,23 @@ async fn sqlite_write_ahead_log_stays_bounded() {
 }
 
 /// A PostgreSQL writer commits each batch with `COMMIT AND CHAIN` (the next batch's
-/// transaction opened in the same round trip) and ends that transaction before it waits
-/// idle: after a burst, no session of the store stays idle in a transaction, and a `CREATE
-/// INDEX CONCURRENTLY`, which waits for every open transaction, completes. The writer then
-/// starts from a plain `BEGIN` and stays exact.
+/// transaction opened in the same round trip) and ends that transaction with `ROLLBACK`
+/// once it is idle: after a burst, no session of the store stays idle in a transaction, the
+/// writer's session last ran that `ROLLBACK` (so it had chained), and a database whose
+/// `idle_in_transaction_session_timeout` is short never cuts the writer off: the next
+/// burst commits without a failed batch, and stays exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_an_idle_writer_holds_no_transaction_open() {
     let Some(url) = database("postgres", "idle") else {
         return;
     };
+    // For the store's sessions, opened after this (the URL ends with the database's name).
+    let name = url.rsplit('/').next().expect("database name");
+    billing_store::execute_sql(
+        &url,
+        &format!("ALTER DATABASE {name} SET idle_in_transaction_session_timeout = '300ms'"),
+    )
+    .expect("timeout");
     let store = open(&url, BatchOptions::default());
     let a = account(&store, "acct_writer_idle", "1000").await;
     debits(&store, &a, 10).await;
@@ -433,16 +441,28 @@ async fn postgres_an_idle_writer_holds_no_transaction_open() {
         0,
         "no session stays idle in a transaction once the writers are idle"
     );
-    billing_store::execute_sql(
-        &url,
-        "SET statement_timeout = '20s'; \
-         CREATE INDEX CONCURRENTLY it_writer_idle_probe ON ledger_entries (amount)",
-    )
-    .expect("no transaction left open holds up CREATE INDEX CONCURRENTLY");
+    assert!(
+        billing_store::execute_sql(
+            &url,
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+             AND state = 'idle' AND query = 'ROLLBACK'",
+        )
+        .expect("sessions")
+            >= 1,
+        "the writer chained its batches' transactions and ended the last one"
+    );
+    // Well past the timeout: a transaction left open would have cost the writer its session.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let before = store.ledger_stats();
     debits(&store, &a, 10).await;
     assert_eq!(
         consistent(&store, &a).await,
         "360".parse().expect("credits")
+    );
+    assert_eq!(
+        store.ledger_stats().failed_batches,
+        before.failed_batches,
+        "no batch failed on a session the timeout ended"
     );
     let findings = billing_store::audit_database(&url).expect("audit");
     assert!(findings.is_empty(), "the books are clean: {findings:?}");
