@@ -111,18 +111,14 @@ impl writer::Commit for PostgresCommit {
     }
 
     fn idle(&mut self) {
-        if !self.conn.chained {
-            return;
-        }
-        let ended = match self.conn.held.as_mut() {
-            Some(conn) => postgres::end_chain(conn, &mut self.conn.chained).is_ok(),
-            None => true,
-        };
-        self.conn.chained = false;
-        if !ended {
+        // `end_chain` does nothing unless a chain is open, and always clears the flag.
+        if let Some(conn) = self.conn.held.as_mut()
+            && postgres::end_chain(conn, &mut self.conn.chained).is_err()
+        {
             // Back to the pool, which discards it (Diesel still counts its transaction).
             self.conn.held = None;
         }
+        self.conn.chained = false;
     }
 }
 
