@@ -74,8 +74,8 @@ pub(crate) trait Commit: Send {
         attempt: Attempt,
     ) -> Result<Vec<Result<Posted, PostError>>, CommitError>;
 
-    /// The writer is about to block, no posting having come for `IDLE_AFTER`: ends whatever the last
-    /// commit held open for the next batch (PostgreSQL's chained transaction), so that
+    /// The writer is about to block, no posting having come for `IDLE_AFTER`: ends whatever
+    /// the last commit held open for the next batch (PostgreSQL's chained transaction), so that
     /// nothing stays open while the writer is idle.
     fn idle(&mut self) {}
 }
