@@ -338,15 +338,50 @@ impl RootSpanBuilder for RequestSpan {
     }
 }
 
+/// How many threads serve HTTP and how many connections they hold open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Serving {
+    /// Worker threads (0: one per core).
+    pub workers: usize,
+    /// Client connections open at once, over all workers and both listeners: past it the
+    /// listeners stop accepting (new connections wait in the kernel's backlog) until one
+    /// closes. It bounds the memory that connections can take under overload.
+    pub max_connections: usize,
+}
+
+impl Default for Serving {
+    fn default() -> Serving {
+        Serving {
+            workers: 0,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Serving {
+    /// The worker threads actix will start.
+    fn worker_threads(self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            n => n,
+        }
+    }
+
+    /// Each worker's share of `max_connections` (actix counts per worker), at least one.
+    fn per_worker(self) -> usize {
+        self.max_connections.div_ceil(self.worker_threads()).max(1)
+    }
+}
+
 /// Starts the HTTP server on `listener` (and on `metrics_listener`, for `/metrics`) with
-/// `workers` worker threads (0: one per core).
+/// `serving`'s worker threads and connection bound.
 /// Every response carries the request's id in `X-Request-Id`, and every request is logged
 /// with it.
 pub fn serve(
     state: web::Data<AppState>,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
-    workers: usize,
+    serving: Serving,
 ) -> std::io::Result<Server> {
     // Metrics off: no per-request counting (the route pattern, labels) on the hot path.
     let counting = state.metrics.handle.is_some();
@@ -387,10 +422,33 @@ pub fn serve(
     if let Some(metrics_listener) = metrics_listener {
         server = server.listen(metrics_listener)?;
     }
-    if workers > 0 {
-        server = server.workers(workers);
-    }
+    server = server
+        .workers(serving.worker_threads())
+        .max_connections(serving.per_worker());
     // Signals are the caller's: it drains (billing_server::Running::serve_until_shutdown)
     // before stopping, so the stop itself waits only briefly for connections.
     Ok(server.shutdown_timeout(5).disable_signals().run())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Serving;
+
+    #[test]
+    fn the_connection_bound_is_split_over_the_workers_rounding_up() {
+        let split = |workers, max_connections| {
+            Serving {
+                workers,
+                max_connections,
+            }
+            .per_worker()
+        };
+        assert_eq!(split(2, 10_000), 5_000);
+        assert_eq!(split(2, 5), 3);
+        assert_eq!(split(4, 1), 1);
+        assert_eq!(split(1, 2), 2);
+        // 0 workers: one per core, each with its share.
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        assert_eq!(split(0, 10_000 * cores), 10_000);
+    }
 }

@@ -221,7 +221,9 @@ pub struct Config {
     pub reconcile_interval_secs: u64,
     /// How often expired holds are written down (`BILLING_HOLD_EXPIRY_INTERVAL_SECS`).
     pub hold_expiry_interval_secs: u64,
-    pub workers: usize,
+    /// HTTP worker threads (`BILLING_WORKERS`) and the client connections they hold open
+    /// at once (`BILLING_HTTP_MAX_CONNECTIONS`).
+    pub serving: billing_http::Serving,
     pub max_connections: u32,
     /// How long a request waits for a database connection before it answers `503`
     /// (`BILLING_DB_ACQUIRE_TIMEOUT_MS`, 5,000).
@@ -590,7 +592,18 @@ impl Config {
             reconcile_interval_secs,
             hold_expiry_interval_secs: env_parse(env, "BILLING_HOLD_EXPIRY_INTERVAL_SECS")?
                 .unwrap_or(5),
-            workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
+            serving: billing_http::Serving {
+                workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
+                max_connections: match env_parse(env, "BILLING_HTTP_MAX_CONNECTIONS")? {
+                    None => billing_http::Serving::default().max_connections,
+                    Some(n) if (1..=1_000_000).contains(&n) => n,
+                    Some(_) => {
+                        return Err(ConfigError::Invalid(
+                            "BILLING_HTTP_MAX_CONNECTIONS must be between 1 and 1000000".into(),
+                        ));
+                    }
+                },
+            },
             max_connections: env_parse(env, "BILLING_DB_MAX_CONNECTIONS")?.unwrap_or(16),
             db_acquire_timeout_ms: match env_parse(env, "BILLING_DB_ACQUIRE_TIMEOUT_MS")? {
                 None => 5_000,
@@ -949,8 +962,30 @@ contact_sales_from = "150"
             vec![("BILLING_PUBLIC_URL", "example.com")],
             vec![("BILLING_WORKERS", "many")],
             vec![("BILLING_RECONCILE_INTERVAL_SECS", "0")],
+            vec![("BILLING_HTTP_MAX_CONNECTIONS", "0")],
+            vec![("BILLING_HTTP_MAX_CONNECTIONS", "1000001")],
+            vec![("BILLING_HTTP_MAX_CONNECTIONS", "lots")],
         ] {
             assert!(Config::from_env(&env(&pairs)).is_err(), "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn http_connections_are_bounded_by_default_and_configurable() {
+        let default = Config::from_env(&env(&[])).expect("config");
+        assert_eq!(default.serving.max_connections, 10_000);
+        assert_eq!(default.serving.workers, 0);
+        let set = Config::from_env(&env(&[
+            ("BILLING_HTTP_MAX_CONNECTIONS", "500"),
+            ("BILLING_WORKERS", "3"),
+        ]))
+        .expect("config");
+        assert_eq!(
+            set.serving,
+            billing_http::Serving {
+                workers: 3,
+                max_connections: 500
+            }
+        );
     }
 }

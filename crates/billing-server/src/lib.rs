@@ -413,7 +413,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: metrics_endpoint(&config, &parts, metrics_listener.as_ref()),
     });
     let metrics_address = state.metrics.listen_address;
-    let server = billing_http::serve(state, listener, metrics_listener, config.workers).map_err(
+    let server = billing_http::serve(state, listener, metrics_listener, config.serving).map_err(
         |source| StartError::Listen {
             address: config.listen.clone(),
             source,

@@ -92,6 +92,7 @@ on_both_backends!(
     kill_9_with_batches_in_flight,
     sigterm_drains_in_flight_requests,
     hostile_requests_are_cut_off,
+    connections_past_the_bound_wait_until_one_closes,
     dashboard_sessions_outlive_restarts_and_end_with_their_key,
     audit_names_tampered_rows,
     a_clock_far_behind_the_ledger_refuses_to_start,
