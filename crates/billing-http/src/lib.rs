@@ -341,11 +341,13 @@ impl RootSpanBuilder for RequestSpan {
 /// How many threads serve HTTP and how many connections they hold open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Serving {
-    /// Worker threads (0: one per core).
+    /// Worker threads (0: one per core), at most [`Serving::MAX_WORKERS`].
     pub workers: usize,
-    /// Client connections open at once, over all workers and both listeners: past it the
-    /// listeners stop accepting (new connections wait in the kernel's backlog) until one
-    /// closes. It bounds the memory that connections can take under overload.
+    /// Client connections open at once, over all workers and both listeners (`/metrics`'s
+    /// too): past it the listeners stop accepting (new connections wait in the kernel's
+    /// backlog) until one closes. It bounds the memory that connections can take under
+    /// overload. Each worker takes an equal share, rounded down but at least one, so a bound
+    /// below the number of workers holds one connection a worker.
     pub max_connections: usize,
 }
 
@@ -359,17 +361,23 @@ impl Default for Serving {
 }
 
 impl Serving {
-    /// The worker threads actix will start.
+    /// The most worker threads actix starts (it panics past it).
+    pub const MAX_WORKERS: usize = 512;
+
+    /// The worker threads to start: actix's own default for 0 (one per core, 2 when the
+    /// count cannot be read), never more than [`Serving::MAX_WORKERS`].
     fn worker_threads(self) -> usize {
         match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             n => n,
         }
+        .min(Self::MAX_WORKERS)
     }
 
-    /// Each worker's share of `max_connections` (actix counts per worker), at least one.
+    /// Each worker's share of `max_connections` (actix counts per worker): rounded down, so
+    /// that the workers together never hold more than the bound, but at least one.
     fn per_worker(self) -> usize {
-        self.max_connections.div_ceil(self.worker_threads()).max(1)
+        (self.max_connections / self.worker_threads()).max(1)
     }
 }
 
@@ -435,7 +443,7 @@ mod tests {
     use super::Serving;
 
     #[test]
-    fn the_connection_bound_is_split_over_the_workers_rounding_up() {
+    fn the_connection_bound_is_split_over_the_workers_rounding_down() {
         let split = |workers, max_connections| {
             Serving {
                 workers,
@@ -444,9 +452,12 @@ mod tests {
             .per_worker()
         };
         assert_eq!(split(2, 10_000), 5_000);
-        assert_eq!(split(2, 5), 3);
+        assert_eq!(split(2, 5), 2);
         assert_eq!(split(4, 1), 1);
         assert_eq!(split(1, 2), 2);
+        assert_eq!(split(3, 1_000_000), 333_333);
+        // Never more workers than actix starts.
+        assert_eq!(split(100_000, 1_024_000), 2_000);
         // 0 workers: one per core, each with its share.
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         assert_eq!(split(0, 10_000 * cores), 10_000);

@@ -593,7 +593,16 @@ impl Config {
             hold_expiry_interval_secs: env_parse(env, "BILLING_HOLD_EXPIRY_INTERVAL_SECS")?
                 .unwrap_or(5),
             serving: billing_http::Serving {
-                workers: env_parse(env, "BILLING_WORKERS")?.unwrap_or(0),
+                workers: match env_parse(env, "BILLING_WORKERS")? {
+                    None => 0,
+                    Some(n) if n <= billing_http::Serving::MAX_WORKERS => n,
+                    Some(_) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "BILLING_WORKERS must be between 0 and {}",
+                            billing_http::Serving::MAX_WORKERS
+                        )));
+                    }
+                },
                 max_connections: match env_parse(env, "BILLING_HTTP_MAX_CONNECTIONS")? {
                     None => billing_http::Serving::default().max_connections,
                     Some(n) if (1..=1_000_000).contains(&n) => n,
@@ -961,6 +970,7 @@ contact_sales_from = "150"
             vec![("BILLING_ADMIN_KEY", "short")],
             vec![("BILLING_PUBLIC_URL", "example.com")],
             vec![("BILLING_WORKERS", "many")],
+            vec![("BILLING_WORKERS", "513")],
             vec![("BILLING_RECONCILE_INTERVAL_SECS", "0")],
             vec![("BILLING_HTTP_MAX_CONNECTIONS", "0")],
             vec![("BILLING_HTTP_MAX_CONNECTIONS", "1000001")],

@@ -165,49 +165,60 @@ pub async fn hostile_requests_are_cut_off(backend: Backend) {
 }
 
 /// `BILLING_HTTP_MAX_CONNECTIONS` bounds the connections held open (and so their memory):
-/// with two open, a third is not served until one of them closes, and then it is.
+/// with two open, a third is not served until one of them closes, and then it is; with one
+/// worker holding both, and with two workers holding one each (the bound split over them).
 pub async fn connections_past_the_bound_wait_until_one_closes(backend: Backend) {
-    let extra = [
-        ("BILLING_WORKERS", "1"),
-        ("BILLING_HTTP_MAX_CONNECTIONS", "2"),
-    ];
-    let Some(app) = spawn(backend, "connections", &extra).await else {
-        return;
-    };
-    let address = app.base.trim_start_matches("http://").to_owned();
+    for workers in ["1", "2"] {
+        let extra = [
+            ("BILLING_WORKERS", workers),
+            ("BILLING_HTTP_MAX_CONNECTIONS", "2"),
+        ];
+        let name = format!("connections_{workers}");
+        let Some(app) = spawn(backend, &name, &extra).await else {
+            return;
+        };
+        let address = app.base.trim_start_matches("http://").to_owned();
+        third_waits_for_a_free_connection(&address, workers).await;
+    }
+}
+
+async fn third_waits_for_a_free_connection(address: &str, workers: &str) {
     let health = b"GET /healthz HTTP/1.1\r\nHost: billing\r\n\r\n";
     let mut open = Vec::new();
     for _ in 0..2 {
-        let mut stream = TcpStream::connect(&address).await.expect("connect");
+        let mut stream = TcpStream::connect(address).await.expect("connect");
         stream.write_all(health).await.expect("write");
         let (status, _) = read_answer(&mut stream).await;
-        assert!(status.contains("200"), "{status}");
+        assert!(status.contains("200"), "{workers} worker(s): {status}");
         open.push(stream);
     }
 
     // The kernel completes the third connection's handshake, but the server does not take it.
-    let mut third = TcpStream::connect(&address).await.expect("connect");
+    let mut third = TcpStream::connect(address).await.expect("connect");
     third.write_all(health).await.expect("write");
     let mut byte = [0u8; 1];
     let early = tokio::time::timeout(Duration::from_millis(800), third.read(&mut byte)).await;
     assert!(
         early.is_err(),
-        "a connection past the bound was served: {early:?}"
+        "{workers} worker(s): a connection past the bound was served: {early:?}"
     );
 
     // One closes: the third is served at once (well before the others' 5-s keep-alive ends).
     drop(open.remove(0));
     let started = Instant::now();
     let (status, body) = read_answer(&mut third).await;
-    assert!(status.contains("200"), "{status} {body}");
+    assert!(
+        status.contains("200"),
+        "{workers} worker(s): {status} {body}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
-        "served after {:?}",
+        "{workers} worker(s): served after {:?}",
         started.elapsed()
     );
     // The one still open is served too.
     let kept = &mut open[0];
     kept.write_all(health).await.expect("write");
     let (status, _) = read_answer(kept).await;
-    assert!(status.contains("200"), "{status}");
+    assert!(status.contains("200"), "{workers} worker(s): {status}");
 }
