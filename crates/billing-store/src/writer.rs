@@ -109,10 +109,37 @@ struct Counters {
     failed: AtomicU64,
 }
 
-/// The queues of the writer threads. Dropping it ends them (after their current batch).
+/// The queues of the writer threads. Dropping it ends them (after their current batch) and
+/// waits, up to `STOP_WAIT`, until each has closed its connection.
 pub(crate) struct LedgerWriter {
     shards: Vec<SyncSender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     counters: Arc<Counters>,
+}
+
+/// How long dropping the writers waits for them to end (a batch in flight, then closing the
+/// connection); past it, a writer stuck on an unreachable database is left to the exit.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+impl Drop for LedgerWriter {
+    fn drop(&mut self) {
+        // Closing the queues ends each writer after the batch it is on. Waiting for them means
+        // their connections are closed before the store is gone and the process goes on to
+        // exit: a writer still closing its connection (its `ROLLBACK`, libpq's and OpenSSL's
+        // frees) while the process runs its exit handlers freed OpenSSL's state twice.
+        self.shards.clear();
+        let deadline = Instant::now() + STOP_WAIT;
+        for thread in self.threads.drain(..) {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("a ledger writer did not stop within 5 s; leaving it");
+            }
+        }
+    }
 }
 
 fn unavailable(message: &str) -> PostError {
@@ -126,17 +153,24 @@ impl LedgerWriter {
         commits: Vec<Box<dyn Commit>>,
     ) -> std::io::Result<LedgerWriter> {
         let mut shards = Vec::with_capacity(commits.len());
+        let mut threads = Vec::with_capacity(commits.len());
         let counters = Arc::new(Counters::default());
         for (index, commit) in commits.into_iter().enumerate() {
             let (sender, receiver) = std::sync::mpsc::sync_channel(options.queue_max.max(1));
             let options = options.clone();
             let counters = counters.clone();
-            std::thread::Builder::new()
-                .name(format!("ledger-writer-{index}"))
-                .spawn(move || run(&receiver, &options, commit, &counters))?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ledger-writer-{index}"))
+                    .spawn(move || run(&receiver, &options, commit, &counters))?,
+            );
             shards.push(sender);
         }
-        Ok(LedgerWriter { shards, counters })
+        Ok(LedgerWriter {
+            shards,
+            threads,
+            counters,
+        })
     }
 
     pub(crate) fn stats(&self) -> LedgerStats {
@@ -345,5 +379,46 @@ mod tests {
         }
         assert_eq!(seen.len(), 4);
         assert_eq!(shard_of("acct_x", 1), 0);
+    }
+
+    /// A commit whose connection takes a while to close, and says when it has.
+    struct SlowToClose(Arc<std::sync::atomic::AtomicBool>);
+
+    impl Commit for SlowToClose {
+        fn commit(
+            &mut self,
+            _postings: &[Posting],
+            _attempt: Attempt,
+        ) -> Result<Vec<Result<Posted, PostError>>, CommitError> {
+            Err(CommitError::Failed(StoreError::Unavailable(
+                "unused".into(),
+            )))
+        }
+    }
+
+    impl Drop for SlowToClose {
+        fn drop(&mut self) {
+            std::thread::sleep(Duration::from_millis(100));
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn dropping_the_writers_waits_until_their_connections_are_closed() {
+        let closed: Vec<_> = (0..2)
+            .map(|_| Arc::new(std::sync::atomic::AtomicBool::new(false)))
+            .collect();
+        let commits: Vec<Box<dyn Commit>> = closed
+            .iter()
+            .map(|flag| Box::new(SlowToClose(flag.clone())) as Box<dyn Commit>)
+            .collect();
+        let writer = LedgerWriter::start(&BatchOptions::default(), commits).expect("start");
+        drop(writer);
+        for flag in &closed {
+            assert!(
+                flag.load(Ordering::SeqCst),
+                "a writer's connection was still open"
+            );
+        }
     }
 }
