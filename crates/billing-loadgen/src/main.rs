@@ -87,6 +87,9 @@ struct Target {
     base: String,
     admin_key: String,
     server: Option<actix_web::dev::ServerHandle>,
+    /// The in-process server's end (`Running::wait`): awaited after the stop, so that its
+    /// ledger writers have closed their connections before the process exits.
+    stopped: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
     /// The database the in-process server uses.
     database_url: Option<String>,
 }
@@ -123,11 +126,12 @@ async fn start_server(backend: &str) -> Result<Target, String> {
         .map_err(|e| e.to_string())?;
     let base = running.base_url.clone();
     let handle = running.handle();
-    tokio::spawn(running.wait());
+    let stopped = tokio::spawn(running.wait());
     Ok(Target {
         base,
         admin_key: ADMIN_KEY.to_owned(),
         server: Some(handle),
+        stopped: std::sync::Mutex::new(Some(stopped)),
         database_url: Some(database_url),
     })
 }
@@ -395,6 +399,7 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             base: url.trim_end_matches('/').to_owned(),
             admin_key: args.admin_key.clone().ok_or("--url needs --admin-key")?,
             server: None,
+            stopped: std::sync::Mutex::new(None),
             database_url: None,
         },
         (None, backend) if !backend.is_empty() => start_server(backend).await?,
@@ -502,6 +507,12 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
     );
     if let Some(server) = &target.server {
         server.stop(true).await;
+        let stopped = target.stopped.lock().ok().and_then(|mut s| s.take());
+        if let Some(stopped) = stopped
+            && let Ok(Err(e)) = stopped.await
+        {
+            eprintln!("the in-process server stopped with an error: {e}");
+        }
     }
     let (mut alone, mut alone_rust) = (None, None);
     if args.compare {

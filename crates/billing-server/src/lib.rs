@@ -227,6 +227,8 @@ pub struct Running {
     /// An admin key created at this start (empty database, no `BILLING_ADMIN_KEY`).
     pub new_admin_key: Option<String>,
     pub billing: Billing,
+    /// Its ledger writers are closed once the server has stopped.
+    store: Arc<DieselStore>,
     reconciler: tokio::task::JoinHandle<()>,
     expirer: tokio::task::JoinHandle<()>,
     outbox: tokio::task::JoinHandle<()>,
@@ -239,12 +241,21 @@ impl Running {
     }
 
     /// Runs until the server is stopped through its [`handle`](Self::handle), then stops
-    /// the workers. Installs no signal handler (embedders and tests keep theirs).
+    /// the workers and closes the ledger writers (each commits what is queued and closes its
+    /// connection, so that none is still closing one when the process exits). Installs no
+    /// signal handler (embedders and tests keep theirs).
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.await;
         self.reconciler.abort();
         self.expirer.abort();
         self.outbox.abort();
+        let store = self.store;
+        if tokio::task::spawn_blocking(move || store.close_ledger())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing the ledger writers failed");
+        }
         result
     }
 
@@ -454,6 +465,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics_url: metrics_address.map(|a| format!("http://{a}/metrics")),
         new_admin_key,
         billing: parts.billing,
+        store: parts.store,
         reconciler,
         expirer,
         outbox,

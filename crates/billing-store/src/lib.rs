@@ -220,6 +220,15 @@ impl DieselStore {
         self.ledger.stats()
     }
 
+    /// Closes the ledger writers: each commits what is queued and closes its connection,
+    /// waited for up to 5 s; postings after it answer `Unavailable`. For the end of a
+    /// process, once its requests are answered, so that no writer is still closing its
+    /// connection while the process exits (dropping the last clone of the store does the
+    /// same, on whichever thread drops it). Blocks: call it from a blocking context.
+    pub fn close_ledger(&self) {
+        self.ledger.close();
+    }
+
     /// When the newest ledger entry was written, if there is one (a clock far behind it
     /// would write entries that sort before it).
     pub async fn newest_entry_at(&self) -> Result<Option<Timestamp>, StoreError> {

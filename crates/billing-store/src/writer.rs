@@ -109,36 +109,23 @@ struct Counters {
     failed: AtomicU64,
 }
 
-/// The queues of the writer threads. Dropping it ends them (after their current batch) and
-/// waits, up to `STOP_WAIT`, until each has closed its connection.
+/// The queues of the writer threads. Closing it (or dropping it) ends them once each has
+/// committed what was queued, and waits, up to `STOP_WAIT`, until each has closed its
+/// connection.
 pub(crate) struct LedgerWriter {
-    shards: Vec<SyncSender<Job>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Empty once closed: a posting then answers `Unavailable`.
+    shards: std::sync::RwLock<Vec<SyncSender<Job>>>,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     counters: Arc<Counters>,
 }
 
-/// How long dropping the writers waits for them to end (a batch in flight, then closing the
-/// connection); past it, a writer stuck on an unreachable database is left to the exit.
+/// How long closing the writers waits for them to end (what was queued, then closing the
+/// connection); past it, a writer stuck on an unreachable database is left running.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
 impl Drop for LedgerWriter {
     fn drop(&mut self) {
-        // Closing the queues ends each writer after the batch it is on. Waiting for them means
-        // their connections are closed before the store is gone and the process goes on to
-        // exit: a writer still closing its connection (its `ROLLBACK`, libpq's and OpenSSL's
-        // frees) while the process runs its exit handlers freed OpenSSL's state twice.
-        self.shards.clear();
-        let deadline = Instant::now() + STOP_WAIT;
-        for thread in self.threads.drain(..) {
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            } else {
-                tracing::warn!("a ledger writer did not stop within 5 s; leaving it");
-            }
-        }
+        self.close();
     }
 }
 
@@ -167,10 +154,41 @@ impl LedgerWriter {
             shards.push(sender);
         }
         Ok(LedgerWriter {
-            shards,
-            threads,
+            shards: std::sync::RwLock::new(shards),
+            threads: std::sync::Mutex::new(threads),
             counters,
         })
+    }
+
+    /// Closes the queues and waits (up to `STOP_WAIT`) until every writer has committed
+    /// what was queued and closed its connection, so that no connection is still closing
+    /// when the process exits (a thread closing a TLS connection while the exit handlers
+    /// free OpenSSL's state can crash the exit). Postings after it answer `Unavailable`.
+    /// Blocks: call it from a blocking context.
+    pub(crate) fn close(&self) {
+        drop(std::mem::take(
+            &mut *self
+                .shards
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ));
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let deadline = Instant::now() + STOP_WAIT;
+        for thread in threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            } else {
+                tracing::warn!("a ledger writer did not stop within 5 s; leaving it");
+            }
+        }
     }
 
     pub(crate) fn stats(&self) -> LedgerStats {
@@ -188,17 +206,23 @@ impl LedgerWriter {
 
     /// Queues `posting` on its wallet's writer and waits for its answer (after the commit).
     pub(crate) async fn post(&self, posting: Posting) -> Result<Posted, PostError> {
-        let shard = shard_of(posting.account_id.as_str(), self.shards.len());
-        let Some(queue) = self.shards.get(shard) else {
-            return Err(unavailable("no ledger writer"));
-        };
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            posting,
-            reply,
-            queued_at: Instant::now(),
+        let sent = {
+            let shards = self
+                .shards
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let shard = shard_of(posting.account_id.as_str(), shards.len());
+            let Some(queue) = shards.get(shard) else {
+                return Err(unavailable("the ledger writers are closed"));
+            };
+            queue.try_send(Job {
+                posting,
+                reply,
+                queued_at: Instant::now(),
+            })
         };
-        match queue.try_send(job) {
+        match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 return Err(unavailable(
@@ -401,6 +425,69 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             self.0.store(true, Ordering::SeqCst);
         }
+    }
+
+    /// A commit that takes 200 ms a batch, answers every posting posted, and counts them.
+    struct Slow(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Commit for Slow {
+        fn commit(
+            &mut self,
+            postings: &[Posting],
+            _attempt: Attempt,
+        ) -> Result<Vec<Result<Posted, PostError>>, CommitError> {
+            std::thread::sleep(Duration::from_millis(200));
+            self.0.fetch_add(postings.len(), Ordering::SeqCst);
+            Ok(postings
+                .iter()
+                .map(|_| {
+                    Ok(Posted {
+                        entries: Vec::new(),
+                        replayed: false,
+                    })
+                })
+                .collect())
+        }
+    }
+
+    fn posting(n: u32) -> Posting {
+        Posting {
+            account_id: billing_core::ids::AccountId::new(format!("acct_{n}")),
+            entries: Vec::new(),
+            idempotency: None,
+            refund_of: Vec::new(),
+            now: billing_core::time::Timestamp::from_micros(0),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn closing_commits_what_was_queued_then_refuses_postings() {
+        let committed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let commits: Vec<Box<dyn Commit>> = vec![Box::new(Slow(committed.clone()))];
+        let writer =
+            Arc::new(LedgerWriter::start(&BatchOptions::default(), commits).expect("start"));
+        let posts: Vec<_> = (0..20)
+            .map(|n| {
+                let writer = writer.clone();
+                tokio::spawn(async move { writer.post(posting(n)).await })
+            })
+            .collect();
+        // The first batch is being committed (200 ms) and the rest are queued behind it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(committed.load(Ordering::SeqCst) < 20);
+        let closing = writer.clone();
+        tokio::task::spawn_blocking(move || closing.close())
+            .await
+            .expect("close");
+        // Closed only once everything queued was committed and answered.
+        assert_eq!(committed.load(Ordering::SeqCst), 20);
+        for post in posts {
+            assert!(post.await.expect("post").is_ok());
+        }
+        assert!(matches!(
+            writer.post(posting(99)).await,
+            Err(PostError::Store(StoreError::Unavailable(_)))
+        ));
     }
 
     #[test]
