@@ -393,6 +393,16 @@ struct Scenario {
     accounts: usize,
 }
 
+impl Scenario {
+    /// The wallets its debits go to.
+    fn wallets(&self) -> usize {
+        match self.mode {
+            Mode::Hot => 1,
+            Mode::Uniform => self.accounts.max(1),
+        }
+    }
+}
+
 async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
     let target = match (&args.url, scenario.backend.as_str()) {
         (Some(url), "") => Target {
@@ -406,12 +416,66 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         _ => return Err("give exactly one of --url and --backend".into()),
     };
     let target = Arc::new(target);
+    let measured = measure(args, scenario, &target).await;
+    // Stopped whatever the run's outcome, so that its ledger writers have closed their
+    // connections before the process exits.
+    stop(&target).await;
+    let mut row = measured?;
+    let accounts_wanted = scenario.wallets();
+    if args.compare {
+        let database = target
+            .database_url
+            .clone()
+            .ok_or("--compare needs --backend")?;
+        let wallets = accounts_wanted;
+        let (seconds, connections) = (args.duration, args.concurrency);
+        let rates = tokio::task::spawn_blocking(move || {
+            if billing_store::is_postgres_url(&database) {
+                baseline::pgbench(&database, wallets, connections, seconds).map(|r| (r, None))
+            } else {
+                let dir = std::path::Path::new(&database)
+                    .parent()
+                    .ok_or("no directory")?
+                    .to_owned();
+                let python = baseline::python_sqlite_loop(&dir, wallets, seconds)?;
+                let rust = baseline::sqlite_loop(&dir, wallets, seconds)?;
+                Ok::<_, String>((python, Some(rust)))
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        println!(
+            "database alone, one debit per transaction: {:.0} debits/s",
+            rates.0
+        );
+        if let Some(rust) = rates.1 {
+            println!("  (the same loop in Rust through diesel: {rust:.0} debits/s)");
+        }
+        (row.alone, row.alone_rust) = (Some(rates.0), rates.1);
+    }
+    Ok(row)
+}
+
+/// Stops the in-process server, if there is one, and waits for its end (`Running::wait`).
+async fn stop(target: &Target) {
+    if let Some(server) = &target.server {
+        server.stop(true).await;
+        let stopped = target.stopped.lock().ok().and_then(|mut s| s.take());
+        if let Some(stopped) = stopped
+            && let Ok(Err(e)) = stopped.await
+        {
+            eprintln!("the in-process server stopped with an error: {e}");
+        }
+    }
+}
+
+/// Runs `scenario`'s workloads against `target` and checks its ledgers: the row without the
+/// database-alone figures.
+async fn measure(args: &Args, scenario: &Scenario, target: &Arc<Target>) -> Result<Row, String> {
+    let target = target.clone();
     let amount = billing_core::money::parse_decimal(&args.amount).map_err(|e| e.to_string())?;
     let fund = billing_core::money::parse_decimal(&args.fund).map_err(|e| e.to_string())?;
-    let accounts_wanted = match scenario.mode {
-        Mode::Hot => 1,
-        Mode::Uniform => scenario.accounts.max(1),
-    };
+    let accounts_wanted = scenario.wallets();
     let client = Client::builder()
         .pool_max_idle_per_host(32)
         .timeout(Duration::from_secs(60))
@@ -505,47 +569,6 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         "consistency: OK ({} accounts: balance = ledger sum = funds - successful debits)",
         accounts.len()
     );
-    if let Some(server) = &target.server {
-        server.stop(true).await;
-        let stopped = target.stopped.lock().ok().and_then(|mut s| s.take());
-        if let Some(stopped) = stopped
-            && let Ok(Err(e)) = stopped.await
-        {
-            eprintln!("the in-process server stopped with an error: {e}");
-        }
-    }
-    let (mut alone, mut alone_rust) = (None, None);
-    if args.compare {
-        let database = target
-            .database_url
-            .clone()
-            .ok_or("--compare needs --backend")?;
-        let wallets = accounts_wanted;
-        let (seconds, connections) = (args.duration, args.concurrency);
-        let rates = tokio::task::spawn_blocking(move || {
-            if billing_store::is_postgres_url(&database) {
-                baseline::pgbench(&database, wallets, connections, seconds).map(|r| (r, None))
-            } else {
-                let dir = std::path::Path::new(&database)
-                    .parent()
-                    .ok_or("no directory")?
-                    .to_owned();
-                let python = baseline::python_sqlite_loop(&dir, wallets, seconds)?;
-                let rust = baseline::sqlite_loop(&dir, wallets, seconds)?;
-                Ok::<_, String>((python, Some(rust)))
-            }
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        println!(
-            "database alone, one debit per transaction: {:.0} debits/s",
-            rates.0
-        );
-        if let Some(rust) = rates.1 {
-            println!("  (the same loop in Rust through diesel: {rust:.0} debits/s)");
-        }
-        (alone, alone_rust) = (Some(rates.0), rates.1);
-    }
     Ok(Row {
         backend: backend_name(&scenario.backend).to_owned(),
         workload,
@@ -553,8 +576,8 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         p99_peak,
         p99_half,
         half_checkpoints,
-        alone,
-        alone_rust,
+        alone: None,
+        alone_rust: None,
         cost,
         http_alone,
     })

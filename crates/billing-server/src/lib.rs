@@ -246,9 +246,11 @@ impl Running {
     /// signal handler (embedders and tests keep theirs).
     pub async fn wait(self) -> std::io::Result<()> {
         let result = self.server.await;
-        self.reconciler.abort();
-        self.expirer.abort();
-        self.outbox.abort();
+        // Aborted and awaited, so that none of them is still posting when the writers close.
+        for task in [self.reconciler, self.expirer, self.outbox] {
+            task.abort();
+            let _ = task.await;
+        }
         let store = self.store;
         if tokio::task::spawn_blocking(move || store.close_ledger())
             .await

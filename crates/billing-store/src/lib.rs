@@ -221,7 +221,8 @@ impl DieselStore {
     }
 
     /// Closes the ledger writers: each commits what is queued and closes its connection,
-    /// waited for up to 5 s; postings after it answer `Unavailable`. For the end of a
+    /// waited for up to 5 s; postings through them after it (usage debits and grants; not
+    /// refunds, which go through the pool) answer `Unavailable`. For the end of a
     /// process, once its requests are answered, so that no writer is still closing its
     /// connection while the process exits (dropping the last clone of the store does the
     /// same, on whichever thread drops it). Blocks: call it from a blocking context.

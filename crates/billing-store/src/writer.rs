@@ -427,17 +427,23 @@ mod tests {
         }
     }
 
-    /// A commit that takes 200 ms a batch, answers every posting posted, and counts them.
-    struct Slow(Arc<std::sync::atomic::AtomicUsize>);
+    /// A commit that tells the size of each batch as it starts, waits to be let go, then
+    /// answers every posting and counts them.
+    struct Gated {
+        started: std::sync::mpsc::Sender<usize>,
+        go: std::sync::mpsc::Receiver<()>,
+        committed: Arc<std::sync::atomic::AtomicUsize>,
+    }
 
-    impl Commit for Slow {
+    impl Commit for Gated {
         fn commit(
             &mut self,
             postings: &[Posting],
             _attempt: Attempt,
         ) -> Result<Vec<Result<Posted, PostError>>, CommitError> {
-            std::thread::sleep(Duration::from_millis(200));
-            self.0.fetch_add(postings.len(), Ordering::SeqCst);
+            let _ = self.started.send(postings.len());
+            let _ = self.go.recv_timeout(Duration::from_secs(10));
+            self.committed.fetch_add(postings.len(), Ordering::SeqCst);
             Ok(postings
                 .iter()
                 .map(|_| {
@@ -460,29 +466,51 @@ mod tests {
         }
     }
 
+    type Answer = std::pin::Pin<Box<dyn Future<Output = Result<Posted, PostError>> + Send>>;
+
+    /// A posting queued on `writer` (its first poll queues it) and its answer to come.
+    fn queue(writer: &Arc<LedgerWriter>, n: u32) -> Answer {
+        let writer = writer.clone();
+        let mut answer: Answer = Box::pin(async move { writer.post(posting(n)).await });
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(answer.as_mut().poll(&mut context).is_pending());
+        answer
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn closing_commits_what_was_queued_then_refuses_postings() {
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
         let committed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let commits: Vec<Box<dyn Commit>> = vec![Box::new(Slow(committed.clone()))];
+        let commits: Vec<Box<dyn Commit>> = vec![Box::new(Gated {
+            started: started_tx,
+            go: go_rx,
+            committed: committed.clone(),
+        })];
         let writer =
             Arc::new(LedgerWriter::start(&BatchOptions::default(), commits).expect("start"));
-        let posts: Vec<_> = (0..20)
-            .map(|n| {
-                let writer = writer.clone();
-                tokio::spawn(async move { writer.post(posting(n)).await })
-            })
-            .collect();
-        // The first batch is being committed (200 ms) and the rest are queued behind it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(committed.load(Ordering::SeqCst) < 20);
+        let mut answers = vec![queue(&writer, 0)];
+        // The first batch is in flight, held; 19 more queue behind it.
+        let first = started.recv_timeout(Duration::from_secs(10));
+        assert_eq!(first, Ok(1));
+        answers.extend((1..20).map(|n| queue(&writer, n)));
         let closing = writer.clone();
-        tokio::task::spawn_blocking(move || closing.close())
-            .await
-            .expect("close");
-        // Closed only once everything queued was committed and answered.
+        let mut closed = tokio::task::spawn_blocking(move || closing.close());
+        // Not closed while the batch in flight is held.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut closed)
+                .await
+                .is_err(),
+            "closed with a batch in flight"
+        );
+        go.send(()).expect("go");
+        go.send(()).expect("go");
+        closed.await.expect("close");
+        // Closed only once what was queued was committed, in one more batch, and answered.
+        assert_eq!(started.try_recv(), Ok(19));
         assert_eq!(committed.load(Ordering::SeqCst), 20);
-        for post in posts {
-            assert!(post.await.expect("post").is_ok());
+        for answer in answers {
+            assert!(answer.await.is_ok());
         }
         assert!(matches!(
             writer.post(posting(99)).await,
