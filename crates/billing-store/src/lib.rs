@@ -556,6 +556,25 @@ mod tests {
         );
     }
 
+    /// A debit of 1 credit on `account`, with no key: its entry's id is `txn_{tag}_{n}` and
+    /// its description `tag`.
+    pub(crate) fn one_credit_debit(account: &str, tag: &str, n: &str, now: Timestamp) -> Posting {
+        Posting {
+            account_id: AccountId::new(account),
+            entries: vec![NewEntry {
+                id: EntryId::new(format!("txn_{tag}_{n}")),
+                kind: billing_core::ledger::EntryKind::Usage,
+                amount: "-1".parse().expect("amount"),
+                description: tag.into(),
+                reference: None,
+                usage: None,
+            }],
+            idempotency: None,
+            refund_of: Vec::new(),
+            now,
+        }
+    }
+
     /// The PostgreSQL server the tests make their databases on; `None` (the test skips, and
     /// says so) when none is configured, which `BILLING_REQUIRE_POSTGRES` (CI) forbids.
     pub(crate) fn postgres_admin_url() -> Option<String> {
@@ -692,7 +711,6 @@ mod tests {
     /// only index once the old one is dropped (000014 for holds, 000016 for the ledger).
     #[test]
     fn postgres_migrations_rebuild_an_invalid_index_built_beforehand() {
-        use billing_core::ledger::EntryKind;
         #[derive(QueryableByName)]
         struct Index {
             #[diesel(sql_type = Text)]
@@ -720,20 +738,7 @@ mod tests {
             end = now.as_micros() + 3_600_000_000,
         ))
         .expect("two holds");
-        let debit = |n: &str| Posting {
-            account_id: AccountId::new("acct_index"),
-            entries: vec![NewEntry {
-                id: EntryId::new(format!("txn_index_{n}")),
-                kind: EntryKind::Usage,
-                amount: "-1".parse().expect("amount"),
-                description: "index".into(),
-                reference: None,
-                usage: None,
-            }],
-            idempotency: None,
-            refund_of: Vec::new(),
-            now,
-        };
+        let debit = |n: &str| one_credit_debit("acct_index", "index", n, now);
         let posted = postgres::post_batch(&mut conn, &[debit("1"), debit("2")]).expect("batch");
         assert!(posted.iter().all(Result::is_ok), "two entries: {posted:?}");
         // Back to before 000014 (000016, 000015 and 000014 reverted), then the operator's

@@ -199,9 +199,6 @@ include!("audit.rs");
 
 #[cfg(test)]
 mod tests {
-    use billing_core::ids::{AccountId, EntryId};
-    use billing_core::ledger::{EntryKind, NewEntry};
-    use billing_core::ports::Posting;
     use billing_core::time::Timestamp;
     use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
     use diesel::r2d2::R2D2Connection;
@@ -252,20 +249,8 @@ mod tests {
              VALUES ('acct_chain', 'Ada', 'ada@example.com', 10000000000, 0)",
         )
         .expect("wallet of 10");
-        let debit = |n: &str| Posting {
-            account_id: AccountId::new("acct_chain"),
-            entries: vec![NewEntry {
-                id: EntryId::new(format!("txn_chain_{n}")),
-                kind: EntryKind::Usage,
-                amount: "-1".parse().expect("amount"),
-                description: "chain".into(),
-                reference: None,
-                usage: None,
-            }],
-            idempotency: None,
-            refund_of: Vec::new(),
-            now: Timestamp::from_secs(1_768_473_000),
-        };
+        let now = Timestamp::from_secs(1_768_473_000);
+        let debit = |n: &str| crate::tests::one_credit_debit("acct_chain", "chain", n, now);
         let mut chained = false;
         let first = post_batch_chained(&mut conn, &[debit("1"), debit("2")], &mut chained)
             .expect("first batch");
