@@ -186,7 +186,7 @@ impl LedgerWriter {
             if thread.is_finished() {
                 let _ = thread.join();
             } else {
-                tracing::warn!("a ledger writer did not stop within 5 s; leaving it");
+                tracing::warn!(waited = ?STOP_WAIT, "a ledger writer did not stop in time; leaving it");
             }
         }
     }
