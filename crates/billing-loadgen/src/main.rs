@@ -14,6 +14,7 @@
 mod baseline;
 mod client;
 mod cpu;
+mod phases;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -43,6 +44,10 @@ struct Args {
     url: Option<String>,
     #[arg(long)]
     admin_key: Option<String>,
+    /// The running service's `BILLING_METRICS_TOKEN`, to show where its ledger writers'
+    /// time went (read from its `/metrics`).
+    #[arg(long)]
+    metrics_token: Option<String>,
     /// Start the server in-process instead: `sqlite` or a `postgres://` URL of a server on
     /// which a fresh database is created.
     #[arg(long)]
@@ -82,10 +87,15 @@ struct Args {
 }
 
 const ADMIN_KEY: &str = "bk_admin_loadgen_0123456789abcdef0123456789abcdef";
+/// The in-process server's `BILLING_METRICS_TOKEN`: its `/metrics` show where the ledger
+/// writers' time went.
+const METRICS_TOKEN: &str = "loadgen-metrics-0123456789abcdef";
 
 struct Target {
     base: String,
     admin_key: String,
+    /// The bearer token of its `/metrics`, if known.
+    metrics_token: Option<String>,
     server: Option<actix_web::dev::ServerHandle>,
     /// The in-process server's end (`Running::wait`): awaited after the stop, so that its
     /// ledger writers have closed their connections before the process exits.
@@ -110,6 +120,7 @@ async fn start_server(backend: &str) -> Result<Target, String> {
         ("BILLING_DATABASE_URL", database_url.as_str()),
         ("BILLING_ADMIN_KEY", ADMIN_KEY),
         ("BILLING_DB_MAX_CONNECTIONS", "16"),
+        ("BILLING_METRICS_TOKEN", METRICS_TOKEN),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -130,6 +141,7 @@ async fn start_server(backend: &str) -> Result<Target, String> {
     Ok(Target {
         base,
         admin_key: ADMIN_KEY.to_owned(),
+        metrics_token: Some(METRICS_TOKEN.to_owned()),
         server: Some(handle),
         stopped: std::sync::Mutex::new(Some(stopped)),
         database_url: Some(database_url),
@@ -383,6 +395,8 @@ struct Row {
     alone_rust: Option<f64>,
     /// Where the peak run's CPU went.
     cost: Option<cpu::Cost>,
+    /// Where the peak run's ledger writers' time went (the service's `/metrics`).
+    phases: Option<phases::Split>,
     /// Requests a second the HTTP layer answers when the store is never asked.
     http_alone: Option<f64>,
 }
@@ -408,6 +422,7 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
         (Some(url), "") => Target {
             base: url.trim_end_matches('/').to_owned(),
             admin_key: args.admin_key.clone().ok_or("--url needs --admin-key")?,
+            metrics_token: args.metrics_token.clone(),
             server: None,
             stopped: std::sync::Mutex::new(None),
             database_url: None,
@@ -514,12 +529,24 @@ async fn measure(args: &Args, scenario: &Scenario, target: &Arc<Target>) -> Resu
         probe: args.probe,
     };
     let made = checkpoint(&target).await?;
+    let token = target.metrics_token.as_deref();
+    let phases_before = phases::scrape(&client, &target.base, token).await;
     let before = cpu::sample();
     let (peak_tally, elapsed) = client::run(&load(args.rate, "peak"), args.concurrency).await?;
     let cost = cpu::Cost::between(&before, &cpu::sample(), peak_tally.ok());
+    let phases_after = phases::scrape(&client, &target.base, token).await;
+    let split = phases_before
+        .zip(phases_after)
+        .and_then(|(before, after)| phases::Split::between(&before, &after));
     let peak = report("peak", &peak_tally, elapsed);
     if let Some(cost) = &cost {
         println!("  CPU µs per debit: {}", cost.line());
+    }
+    if let Some(split) = &split {
+        println!(
+            "  ledger writers' time per debit (µs, wall clock): {}",
+            split.line()
+        );
     }
     report_checkpoints(&target, made).await?;
     let mut total = peak_tally;
@@ -579,6 +606,7 @@ async fn measure(args: &Args, scenario: &Scenario, target: &Arc<Target>) -> Resu
         alone: None,
         alone_rust: None,
         cost,
+        phases: split,
         http_alone,
     })
 }
@@ -625,6 +653,43 @@ fn print_table(rows: &[Row], connections: usize) {
         );
     }
     print_costs(rows);
+    print_phases(rows);
+}
+
+/// Where the peak's ledger-writer time went, per debit, by phase of its transaction.
+fn print_phases(rows: &[Row]) {
+    if rows.iter().all(|r| r.phases.is_none()) {
+        return;
+    }
+    println!();
+    println!(
+        "Ledger writers' time per debit at the peak, by phase of its transaction (µs, wall \
+         clock, from the service's /metrics: read = the wallets locked and their state read, \
+         decide = billing-core's rules and the rows, write, commit):"
+    );
+    println!();
+    println!(
+        "| backend | workload | {} | all | postings a batch |",
+        phases::PHASES.join(" | ")
+    );
+    println!("|{}", " --- |".repeat(phases::PHASES.len() + 4));
+    for row in rows {
+        let Some(split) = &row.phases else { continue };
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} |",
+            row.backend,
+            row.workload,
+            cells(&split.per_posting_us),
+            split.total_us(),
+            split.batch_mean
+        );
+    }
+}
+
+/// A table row's cells of microseconds, one decimal each.
+fn cells(values: &[(&str, f64)]) -> String {
+    let cells: Vec<String> = values.iter().map(|(_, us)| format!("{us:.1}")).collect();
+    cells.join(" | ")
 }
 
 /// Where the peak's CPU went, by role, per debit; and what the HTTP layer alone answers.
@@ -646,11 +711,6 @@ fn print_costs(rows: &[Row]) {
     println!("|{}", " --- |".repeat(roles.len() + 6));
     for row in rows {
         let Some(cost) = &row.cost else { continue };
-        let per_role: Vec<String> = cost
-            .per_debit_us
-            .iter()
-            .map(|(_, us)| format!("{us:.1}"))
-            .collect();
         let all: f64 = cost.per_debit_us.iter().map(|(_, us)| us).sum::<f64>() + cost.postgres_us;
         let postgres = if row.backend == "PostgreSQL" {
             format!("{:.1}", cost.postgres_us)
@@ -664,7 +724,7 @@ fn print_costs(rows: &[Row]) {
             "| {} | {} | {} | {postgres} | {all:.1} | {:.0}% | {alone} |",
             row.backend,
             row.workload,
-            per_role.join(" | "),
+            cells(&cost.per_debit_us),
             cost.machine_busy * 100.0
         );
     }

@@ -1,6 +1,7 @@
 //! What the store counts, through the `metrics` facade (nothing is kept unless the program
 //! installed a recorder; `billing-http` renders them at `/metrics`). Only what committed is
-//! counted: every call below follows a successful transaction.
+//! counted: every count below follows a successful transaction (timings are recorded as
+//! they are taken).
 
 use std::time::Duration;
 
@@ -22,6 +23,14 @@ pub const LEDGER_BATCH_POSTINGS: &str = "billing_ledger_batch_postings";
 /// deciding, writing, committing; or failing), in seconds: every posting of the batch waited
 /// at least this long.
 pub const LEDGER_BATCH_SECONDS: &str = "billing_ledger_batch_seconds";
+/// Where each posting transaction's time went (a ledger writer's batch, or a posting
+/// alone), by `phase`, in seconds: `read` (locking its wallets and reading what its postings
+/// are decided against: state, holds, claims, a refund's facts), `decide` (billing-core's
+/// rules, the hash chain, building the rows), `write` (the inserts and balance updates),
+/// `commit`. One sample a phase a transaction that committed (a failed one, which wrote
+/// nothing, may have recorded its first phases). Its sums over the postings committed
+/// (`billing_ledger_entries_total`) show what each posting cost the writer.
+pub const LEDGER_PHASE_SECONDS: &str = "billing_ledger_posting_phase_seconds";
 /// SQLite: how long each checkpointer round held the writer lock (its last pass), in
 /// seconds: every write of the process waited behind it.
 pub const SQLITE_CHECKPOINT_LOCK_SECONDS: &str = "billing_sqlite_checkpoint_lock_seconds";
@@ -65,6 +74,10 @@ pub(crate) fn pool_wait(waited: Duration) {
 pub(crate) fn batch(postings: usize, took: Duration) {
     metrics::histogram!(LEDGER_BATCH_POSTINGS).record(postings as f64);
     metrics::histogram!(LEDGER_BATCH_SECONDS).record(took.as_secs_f64());
+}
+
+pub(crate) fn phase(phase: &'static str, took: Duration) {
+    metrics::histogram!(LEDGER_PHASE_SECONDS, "phase" => phase).record(took.as_secs_f64());
 }
 
 pub(crate) fn checkpoint_lock(held: Duration) {

@@ -62,8 +62,10 @@ pub(crate) fn post_batch_chained(
             return finish(Err(e));
         }
     };
+    let committing = std::time::Instant::now();
     diesel::connection::SimpleConnection::batch_execute(conn, "COMMIT AND CHAIN")
         .map_err(db_err)?;
+    crate::metered::phase("commit", committing.elapsed());
     *chained = true;
     answers.iter().for_each(crate::metered::posted);
     Ok(answers)

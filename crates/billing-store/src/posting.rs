@@ -407,6 +407,39 @@ fn post_batch_in_tx(
     conn: &mut Conn,
     postings: &[Posting],
 ) -> Result<Vec<Result<Posted, PostError>>, TxError<StoreError>> {
+    let started = std::time::Instant::now();
+    let mut phases = Phases::default();
+    let answers = decide_and_write(conn, postings, &mut phases)?;
+    let total = started.elapsed();
+    crate::metered::phase("read", phases.read);
+    crate::metered::phase("decide", total.saturating_sub(phases.read + phases.write));
+    crate::metered::phase("write", phases.write);
+    Ok(answers)
+}
+
+/// Where a posting transaction's time went before its commit: reading (locks, state,
+/// claims, refunds' facts) and writing; the rest is deciding (billing-core's rules, the
+/// hash chain, the rows). See `metered::LEDGER_PHASE_SECONDS`.
+#[derive(Default)]
+struct Phases {
+    read: std::time::Duration,
+    write: std::time::Duration,
+}
+
+/// Runs `f`, adding how long it took to `spent`.
+fn timed<T>(spent: &mut std::time::Duration, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = f();
+    *spent += started.elapsed();
+    out
+}
+
+/// [`post_batch_in_tx`]'s work, timed by phase.
+fn decide_and_write(
+    conn: &mut Conn,
+    postings: &[Posting],
+    phases: &mut Phases,
+) -> Result<Vec<Result<Posted, PostError>>, TxError<StoreError>> {
     let mut ids: Vec<&str> = postings.iter().map(|p| p.account_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -419,7 +452,7 @@ fn post_batch_in_tx(
         mut wallets,
         holds,
         claims: claimed,
-    } = batch_state(conn, &ids, earliest, postings)?;
+    } = timed(&mut phases.read, || batch_state(conn, &ids, earliest, postings))?;
     let replayed_ids: Vec<&str> = claimed
         .values()
         .flat_map(|(_, result)| result.split(','))
@@ -427,8 +460,10 @@ fn post_batch_in_tx(
     let replayable: std::collections::HashMap<String, LedgerEntry> = if replayed_ids.is_empty() {
         std::collections::HashMap::new()
     } else {
-        entries_by_ids::<StoreError>(conn, &replayed_ids)?
-            .into_iter()
+        timed(&mut phases.read, || {
+            entries_by_ids::<StoreError>(conn, &replayed_ids)
+        })?
+        .into_iter()
             .map(|e| (e.id.as_str().to_owned(), e))
             .collect()
     };
@@ -470,8 +505,8 @@ fn post_batch_in_tx(
         let refund = if posting.refund_of.is_empty() {
             None
         } else {
-            flush(conn, &mut pending, &mut wallets)?;
-            Some(refund_facts(conn, posting)?)
+            timed(&mut phases.write, || flush(conn, &mut pending, &mut wallets))?;
+            Some(timed(&mut phases.read, || refund_facts(conn, posting))?)
         };
         let Some(slot) = wallets.get_mut(posting.account_id.as_str()) else {
             answers.push(Err(PostError::AccountNotFound));
@@ -516,7 +551,7 @@ fn post_batch_in_tx(
             replayed: false,
         }));
     }
-    flush(conn, &mut pending, &mut wallets)?;
+    timed(&mut phases.write, || flush(conn, &mut pending, &mut wallets))?;
     Ok(answers)
 }
 
@@ -526,7 +561,15 @@ fn commit_postings(
     conn: &mut Conn,
     f: impl FnOnce(&mut Conn) -> Result<Vec<Result<Posted, PostError>>, TxError<StoreError>>,
 ) -> Result<Vec<Result<Posted, PostError>>, StoreError> {
-    let answers = finish(write_tx(conn, f))?;
+    let mut decided = None;
+    let answers = finish(write_tx(conn, |conn| {
+        let answers = f(conn);
+        decided = Some(std::time::Instant::now());
+        answers
+    }))?;
+    if let Some(decided) = decided {
+        crate::metered::phase("commit", decided.elapsed());
+    }
     answers.iter().for_each(crate::metered::posted);
     Ok(answers)
 }

@@ -212,6 +212,7 @@ async fn metrics_count_what_happened(backend: Backend) {
         ("billing_db_pool_wait_seconds", "histogram"),
         ("billing_ledger_batch_postings", "histogram"),
         ("billing_ledger_batch_seconds", "histogram"),
+        ("billing_ledger_posting_phase_seconds", "histogram"),
     ] {
         assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
     }
@@ -299,6 +300,38 @@ async fn metrics_count_what_happened(backend: Backend) {
     assert_eq!(grew("billing_ledger_batch_postings_sum", &[]), 4.0);
     assert_eq!(grew("billing_ledger_batch_seconds_count", &[]), 4.0);
     assert!(grew("billing_ledger_batch_seconds_sum", &[]) > 0.0);
+    // Every posting transaction that committed timed its four phases: the writers' four
+    // batches, and the top-up's settle (posted alone) at least.
+    let phases = ["read", "decide", "write", "commit"];
+    let counts: Vec<f64> = phases
+        .iter()
+        .map(|p| {
+            grew(
+                "billing_ledger_posting_phase_seconds_count",
+                &[("phase", p)],
+            )
+        })
+        .collect();
+    assert!(counts[0] >= 4.0, "{counts:?}");
+    assert!(counts.iter().all(|c| *c == counts[0]), "{counts:?}");
+    for phase in phases {
+        let spent = grew(
+            "billing_ledger_posting_phase_seconds_sum",
+            &[("phase", phase)],
+        );
+        assert!(spent > 0.0, "{phase}: {spent}");
+        // Its buckets start at 10 µs, under the 1 ms of the other `_seconds` series.
+        let finest = [("phase", phase), ("le", "0.00001")];
+        assert!(
+            after.iter().any(
+                |(n, labels, _)| n == "billing_ledger_posting_phase_seconds_bucket"
+                    && finest
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            ),
+            "{phase}: no 10 µs bucket"
+        );
+    }
     // SQLite's checkpointer times the writer lock it held, a round after those writes
     // (within 100 ms).
     let held = "billing_sqlite_checkpoint_lock_seconds_count";
