@@ -12,7 +12,7 @@
 //! | `billing_ledger_amount_units_total` | counter | `type`, `direction`; absolute amounts in 10^-9 of the wallet unit |
 //! | `billing_ledger_batch_postings` | histogram | postings per ledger-writer batch (its count: the batches, failed ones included) |
 //! | `billing_ledger_batch_seconds` | histogram | how long each batch's transaction took, lock and connection waits included, failed or not |
-//! | `billing_ledger_posting_phase_seconds` | histogram | `phase` (`read`, `decide`, `write`, `commit`): where each posting transaction's time went (its sums over the postings show what a posting cost the writer) |
+//! | `billing_ledger_posting_phase_seconds` | histogram | `phase` (`read`, `decide`, `write`, `commit`): where each posting transaction's time went, top-up settles and captures aside (its sums over the writers' postings show what a posting cost its writer) |
 //! | `billing_topups_total` | counter | `gateway`, `status` (`created`: a payment started; `completed`, `failed`) |
 //! | `billing_webhooks_total` | counter | `gateway`, `outcome` (a settle outcome, or `refused`) |
 //! | `billing_webhook_verification_failures_total` | counter | `gateway` |
@@ -57,8 +57,9 @@ const SECONDS_BUCKETS: [f64; 13] = [
 
 /// Histogram buckets of `billing_ledger_posting_phase_seconds`: 10 µs to 1 s (a phase of a
 /// batch takes well under the millisecond that `SECONDS_BUCKETS` starts at).
-const PHASE_BUCKETS: [f64; 12] = [
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01, 0.05, 0.25, 1.0,
+const PHASE_BUCKETS: [f64; 13] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25,
+    1.0,
 ];
 
 /// Histogram buckets of `billing_ledger_batch_postings`: 1 to 512 postings.

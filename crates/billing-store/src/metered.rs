@@ -23,13 +23,17 @@ pub const LEDGER_BATCH_POSTINGS: &str = "billing_ledger_batch_postings";
 /// deciding, writing, committing; or failing), in seconds: every posting of the batch waited
 /// at least this long.
 pub const LEDGER_BATCH_SECONDS: &str = "billing_ledger_batch_seconds";
-/// Where each posting transaction's time went (a ledger writer's batch, or a posting
-/// alone), by `phase`, in seconds: `read` (locking its wallets and reading what its postings
-/// are decided against: state, holds, claims, a refund's facts), `decide` (billing-core's
-/// rules, the hash chain, building the rows), `write` (the inserts and balance updates),
-/// `commit`. One sample a phase a transaction that committed (a failed one, which wrote
-/// nothing, may have recorded its first phases). Its sums over the postings committed
-/// (`billing_ledger_entries_total`) show what each posting cost the writer.
+/// Where each posting transaction's time went (a ledger writer's batch, a posting alone, or
+/// a failed batch's posting retried alone; not top-up settles or hold captures), by `phase`,
+/// in seconds: `read` (its wallets locked, and what its postings are decided against read:
+/// state, holds, claims, a refund's facts), `decide` (billing-core's rules, the hash chain,
+/// the rows and their checks), `write` (the statements that insert and update), `commit`
+/// (on PostgreSQL's writers, `COMMIT AND CHAIN`, which also opens the next batch's
+/// transaction; a transaction's own `BEGIN` is in no phase). One sample a phase for a
+/// transaction that committed; one that failed records nothing, unless its `COMMIT` failed
+/// (then the first three, and its postings' retries record theirs again). The writers'
+/// sums over their postings (`billing_ledger_batch_postings_sum`) show what each posting
+/// cost its writer.
 pub const LEDGER_PHASE_SECONDS: &str = "billing_ledger_posting_phase_seconds";
 /// SQLite: how long each checkpointer round held the writer lock (its last pass), in
 /// seconds: every write of the process waited behind it.

@@ -245,11 +245,13 @@ impl Pending {
 }
 
 /// Writes what is pending, and every wallet whose state moved (conditional on the balance
-/// last written: a second guard behind the lock).
+/// last written: a second guard behind the lock). The time its statements take (not the
+/// hash chain and the checks before them) is added to `writing`.
 fn flush(
     conn: &mut Conn,
     pending: &mut Pending,
     wallets: &mut std::collections::BTreeMap<String, Slot>,
+    writing: &mut std::time::Duration,
 ) -> Result<(), TxError<StoreError>> {
     let mut pending = std::mem::take(pending);
     // Each entry hashed onto its wallet's chain, in the order it is appended.
@@ -292,6 +294,7 @@ fn flush(
             head: heads.get(id.as_str()).cloned().flatten(),
         });
     }
+    let statements = std::time::Instant::now();
     // The entries first: refund links and auto top-ups name them.
     let updated = write_ledger(conn, &pending.entries, &pending.claims, &updates)?;
     if updated != updates.len() {
@@ -329,6 +332,7 @@ fn flush(
         }
         slot.written = slot.state.clone();
     }
+    *writing += statements.elapsed();
     Ok(())
 }
 
@@ -418,8 +422,9 @@ fn post_batch_in_tx(
 }
 
 /// Where a posting transaction's time went before its commit: reading (locks, state,
-/// claims, refunds' facts) and writing; the rest is deciding (billing-core's rules, the
-/// hash chain, the rows). See `metered::LEDGER_PHASE_SECONDS`.
+/// claims, refunds' facts) and writing (the statements); the rest is deciding
+/// (billing-core's rules, the hash chain, the rows and their checks). See
+/// `metered::LEDGER_PHASE_SECONDS`.
 #[derive(Default)]
 struct Phases {
     read: std::time::Duration,
@@ -505,7 +510,7 @@ fn decide_and_write(
         let refund = if posting.refund_of.is_empty() {
             None
         } else {
-            timed(&mut phases.write, || flush(conn, &mut pending, &mut wallets))?;
+            flush(conn, &mut pending, &mut wallets, &mut phases.write)?;
             Some(timed(&mut phases.read, || refund_facts(conn, posting))?)
         };
         let Some(slot) = wallets.get_mut(posting.account_id.as_str()) else {
@@ -551,7 +556,7 @@ fn decide_and_write(
             replayed: false,
         }));
     }
-    timed(&mut phases.write, || flush(conn, &mut pending, &mut wallets))?;
+    flush(conn, &mut pending, &mut wallets, &mut phases.write)?;
     Ok(answers)
 }
 
@@ -667,5 +672,7 @@ fn write_capture<E: From<StoreError>>(
             now,
         )
         .map_err(|e| TxError::Op(E::from(e)))?;
-    flush(conn, &mut pending, &mut wallets).map_err(lift)
+    // Captures are not timed by phase (`metered::LEDGER_PHASE_SECONDS`).
+    let mut untimed = std::time::Duration::ZERO;
+    flush(conn, &mut pending, &mut wallets, &mut untimed).map_err(lift)
 }
