@@ -29,11 +29,13 @@ pub const LEDGER_BATCH_SECONDS: &str = "billing_ledger_batch_seconds";
 /// state, holds, claims, a refund's facts), `decide` (billing-core's rules, the hash chain,
 /// the rows and their checks), `write` (the statements that insert and update), `commit`
 /// (on PostgreSQL's writers, `COMMIT AND CHAIN`, which also opens the next batch's
-/// transaction; a transaction's own `BEGIN` is in no phase). One sample a phase for a
-/// transaction that committed; one that failed records nothing, unless its `COMMIT` failed
-/// (then the first three, and its postings' retries record theirs again). The writers'
-/// sums over their postings (`billing_ledger_batch_postings_sum`) show what each posting
-/// cost its writer.
+/// transaction; a transaction's own `BEGIN`, and SQLite's wait for the write lock, are in no
+/// phase). One sample a phase for a transaction that committed; one that failed records
+/// nothing, unless its `COMMIT` failed: then the first three, and each of its postings'
+/// retries records its own four, or only `commit` when it finds the posting's entries
+/// written after all. Divided by the writers' postings (`billing_ledger_batch_postings_sum`),
+/// the sums show what each posting cost its writer; refunds (posted alone) and retries are
+/// in the sums but not in that count, so the quotient is exact for a workload of debits.
 pub const LEDGER_PHASE_SECONDS: &str = "billing_ledger_posting_phase_seconds";
 /// SQLite: how long each checkpointer round held the writer lock (its last pass), in
 /// seconds: every write of the process waited behind it.
