@@ -254,6 +254,19 @@ fn flush(
     writing: &mut std::time::Duration,
 ) -> Result<(), TxError<StoreError>> {
     let mut pending = std::mem::take(pending);
+    // Every entry is for a wallet this write locked: its row is then updated below,
+    // conditional on the balance read under the lock, and its chain goes on from the head
+    // read with it (a wallet not read here would restart its chain from nothing).
+    if let Some(stray) = pending
+        .entries
+        .iter()
+        .find(|row| !wallets.contains_key(row.account_id.as_str()))
+    {
+        return Err(TxError::Op(StoreError::Corrupt(format!(
+            "an entry for wallet {}, which this write did not lock",
+            stray.account_id
+        ))));
+    }
     // Each entry hashed onto its wallet's chain, in the order it is appended.
     let mut heads: std::collections::HashMap<String, Option<String>> = wallets
         .iter()

@@ -158,3 +158,73 @@ fn batch_state(
 include!("ops.rs");
 include!("posting.rs");
 include!("audit.rs");
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, ExpressionMethods, QueryDsl, RunQueryDsl, SqliteConnection};
+
+    use super::{Pending, TxError, flush, load_wallets};
+    use crate::rows::NewEntryRow;
+    use crate::schema::ledger_entries;
+    use crate::{DieselStore, StoreError, StoreOptions};
+
+    /// A write refuses an entry for a wallet it did not lock, and writes nothing of it: the
+    /// wallet's row would not be updated with it, and its hash would not follow the
+    /// wallet's chain. (Every caller builds entries for the wallets it locked; this is the
+    /// check behind that, with the foreign key.)
+    #[test]
+    fn a_write_refuses_an_entry_for_a_wallet_it_did_not_lock() {
+        let dir = std::env::temp_dir().join(format!("billing-stray-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("billing.db");
+        let path = path.to_str().expect("utf-8");
+        drop(DieselStore::connect(path, &StoreOptions::default()).expect("migrate"));
+        let mut conn = SqliteConnection::establish(path).expect("connect");
+        conn.batch_execute(
+            "INSERT INTO accounts (id, name, email, balance, created_at) VALUES \
+             ('acct_locked', 'Ada', 'ada@example.com', 10000000000, 0), \
+             ('acct_other', 'Bob', 'bob@example.com', 10000000000, 0)",
+        )
+        .expect("two wallets of 10");
+        let entry = |account: &str| NewEntryRow {
+            id: format!("txn_stray_{account}"),
+            account_id: account.to_owned(),
+            kind: "usage".into(),
+            amount: -1_000_000_000,
+            balance_after: 9_000_000_000,
+            description: "usage".into(),
+            reference: None,
+            created_at: 1,
+            usage_model: None,
+            usage_input_tokens: None,
+            usage_output_tokens: None,
+            usage_input_per_million: None,
+            usage_output_per_million: None,
+            hash: None,
+        };
+        let mut untimed = std::time::Duration::ZERO;
+        let outcome: Result<(), TxError<StoreError>> = conn.immediate_transaction(|conn| {
+            let mut wallets = load_wallets(conn, &["acct_locked"])?;
+            let mut pending = Pending::default();
+            pending.entries.push(entry("acct_other"));
+            flush(conn, &mut pending, &mut wallets, &mut untimed)
+        });
+        match outcome {
+            Err(TxError::Op(StoreError::Corrupt(message))) => {
+                assert!(message.contains("acct_other"), "{message}");
+            }
+            Err(TxError::Op(e)) => panic!("refused for another reason: {e}"),
+            Err(TxError::Db(e)) => panic!("the database refused it instead: {e}"),
+            Ok(()) => panic!("an entry for an unlocked wallet was written"),
+        }
+        let written: i64 = ledger_entries::table
+            .filter(ledger_entries::account_id.eq("acct_other"))
+            .count()
+            .get_result(&mut conn)
+            .expect("count");
+        assert_eq!(written, 0, "nothing of it written");
+        drop(conn);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -410,11 +410,12 @@ pub async fn auto_topup_across_processes(backend: Backend) {
     let Some(url) = crate::helpers::database_url(backend, "auto_topup_processes") else {
         return;
     };
-    let mut children = Vec::new();
+    // Killed when dropped, if an assertion fails first too.
+    let mut children = crate::helpers::Children::default();
     let mut apps = Vec::new();
     for _ in 0..3 {
         let (child, base) = launch(&url);
-        children.push(child);
+        children.0.push(child);
         apps.push(TestApp::audited(base, &url));
     }
     let customer = with_saved_card(&apps[0], "multi", "paid").await;
@@ -450,10 +451,7 @@ pub async fn auto_topup_across_processes(backend: Backend) {
         paid += sandbox_charges(app).await.0;
     }
     let autos = auto_topups(&apps[2], &customer).await;
-    for mut child in children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(children);
     assert!(settled, "5 - 3.60 + 25");
     assert_eq!(autos.len(), 1, "{autos:#?}");
     assert_eq!(paid, 1, "one charge across three processes");

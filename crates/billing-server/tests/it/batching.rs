@@ -35,11 +35,12 @@ pub async fn debits_race_across_processes(backend: Backend) {
     let Some(url) = crate::helpers::database_url(backend, "batch_processes") else {
         return;
     };
-    let mut children = Vec::new();
+    // Killed when dropped, if an assertion fails first too.
+    let mut children = crate::helpers::Children::default();
     let mut bases = Vec::new();
     for _ in 0..3 {
         let (child, base) = launch(&url);
-        children.push(child);
+        children.0.push(child);
         bases.push(base);
     }
     let app = TestApp::audited(bases[0].clone(), &url);
@@ -79,10 +80,7 @@ pub async fn debits_race_across_processes(backend: Backend) {
     }
     let balance = app.balance(&ada).await;
     let transactions = app.all_transactions(&ada).await;
-    for mut child in children {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop(children);
     assert_eq!((created, refused), (150, 50));
     assert_eq!(balance, "0.00");
     assert_eq!(transactions.len(), 151);

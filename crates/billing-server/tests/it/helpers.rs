@@ -405,8 +405,24 @@ where
     last
 }
 
+/// Server processes that are killed (and reaped) when dropped, a failed test's included: one
+/// left running holds its database connections, and the tests after it cannot connect.
+#[derive(Default)]
+pub struct Children(pub Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts the server binary as a child process on `url` (several may share one database);
-/// answers the child and its base URL.
+/// answers the child and its base URL. Each keeps a small pool (4 connections, the ledger
+/// writers' own on top): tests that start several run beside others on one PostgreSQL,
+/// whose connection slots they share.
 pub fn launch(url: &str) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
@@ -417,6 +433,7 @@ pub fn launch(url: &str) -> (std::process::Child, String) {
         .env("BILLING_SANDBOX_SECRET", SANDBOX_SECRET)
         .env("BILLING_OUTBOX_INTERVAL_MS", "50")
         .env("BILLING_WORKERS", "2")
+        .env("BILLING_DB_MAX_CONNECTIONS", "4")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
