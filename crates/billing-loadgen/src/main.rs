@@ -436,13 +436,12 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
     // connections before the process exits.
     stop(&target).await;
     let mut row = measured?;
-    let accounts_wanted = scenario.wallets();
     if args.compare {
         let database = target
             .database_url
             .clone()
             .ok_or("--compare needs --backend")?;
-        let wallets = accounts_wanted;
+        let wallets = scenario.wallets();
         let (seconds, connections) = (args.duration, args.concurrency);
         let rates = tokio::task::spawn_blocking(move || {
             if billing_store::is_postgres_url(&database) {
