@@ -411,11 +411,11 @@ pub async fn auto_topup_across_processes(backend: Backend) {
         return;
     };
     // Killed when dropped, if an assertion fails first too.
-    let mut children = crate::helpers::Children::default();
+    let mut children = Vec::new();
     let mut apps = Vec::new();
     for _ in 0..3 {
         let (child, base) = launch(&url);
-        children.0.push(child);
+        children.push(child);
         apps.push(TestApp::audited(base, &url));
     }
     let customer = with_saved_card(&apps[0], "multi", "paid").await;

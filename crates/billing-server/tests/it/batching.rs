@@ -36,11 +36,11 @@ pub async fn debits_race_across_processes(backend: Backend) {
         return;
     };
     // Killed when dropped, if an assertion fails first too.
-    let mut children = crate::helpers::Children::default();
+    let mut children = Vec::new();
     let mut bases = Vec::new();
     for _ in 0..3 {
         let (child, base) = launch(&url);
-        children.0.push(child);
+        children.push(child);
         bases.push(base);
     }
     let app = TestApp::audited(bases[0].clone(), &url);

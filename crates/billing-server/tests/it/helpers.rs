@@ -405,40 +405,41 @@ where
     last
 }
 
-/// Server processes that are killed (and reaped) when dropped, a failed test's included: one
+/// A server process that is killed (and reaped) when dropped, a failed test's included: one
 /// left running holds its database connections, and the tests after it cannot connect.
-#[derive(Default)]
-pub struct Children(pub Vec<std::process::Child>);
+pub struct Launched(pub std::process::Child);
 
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+impl std::ops::Deref for Launched {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
     }
 }
 
-/// Starts the server binary as a child process on `url` (several may share one database);
-/// answers the child and its base URL. Each keeps a small pool (4 connections, the ledger
-/// writers' own on top): tests that start several run beside others on one PostgreSQL,
-/// whose connection slots they share.
-pub fn launch(url: &str) -> (std::process::Child, String) {
+impl std::ops::DerefMut for Launched {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Spawns `command` (the server binary, stdout piped) and waits for its "listening" line;
+/// answers the process and its base URL. A child that never says it is listening is killed
+/// by the panic that reports it.
+pub fn spawn_listening(command: &mut std::process::Command) -> (Launched, String) {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_billing-server"))
-        .env("BILLING_LISTEN", "127.0.0.1:0")
-        .env("BILLING_DATABASE_URL", url)
-        .env("BILLING_ADMIN_KEY", ADMIN_KEY)
-        .env("BILLING_SANDBOX_SECRET", SANDBOX_SECRET)
-        .env("BILLING_OUTBOX_INTERVAL_MS", "50")
-        .env("BILLING_WORKERS", "2")
-        .env("BILLING_DB_MAX_CONNECTIONS", "4")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+    let mut child = Launched(
+        command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
     let stdout = child.stdout.take().expect("stdout");
     let base = BufReader::new(stdout)
         .lines()
@@ -446,4 +447,23 @@ pub fn launch(url: &str) -> (std::process::Child, String) {
         .find_map(|l| billing_server::listening_base(&l))
         .expect("listening");
     (child, base)
+}
+
+/// Starts the server binary as a child process on `url` (several may share one database);
+/// answers the child and its base URL. Each keeps a small pool (4 connections, the ledger
+/// writers' own on top): tests that start several run beside others on one PostgreSQL,
+/// whose connection slots they share.
+pub fn launch(url: &str) -> (Launched, String) {
+    spawn_listening(
+        std::process::Command::new(env!("CARGO_BIN_EXE_billing-server"))
+            .env("BILLING_LISTEN", "127.0.0.1:0")
+            .env("BILLING_DATABASE_URL", url)
+            .env("BILLING_ADMIN_KEY", ADMIN_KEY)
+            .env("BILLING_SANDBOX_SECRET", SANDBOX_SECRET)
+            .env("BILLING_OUTBOX_INTERVAL_MS", "50")
+            .env("BILLING_WORKERS", "2")
+            .env("BILLING_DB_MAX_CONNECTIONS", "4")
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null()),
+    )
 }

@@ -3,7 +3,6 @@
 //! every signature; a server killed with `kill -9` between a debit's commit and its email.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -555,20 +554,12 @@ pub async fn notices_survive_kill_9(backend: Backend) {
     .into_iter()
     .collect();
     let launch = |interval_ms: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_billing-server"))
-            .envs(&env)
-            .env("BILLING_OUTBOX_INTERVAL_MS", interval_ms)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let base = BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| billing_server::listening_base(&l))
-            .expect("listening");
-        (child, base)
+        crate::helpers::spawn_listening(
+            Command::new(env!("CARGO_BIN_EXE_billing-server"))
+                .envs(&env)
+                .env("BILLING_OUTBOX_INTERVAL_MS", interval_ms)
+                .stderr(Stdio::null()),
+        )
     };
     // First process: its outbox worker makes its first pass at start, then sleeps an hour.
     let (mut first, base) = launch("3600000");
