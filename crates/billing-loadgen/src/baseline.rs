@@ -198,12 +198,14 @@ pub fn sqlite_loop(dir: &std::path::Path, wallets: usize, seconds: u64) -> Resul
 }
 
 /// The issue's reference loop for SQLite: the same two statements per `BEGIN IMMEDIATE`
-/// through Python's `sqlite3` module (statement cache and all), on a file in `dir`.
+/// through Python's `sqlite3` module (statement cache and all), on a file in `dir`. Answers
+/// debits a second and the WAL's pages a debit (a passive checkpoint every 1,000 debits
+/// counts the log's frames, where SQLite's own would run at 1,000 pages).
 pub fn python_sqlite_loop(
     dir: &std::path::Path,
     wallets: usize,
     seconds: u64,
-) -> Result<f64, String> {
+) -> Result<Engine, String> {
     let path = dir.join("baseline-python.db");
     let _ = std::fs::remove_file(&path);
     let script = r#"
@@ -212,10 +214,12 @@ path, wallets, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 db = sqlite3.connect(path, isolation_level=None)
 db.execute("PRAGMA journal_mode = WAL")
 db.execute("PRAGMA synchronous = NORMAL")
+db.execute("PRAGMA wal_autocheckpoint = 0")
 db.execute("CREATE TABLE wallets (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
 db.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, wallet_id INTEGER NOT NULL, amount INTEGER NOT NULL, created_at REAL NOT NULL)")
 db.executemany("INSERT INTO wallets VALUES (?, ?)", [(i, 10**12) for i in range(1, wallets + 1)])
-done, start = 0, time.monotonic()
+db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+done, frames, start = 0, 0, time.monotonic()
 end = start + seconds
 while time.monotonic() < end:
     w = 1 if wallets <= 1 else random.randint(1, wallets)
@@ -224,14 +228,52 @@ while time.monotonic() < end:
     db.execute("INSERT INTO ledger (wallet_id, amount, created_at) VALUES (?, -1, ?)", (w, time.time()))
     db.execute("COMMIT")
     done += 1
-print(done / (time.monotonic() - start))
+    if done % 1000 == 0:
+        frames += db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+elapsed = time.monotonic() - start
+frames += db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+print(done / elapsed, frames / max(done, 1))
 "#;
+    let path = path.to_str().ok_or("temp path is not UTF-8")?;
+    python(
+        script,
+        &[path, &wallets.max(1).to_string(), &seconds.to_string()],
+    )
+}
+
+/// The SQLite engine alone running the service's own statements for a debit, in batches of
+/// `batch` (the service's own at its peak), on the service's database file at `path` after
+/// the service has stopped: its schema, its wallets, its ledger (`service_statements.py`).
+pub fn python_service_statements(
+    path: &str,
+    wallets: usize,
+    batch: usize,
+    seconds: u64,
+) -> Result<Engine, String> {
+    python(
+        include_str!("service_statements.py"),
+        &[
+            path,
+            &wallets.max(1).to_string(),
+            &batch.max(1).to_string(),
+            &seconds.to_string(),
+        ],
+    )
+}
+
+/// What a Python loop on SQLite did: debits a second and the WAL pages each wrote.
+#[derive(Clone, Copy, Debug)]
+pub struct Engine {
+    pub rate: f64,
+    pub pages: f64,
+}
+
+/// Runs a Python `script` with `args`; parses its answer, "rate pages".
+fn python(script: &str, args: &[&str]) -> Result<Engine, String> {
     let output = Command::new("python3")
         .arg("-c")
         .arg(script)
-        .arg(&path)
-        .arg(wallets.max(1).to_string())
-        .arg(seconds.to_string())
+        .args(args)
         .output()
         .map_err(|e| format!("cannot run python3: {e}"))?;
     if !output.status.success() {
@@ -240,8 +282,29 @@ print(done / (time.monotonic() - start))
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .map_err(|e| format!("python3's answer: {e}"))
+    parse_engine(&String::from_utf8_lossy(&output.stdout))
+}
+
+fn parse_engine(answer: &str) -> Result<Engine, String> {
+    let mut numbers = answer.split_whitespace().map(str::parse::<f64>);
+    match (numbers.next(), numbers.next(), numbers.next()) {
+        (Some(Ok(rate)), Some(Ok(pages)), None) if rate.is_finite() && pages.is_finite() => {
+            Ok(Engine { rate, pages })
+        }
+        _ => Err(format!("python3's answer: {answer:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_engine;
+
+    #[test]
+    fn an_engine_answer_is_a_rate_and_pages() {
+        let engine = parse_engine("20554.3 2.01\n").expect("parsed");
+        assert_eq!((engine.rate, engine.pages), (20554.3, 2.01));
+        for bad in ["", "20554.3", "20554.3 x", "1 2 3", "NaN 1"] {
+            assert!(parse_engine(bad).is_err(), "{bad:?}");
+        }
+    }
 }

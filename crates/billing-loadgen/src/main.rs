@@ -14,6 +14,7 @@
 mod baseline;
 mod client;
 mod cpu;
+mod inproc;
 mod phases;
 
 use std::collections::HashMap;
@@ -102,6 +103,8 @@ struct Target {
     stopped: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
     /// The database the in-process server uses.
     database_url: Option<String>,
+    /// The in-process server's configuration (for the run without HTTP).
+    config: Option<billing_server::Config>,
 }
 
 async fn start_server(backend: &str) -> Result<Target, String> {
@@ -132,7 +135,7 @@ async fn start_server(backend: &str) -> Result<Target, String> {
         }
     }
     let config = billing_server::Config::from_env(&env).map_err(|e| e.to_string())?;
-    let running = billing_server::start(config)
+    let running = billing_server::start(config.clone())
         .await
         .map_err(|e| e.to_string())?;
     let base = running.base_url.clone();
@@ -145,6 +148,7 @@ async fn start_server(backend: &str) -> Result<Target, String> {
         server: Some(handle),
         stopped: std::sync::Mutex::new(Some(stopped)),
         database_url: Some(database_url),
+        config: Some(config),
     })
 }
 
@@ -399,6 +403,20 @@ struct Row {
     phases: Option<phases::Split>,
     /// Requests a second the HTTP layer answers when the store is never asked.
     http_alone: Option<f64>,
+    /// SQLite: the engine alone running the service's own statements.
+    engine: Option<Compared>,
+    /// The accounts the run debited.
+    accounts: Vec<String>,
+    /// Debits a second of the service without HTTP (`inproc`).
+    without_http: Option<f64>,
+}
+
+/// SQLite's engine alone: the reference loop's WAL pages a debit, and the service's own
+/// statements run in batches of the service's size.
+struct Compared {
+    loop_pages: f64,
+    batch: usize,
+    statements: baseline::Engine,
 }
 
 struct Scenario {
@@ -426,6 +444,7 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             server: None,
             stopped: std::sync::Mutex::new(None),
             database_url: None,
+            config: None,
         },
         (None, backend) if !backend.is_empty() => start_server(backend).await?,
         _ => return Err("give exactly one of --url and --backend".into()),
@@ -441,8 +460,34 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             .database_url
             .clone()
             .ok_or("--compare needs --backend")?;
+        let config = target.config.as_ref().ok_or("--compare needs --backend")?;
+        let amount = billing_core::money::parse_decimal(&args.amount).map_err(|e| e.to_string())?;
+        let alone = inproc::run(
+            config,
+            &row.accounts,
+            scenario.mode == Mode::Hot,
+            amount,
+            args.concurrency,
+            args.duration,
+        )
+        .await?;
+        println!(
+            "the service without HTTP ({} tasks calling record_usage in process): {:.0} debits/s",
+            args.concurrency, alone.rate
+        );
+        if alone.refused > 0 {
+            return Err(format!(
+                "{} debits refused in the run without HTTP",
+                alone.refused
+            ));
+        }
+        row.without_http = Some(alone.rate);
         let wallets = scenario.wallets();
         let (seconds, connections) = (args.duration, args.concurrency);
+        let batch = row
+            .phases
+            .as_ref()
+            .map_or(1, |p| p.batch_mean.round().max(1.0) as usize);
         let rates = tokio::task::spawn_blocking(move || {
             if billing_store::is_postgres_url(&database) {
                 baseline::pgbench(&database, wallets, connections, seconds).map(|r| (r, None))
@@ -453,7 +498,9 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
                     .to_owned();
                 let python = baseline::python_sqlite_loop(&dir, wallets, seconds)?;
                 let rust = baseline::sqlite_loop(&dir, wallets, seconds)?;
-                Ok::<_, String>((python, Some(rust)))
+                let statements =
+                    baseline::python_service_statements(&database, wallets, batch, seconds)?;
+                Ok::<_, String>((python.rate, Some((python, rust, statements))))
             }
         })
         .await
@@ -462,10 +509,25 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             "database alone, one debit per transaction: {:.0} debits/s",
             rates.0
         );
-        if let Some(rust) = rates.1 {
+        if let Some((python, rust, statements)) = rates.1 {
             println!("  (the same loop in Rust through diesel: {rust:.0} debits/s)");
+            println!(
+                "  WAL pages a debit: {:.2} (the loop), {:.2} (the service's statements)",
+                python.pages, statements.pages
+            );
+            println!(
+                "the engine alone running the service's own statements, batches of {batch}: \
+                 {:.0} debits/s",
+                statements.rate
+            );
+            row.alone_rust = Some(rust);
+            row.engine = Some(Compared {
+                loop_pages: python.pages,
+                batch,
+                statements,
+            });
         }
-        (row.alone, row.alone_rust) = (Some(rates.0), rates.1);
+        row.alone = Some(rates.0);
     }
     Ok(row)
 }
@@ -607,6 +669,9 @@ async fn measure(args: &Args, scenario: &Scenario, target: &Arc<Target>) -> Resu
         cost,
         phases: split,
         http_alone,
+        engine: None,
+        accounts: accounts.iter().map(|a| a.id.clone()).collect(),
+        without_http: None,
     })
 }
 
@@ -623,22 +688,23 @@ fn backend_name(backend: &str) -> &'static str {
 fn print_table(rows: &[Row], connections: usize) {
     println!();
     println!(
-        "| backend | workload | service over HTTP ({connections} connections) | p99 at half the peak | database alone, 1 debit/txn | ratio |"
+        "| backend | workload | service over HTTP ({connections} connections) | p99 at half the peak | database alone, 1 debit/txn | ratio | service without HTTP | its ratio |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for row in rows {
         let half = match (row.p99_half, row.half_checkpoints) {
             (None, _) => "-".to_owned(),
             (Some(p), 0) => format!("{p:.1} ms"),
             (Some(p), n) => format!("{p:.1} ms ({n} checkpoint(s) during it)"),
         };
-        let (mut alone, ratio) = match row.alone {
-            Some(a) if row.backend == "SQLite" => (
-                format!("Python sqlite3 {a:.0}/s"),
-                format!("{:.2}×", row.peak / a),
-            ),
-            Some(a) => (format!("pgbench {a:.0}/s"), format!("{:.2}×", row.peak / a)),
-            None => ("-".to_owned(), "-".to_owned()),
+        let ratio = |rate: f64| {
+            row.alone
+                .map_or("-".to_owned(), |a| format!("{:.2}×", rate / a))
+        };
+        let mut alone = match row.alone {
+            Some(a) if row.backend == "SQLite" => format!("Python sqlite3 {a:.0}/s"),
+            Some(a) => format!("pgbench {a:.0}/s"),
+            None => "-".to_owned(),
         };
         if let Some(rust) = row.alone_rust {
             alone.push_str(&format!(
@@ -646,13 +712,56 @@ fn print_table(rows: &[Row], connections: usize) {
                 row.peak / rust
             ));
         }
+        let without = row
+            .without_http
+            .map_or("-".to_owned(), |r| format!("{r:.0}/s"));
+        let without_ratio = row.without_http.map_or("-".to_owned(), ratio);
         println!(
-            "| {} | {} | {:.0}/s, p99 {:.1} ms | {half} | {alone} | {ratio} |",
-            row.backend, row.workload, row.peak, row.p99_peak
+            "| {} | {} | {:.0}/s, p99 {:.1} ms | {half} | {alone} | {} | {without} | {without_ratio} |",
+            row.backend,
+            row.workload,
+            row.peak,
+            row.p99_peak,
+            ratio(row.peak)
         );
     }
     print_costs(rows);
     print_phases(rows);
+    print_engine(rows);
+}
+
+/// SQLite: what the engine alone does with the service's own statements, and the WAL pages
+/// each debit writes there and in the reference loop.
+fn print_engine(rows: &[Row]) {
+    if rows.iter().all(|r| r.engine.is_none()) {
+        return;
+    }
+    println!();
+    println!(
+        "SQLite's engine alone (Python sqlite3, one connection) running the service's own \
+         statements for a debit, in batches of the service's size at its peak, on the file the \
+         service wrote:"
+    );
+    println!();
+    println!(
+        "| workload | reference loop | its WAL pages a debit | the service's statements | their WAL pages a debit | service over HTTP | service / its statements alone |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for row in rows {
+        let (Some(engine), Some(alone)) = (&row.engine, row.alone) else {
+            continue;
+        };
+        println!(
+            "| {} | {alone:.0}/s | {:.2} | {:.0}/s (batches of {}) | {:.2} | {:.0}/s | {:.2}× |",
+            row.workload,
+            engine.loop_pages,
+            engine.statements.rate,
+            engine.batch,
+            engine.statements.pages,
+            row.peak,
+            row.peak / engine.statements.rate
+        );
+    }
 }
 
 /// Where the peak's ledger-writer time went, per debit, by phase of its transaction.
