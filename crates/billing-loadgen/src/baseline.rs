@@ -199,8 +199,9 @@ pub fn sqlite_loop(dir: &std::path::Path, wallets: usize, seconds: u64) -> Resul
 
 /// The issue's reference loop for SQLite: the same two statements per `BEGIN IMMEDIATE`
 /// through Python's `sqlite3` module (statement cache and all), on a file in `dir`. Answers
-/// debits a second and the WAL's pages a debit (a passive checkpoint every 1,000 debits
-/// counts the log's frames, where SQLite's own would run at 1,000 pages).
+/// debits a second and the WAL's pages a debit: a passive checkpoint every 500 debits (about
+/// 1,000 pages, where SQLite's automatic one would run, and timed as that one would be)
+/// counts the log's frames.
 pub fn python_sqlite_loop(
     dir: &std::path::Path,
     wallets: usize,
@@ -218,7 +219,12 @@ db.execute("PRAGMA wal_autocheckpoint = 0")
 db.execute("CREATE TABLE wallets (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
 db.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, wallet_id INTEGER NOT NULL, amount INTEGER NOT NULL, created_at REAL NOT NULL)")
 db.executemany("INSERT INTO wallets VALUES (?, ?)", [(i, 10**12) for i in range(1, wallets + 1)])
-db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+def checkpoint():
+    busy, log, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if busy != 0 or log != done:
+        sys.exit("another connection is using %s: checkpoint %r" % (path, (busy, log, done)))
+    return log
+checkpoint()
 done, frames, start = 0, 0, time.monotonic()
 end = start + seconds
 while time.monotonic() < end:
@@ -228,11 +234,12 @@ while time.monotonic() < end:
     db.execute("INSERT INTO ledger (wallet_id, amount, created_at) VALUES (?, -1, ?)", (w, time.time()))
     db.execute("COMMIT")
     done += 1
-    if done % 1000 == 0:
-        frames += db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+    if done % 500 == 0:
+        frames += checkpoint()
 elapsed = time.monotonic() - start
-frames += db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
-print(done / elapsed, frames / max(done, 1))
+if done % 500:
+    frames += checkpoint()
+print(done / elapsed, frames / max(done, 1), sqlite3.sqlite_version)
 "#;
     let path = path.to_str().ok_or("temp path is not UTF-8")?;
     python(
@@ -261,14 +268,16 @@ pub fn python_service_statements(
     )
 }
 
-/// What a Python loop on SQLite did: debits a second and the WAL pages each wrote.
-#[derive(Clone, Copy, Debug)]
+/// What a Python loop on SQLite did: debits a second, the WAL pages each wrote, and the
+/// version of Python's SQLite.
+#[derive(Clone, Debug)]
 pub struct Engine {
     pub rate: f64,
     pub pages: f64,
+    pub sqlite: String,
 }
 
-/// Runs a Python `script` with `args`; parses its answer, "rate pages".
+/// Runs a Python `script` with `args`; parses its answer, "rate pages version".
 fn python(script: &str, args: &[&str]) -> Result<Engine, String> {
     let output = Command::new("python3")
         .arg("-c")
@@ -286,10 +295,18 @@ fn python(script: &str, args: &[&str]) -> Result<Engine, String> {
 }
 
 fn parse_engine(answer: &str) -> Result<Engine, String> {
-    let mut numbers = answer.split_whitespace().map(str::parse::<f64>);
-    match (numbers.next(), numbers.next(), numbers.next()) {
-        (Some(Ok(rate)), Some(Ok(pages)), None) if rate.is_finite() && pages.is_finite() => {
-            Ok(Engine { rate, pages })
+    let mut words = answer.split_whitespace();
+    let mut number = || words.next().and_then(|w| w.parse::<f64>().ok());
+    match (number(), number()) {
+        (Some(rate), Some(pages)) if rate.is_finite() && pages.is_finite() => {
+            match (words.next(), words.next()) {
+                (Some(sqlite), None) => Ok(Engine {
+                    rate,
+                    pages,
+                    sqlite: sqlite.to_owned(),
+                }),
+                _ => Err(format!("python3's answer: {answer:?}")),
+            }
         }
         _ => Err(format!("python3's answer: {answer:?}")),
     }
@@ -301,9 +318,17 @@ mod tests {
 
     #[test]
     fn an_engine_answer_is_a_rate_and_pages() {
-        let engine = parse_engine("20554.3 2.01\n").expect("parsed");
+        let engine = parse_engine("20554.3 2.01 3.40.1\n").expect("parsed");
         assert_eq!((engine.rate, engine.pages), (20554.3, 2.01));
-        for bad in ["", "20554.3", "20554.3 x", "1 2 3", "NaN 1"] {
+        assert_eq!(engine.sqlite, "3.40.1");
+        for bad in [
+            "",
+            "20554.3",
+            "20554.3 2.01",
+            "20554.3 x 3.40.1",
+            "1 2 3 4",
+            "NaN 1 3",
+        ] {
             assert!(parse_engine(bad).is_err(), "{bad:?}");
         }
     }

@@ -1,9 +1,11 @@
 //! Where a run's CPU time went: this process's threads by role (the in-process server's
 //! ledger writers, its HTTP workers, the SQLite checkpointer, the load generator's own
 //! client), PostgreSQL's server processes, and how busy the whole machine was. Read from
-//! Linux's `/proc` before and after a run; elsewhere every figure is absent. Threads and
-//! processes that exit during a run drop out of the second sample (undercounted), and every
-//! `postgres` process on the machine is counted, whichever database it serves.
+//! Linux's `/proc` before and after a run; elsewhere every figure is absent. Each thread and
+//! process is counted by its id: one that started during the run counts all its time, one
+//! that exited during it counts nothing of that run (undercounted; a thread that exits no
+//! longer takes anything away from the others' count), and every `postgres` process on the
+//! machine is counted, whichever database it serves.
 
 use std::collections::BTreeMap;
 
@@ -36,10 +38,25 @@ pub const ROLES: [&str; 4] = [
 /// machine's busy and idle ticks.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
-    roles: BTreeMap<&'static str, u64>,
-    postgres: u64,
+    /// This process's threads by id: role and CPU ticks.
+    threads: BTreeMap<u64, (&'static str, u64)>,
+    /// PostgreSQL's processes by id: CPU ticks.
+    postgres: BTreeMap<u64, u64>,
     machine_busy: u64,
     machine_all: u64,
+}
+
+/// The ticks each id gained from `before` to `after`, summed; ids only in `after` started
+/// during the run and count whole.
+fn gained<'a>(before: &BTreeMap<u64, u64>, after: impl Iterator<Item = (&'a u64, u64)>) -> u64 {
+    after
+        .map(|(id, ticks)| ticks.saturating_sub(before.get(id).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// The numeric name of a `/proc` entry (a process or thread id).
+fn id_of(entry: &std::fs::DirEntry) -> Option<u64> {
+    entry.file_name().to_str()?.parse().ok()
 }
 
 /// `(name, utime + stime)` from a `/proc/…/stat` line.
@@ -60,28 +77,23 @@ pub fn sample() -> Sample {
     let mut sample = Sample::default();
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for task in tasks.flatten() {
+            let Some(tid) = id_of(&task) else { continue };
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
             if let Some((name, ticks)) = name_and_ticks(&stat) {
-                *sample.roles.entry(role(name)).or_default() += ticks;
+                sample.threads.insert(tid, (role(name), ticks));
             }
         }
     }
     if let Ok(processes) = std::fs::read_dir("/proc") {
         for process in processes.flatten() {
-            let is_pid = process
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
-            if !is_pid {
-                continue;
-            }
+            let Some(pid) = id_of(&process) else { continue };
             let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) else {
                 continue;
             };
             if let Some(("postgres", ticks)) = name_and_ticks(&stat) {
-                sample.postgres += ticks;
+                sample.postgres.insert(pid, ticks);
             }
         }
     }
@@ -119,19 +131,29 @@ impl Cost {
             return None;
         }
         let per_debit = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1_000_000.0 / debits as f64;
+        let threads_before: BTreeMap<u64, u64> = before
+            .threads
+            .iter()
+            .map(|(tid, (_, ticks))| (*tid, *ticks))
+            .collect();
         let per_debit_us = ROLES
             .iter()
             .map(|role| {
-                let (b, a) = (
-                    before.roles.get(role).copied().unwrap_or(0),
-                    after.roles.get(role).copied().unwrap_or(0),
-                );
-                (*role, per_debit(a.saturating_sub(b)))
+                let of_role = after
+                    .threads
+                    .iter()
+                    .filter(|(_, (r, _))| r == role)
+                    .map(|(tid, (_, ticks))| (tid, *ticks));
+                (*role, per_debit(gained(&threads_before, of_role)))
             })
             .collect();
+        let postgres = gained(
+            &before.postgres,
+            after.postgres.iter().map(|(pid, t)| (pid, *t)),
+        );
         Some(Cost {
             per_debit_us,
-            postgres_us: per_debit(after.postgres.saturating_sub(before.postgres)),
+            postgres_us: per_debit(postgres),
             machine_busy: (after.machine_busy - before.machine_busy.min(after.machine_busy)) as f64
                 / (after.machine_all - before.machine_all) as f64,
         })
@@ -175,16 +197,27 @@ mod tests {
             machine_all: 1_000,
             ..Sample::default()
         };
-        before.roles.insert("ledger writers", 50);
+        before.threads.insert(7, ("ledger writers", 50));
+        // A checkpointer that exits during the run (a stopped server's), with more ticks
+        // than the one that starts during it: it takes nothing from the new one's count.
+        before.threads.insert(8, ("SQLite checkpointer", 90));
+        before.postgres.insert(100, 5);
+        before.postgres.insert(101, 40);
         let mut after = before.clone();
-        after.roles.insert("ledger writers", 150);
-        after.postgres = 20;
+        after.threads.insert(7, ("ledger writers", 150));
+        after.threads.remove(&8);
+        after.threads.insert(9, ("SQLite checkpointer", 30));
+        // One backend gained 20, one exited, one started with 10.
+        after.postgres.insert(100, 25);
+        after.postgres.remove(&101);
+        after.postgres.insert(102, 10);
         after.machine_busy = 900;
         after.machine_all = 2_000;
         let cost = Cost::between(&before, &after, 10_000).expect("a cost");
         // 100 ticks = 1 s over 10,000 debits.
         assert_eq!(cost.per_debit_us[0], ("ledger writers", 100.0));
-        assert_eq!(cost.postgres_us, 20.0);
+        assert_eq!(cost.per_debit_us[2], ("SQLite checkpointer", 30.0));
+        assert_eq!(cost.postgres_us, 30.0);
         assert!((cost.machine_busy - 0.8).abs() < 1e-9);
         assert!(Cost::between(&before, &after, 0).is_none());
     }

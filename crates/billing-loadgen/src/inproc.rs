@@ -18,6 +18,11 @@ pub struct Alone {
     pub rate: f64,
     /// Debits the service refused (402) or could not take (503): none expected.
     pub refused: u64,
+    /// Where its CPU went (from `/proc`, as for the run over HTTP).
+    pub cost: Option<crate::cpu::Cost>,
+    /// Where its ledger writers' time went (from the process's metrics recorder, which the
+    /// in-process server installed).
+    pub phases: Option<crate::phases::Split>,
 }
 
 /// Debits `amount` from `accounts` (all of them uniformly, or the first when `hot`) from
@@ -41,20 +46,27 @@ pub async fn run(
     let accounts: Arc<Vec<AccountId>> =
         Arc::new(accounts.iter().map(|a| AccountId::new(a.clone())).collect());
     let (done, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    // One sequence for every task, as the HTTP client's: the keys of a batch's claims sort
+    // together in the claims' index.
+    let sequence = Arc::new(AtomicU64::new(0));
     let prefix = format!("inproc-{}", rand::random::<u32>());
+    let recorder = billing_http::metrics::recorder();
+    let scrape = || recorder.as_ref().map(|r| crate::phases::parse(&r.render()));
+    let phases_before = scrape();
+    let cpu_before = crate::cpu::sample();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds);
     let mut handles = Vec::with_capacity(tasks);
-    for task in 0..tasks.max(1) {
-        let (billing, accounts, done, refused, prefix) = (
+    for _ in 0..tasks.max(1) {
+        let (billing, accounts, done, refused, sequence, prefix) = (
             billing.clone(),
             accounts.clone(),
             done.clone(),
             refused.clone(),
+            sequence.clone(),
             prefix.clone(),
         );
         handles.push(tokio::spawn(async move {
-            let mut n = 0u64;
             while Instant::now() < deadline {
                 let account = if hot || accounts.len() == 1 {
                     &accounts[0]
@@ -64,9 +76,11 @@ pub async fn run(
                 let request = UsageRequest {
                     charge: UsageCharge::Amount(amount),
                     description: Some("API usage - load".into()),
-                    idempotency_key: format!("{prefix}-{task}-{n}"),
+                    idempotency_key: format!(
+                        "{prefix}-{}",
+                        sequence.fetch_add(1, Ordering::Relaxed)
+                    ),
                 };
-                n += 1;
                 match billing.record_usage(account, &request).await {
                     Ok(_) => done.fetch_add(1, Ordering::Relaxed),
                     Err(_) => refused.fetch_add(1, Ordering::Relaxed),
@@ -78,9 +92,21 @@ pub async fn run(
         handle.await.map_err(|e| e.to_string())?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    parts.store.close_ledger();
+    let done = done.load(Ordering::Relaxed);
+    let cost = crate::cpu::Cost::between(&cpu_before, &crate::cpu::sample(), done);
+    let phases = phases_before
+        .zip(scrape())
+        .and_then(|(before, after)| crate::phases::Split::between(&before, &after));
+    let store = parts.store.clone();
+    drop(billing);
+    // Waits for its writers to close their connections (blocking, up to seconds).
+    tokio::task::spawn_blocking(move || store.close_ledger())
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Alone {
-        rate: done.load(Ordering::Relaxed) as f64 / elapsed,
+        rate: done as f64 / elapsed,
         refused: refused.load(Ordering::Relaxed),
+        cost,
+        phases,
     })
 }

@@ -407,8 +407,8 @@ struct Row {
     engine: Option<Compared>,
     /// The accounts the run debited.
     accounts: Vec<String>,
-    /// Debits a second of the service without HTTP (`inproc`).
-    without_http: Option<f64>,
+    /// The service without HTTP (`inproc`).
+    without_http: Option<inproc::Alone>,
 }
 
 /// SQLite's engine alone: the reference loop's WAL pages a debit, and the service's own
@@ -475,13 +475,22 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             "the service without HTTP ({} tasks calling record_usage in process): {:.0} debits/s",
             args.concurrency, alone.rate
         );
+        if let Some(cost) = &alone.cost {
+            println!("  CPU µs per debit: {}", cost.line());
+        }
+        if let Some(split) = &alone.phases {
+            println!(
+                "  ledger writers' time per debit (µs, wall clock): {}",
+                split.line()
+            );
+        }
         if alone.refused > 0 {
             return Err(format!(
                 "{} debits refused in the run without HTTP",
                 alone.refused
             ));
         }
-        row.without_http = Some(alone.rate);
+        row.without_http = Some(alone);
         let wallets = scenario.wallets();
         let (seconds, connections) = (args.duration, args.concurrency);
         let batch = row
@@ -516,9 +525,9 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
                 python.pages, statements.pages
             );
             println!(
-                "the engine alone running the service's own statements, batches of {batch}: \
-                 {:.0} debits/s",
-                statements.rate
+                "Python's sqlite3 (SQLite {}) running the service's own statements, batches of \
+                 {batch}: {:.0} debits/s",
+                statements.sqlite, statements.rate
             );
             row.alone_rust = Some(rust);
             row.engine = Some(Compared {
@@ -712,10 +721,9 @@ fn print_table(rows: &[Row], connections: usize) {
                 row.peak / rust
             ));
         }
-        let without = row
-            .without_http
-            .map_or("-".to_owned(), |r| format!("{r:.0}/s"));
-        let without_ratio = row.without_http.map_or("-".to_owned(), ratio);
+        let rate = row.without_http.as_ref().map(|a| a.rate);
+        let without = rate.map_or("-".to_owned(), |r| format!("{r:.0}/s"));
+        let without_ratio = rate.map_or("-".to_owned(), ratio);
         println!(
             "| {} | {} | {:.0}/s, p99 {:.1} ms | {half} | {alone} | {} | {without} | {without_ratio} |",
             row.backend,
@@ -738,13 +746,14 @@ fn print_engine(rows: &[Row]) {
     }
     println!();
     println!(
-        "SQLite's engine alone (Python sqlite3, one connection) running the service's own \
-         statements for a debit, in batches of the service's size at its peak, on the file the \
-         service wrote:"
+        "SQLite alone, driven by Python's sqlite3 on one connection (Python's cost per \
+         statement included, its checkpoints not timed): the service's own statements for a \
+         debit, in batches of the service's size at its peak, on the file the service wrote, \
+         beside the reference loop:"
     );
     println!();
     println!(
-        "| workload | reference loop | its WAL pages a debit | the service's statements | their WAL pages a debit | service over HTTP | service / its statements alone |"
+        "| workload | reference loop | its WAL pages a debit | the service's statements | their WAL pages a debit | service over HTTP | Python's SQLite |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for row in rows {
@@ -752,14 +761,14 @@ fn print_engine(rows: &[Row]) {
             continue;
         };
         println!(
-            "| {} | {alone:.0}/s | {:.2} | {:.0}/s (batches of {}) | {:.2} | {:.0}/s | {:.2}× |",
+            "| {} | {alone:.0}/s | {:.2} | {:.0}/s (batches of {}) | {:.2} | {:.0}/s | {} |",
             row.workload,
             engine.loop_pages,
             engine.statements.rate,
             engine.batch,
             engine.statements.pages,
             row.peak,
-            row.peak / engine.statements.rate
+            engine.statements.sqlite
         );
     }
 }
@@ -782,15 +791,19 @@ fn print_phases(rows: &[Row]) {
     );
     println!("|{}", " --- |".repeat(phases::PHASES.len() + 4));
     for row in rows {
-        let Some(split) = &row.phases else { continue };
-        println!(
-            "| {} | {} | {} | {:.1} | {:.1} |",
-            row.backend,
-            row.workload,
-            cells(&split.per_posting_us),
-            split.total_us(),
-            split.batch_mean
-        );
+        let without = row.without_http.as_ref().and_then(|a| a.phases.as_ref());
+        let runs = [(row.phases.as_ref(), ""), (without, " (without HTTP)")];
+        for (split, label) in runs {
+            let Some(split) = split else { continue };
+            println!(
+                "| {} | {}{label} | {} | {:.1} | {:.1} |",
+                row.backend,
+                row.workload,
+                cells(&split.per_posting_us),
+                split.total_us(),
+                split.batch_mean
+            );
+        }
     }
 }
 
@@ -818,23 +831,29 @@ fn print_costs(rows: &[Row]) {
     );
     println!("|{}", " --- |".repeat(roles.len() + 6));
     for row in rows {
-        let Some(cost) = &row.cost else { continue };
-        let all: f64 = cost.per_debit_us.iter().map(|(_, us)| us).sum::<f64>() + cost.postgres_us;
-        let postgres = if row.backend == "PostgreSQL" {
-            format!("{:.1}", cost.postgres_us)
-        } else {
-            "-".to_owned()
-        };
-        let alone = row
-            .http_alone
-            .map_or("-".to_owned(), |r| format!("{r:.0}/s"));
-        println!(
-            "| {} | {} | {} | {postgres} | {all:.1} | {:.0}% | {alone} |",
-            row.backend,
-            row.workload,
-            cells(&cost.per_debit_us),
-            cost.machine_busy * 100.0
-        );
+        let without = row.without_http.as_ref().and_then(|a| a.cost.as_ref());
+        let runs = [
+            (row.cost.as_ref(), "", row.http_alone),
+            (without, " (without HTTP)", None),
+        ];
+        for (cost, label, http_alone) in runs {
+            let Some(cost) = cost else { continue };
+            let all: f64 =
+                cost.per_debit_us.iter().map(|(_, us)| us).sum::<f64>() + cost.postgres_us;
+            let postgres = if row.backend == "PostgreSQL" {
+                format!("{:.1}", cost.postgres_us)
+            } else {
+                "-".to_owned()
+            };
+            let alone = http_alone.map_or("-".to_owned(), |r| format!("{r:.0}/s"));
+            println!(
+                "| {} | {}{label} | {} | {postgres} | {all:.1} | {:.0}% | {alone} |",
+                row.backend,
+                row.workload,
+                cells(&cost.per_debit_us),
+                cost.machine_busy * 100.0
+            );
+        }
     }
 }
 
