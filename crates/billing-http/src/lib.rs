@@ -399,18 +399,22 @@ pub fn serve(
             .wrap(actix_web::middleware::from_fn(auth::authenticate))
             .wrap(actix_web::middleware::from_fn(drain::refuse_while_draining))
             .wrap(actix_web::middleware::from_fn(limits::enforce))
-            // Outside the limits and the drain, so that their answers carry the id too.
+            // Outside the limits and the drain, so that their answers carry the id too, and
+            // are never stored by a cache: balances, transactions and keys are one account's
+            // (a response that says otherwise, the dashboard's stylesheet, keeps its own).
             .wrap_fn(|req, srv| {
                 let request_id = req.extensions().get::<RequestId>().copied();
                 let response = srv.call(req);
                 async move {
                     let mut response = response.await?;
+                    let headers = response.headers_mut();
                     if let Some(id) = request_id
                         && let Ok(value) = HeaderValue::from_str(&id.to_string())
                     {
-                        response
-                            .headers_mut()
-                            .insert(HeaderName::from_static("x-request-id"), value);
+                        headers.insert(HeaderName::from_static("x-request-id"), value);
+                    }
+                    if !headers.contains_key(header::CACHE_CONTROL) {
+                        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                     }
                     Ok(response)
                 }

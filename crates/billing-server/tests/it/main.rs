@@ -76,6 +76,7 @@ on_both_backends!(
     revocation_reaches_other_processes_within_the_cache_ttl,
     failed_authentications_are_throttled,
     unsupported_methods_answer_405,
+    answers_are_never_stored,
     rate_card_prices_usage,
     racing_holds,
     holds_race_debits,

@@ -950,6 +950,91 @@ pub async fn unsupported_methods_answer_405(backend: Backend) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// No cache stores an answer: every API answer (a balance, a listing, a debit, an error, a
+/// refusal before authentication) says `Cache-Control: no-store`; the dashboard's
+/// stylesheet keeps its own, cacheable one.
+pub async fn answers_are_never_stored(backend: Backend) {
+    let Some(app) = spawn(backend, "no_store", &[]).await else {
+        return;
+    };
+    let ada = app.customer("ada").await;
+    let platform = app.platform_key(&ada.account_id).await;
+    app.grant(&ada.account_id, "10").await;
+    let usage = json!({"account_id": ada.account_id, "amount": 1});
+    // Method, path, key, JSON body, the status expected.
+    type Request<'a> = (Method, &'a str, Option<&'a str>, Option<Value>, u16);
+    let cache_control = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("cache-control")
+            .map(|v| v.to_str().expect("ascii").to_owned())
+    };
+    let requests: Vec<Request> = vec![
+        (
+            Method::GET,
+            "/v1/wallet/balance",
+            Some(ada.key.as_str()),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/v1/wallet/transactions",
+            Some(ada.key.as_str()),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/api/billing/topup-history",
+            Some(ada.key.as_str()),
+            None,
+            200,
+        ),
+        (
+            Method::POST,
+            "/v1/usage",
+            Some(platform.as_str()),
+            Some(usage),
+            201,
+        ),
+        (Method::GET, "/v1/wallet/balance", None, None, 401),
+        (
+            Method::GET,
+            "/v1/nowhere",
+            Some(ada.key.as_str()),
+            None,
+            404,
+        ),
+    ];
+    for (method, path, key, body, status) in requests {
+        let mut request = app.client.request(method.clone(), app.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.header("Idempotency-Key", "no-store-1").json(&body);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status().as_u16(), status, "{method} {path}");
+        assert_eq!(
+            cache_control(&response).as_deref(),
+            Some("no-store"),
+            "{method} {path}"
+        );
+    }
+    let response = app
+        .client
+        .get(app.url("/dashboard/static/dashboard.css"))
+        .send()
+        .await
+        .expect("stylesheet");
+    assert_eq!(
+        cache_control(&response).as_deref(),
+        Some("public, max-age=300")
+    );
+}
+
 /// Two servers on one database, keys cached for 2 s: a key revoked through one is refused
 /// there at once; the other serves its cached record until the cache's time to live, then
 /// refuses it too (the documented bound on staleness).
