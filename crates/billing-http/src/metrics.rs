@@ -260,6 +260,5 @@ pub async fn scrape(state: web::Data<AppState>, req: HttpRequest) -> HttpRespons
     handle.run_upkeep();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(handle.render())
 }

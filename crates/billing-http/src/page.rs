@@ -20,12 +20,12 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// A page with `title` (escaped here) and a body of trusted HTML.
+/// A page with `title` (escaped here) and a body of trusted HTML (never cached: `serve` says
+/// `Cache-Control: no-store` on every answer that sets none).
 pub fn page(status: u16, title: &str, body_html: &str) -> HttpResponse {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
-        .insert_header(("Cache-Control", "no-store"))
         .body(format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\

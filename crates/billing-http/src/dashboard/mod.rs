@@ -65,11 +65,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/dashboard/{tail:.*}", web::route().to(not_found));
 }
 
-/// Headers every dashboard page carries: never cached, never framed, scripts only from
-/// this origin.
+/// Headers every dashboard page carries: never framed, scripts only from this origin (and,
+/// like every answer that sets none, `Cache-Control: no-store`, from `serve`).
 fn secure(mut response: HttpResponse) -> HttpResponse {
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -950,9 +950,9 @@ pub async fn unsupported_methods_answer_405(backend: Backend) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
-/// No cache stores an answer: every API answer (a balance, a listing, a debit, an error, a
-/// refusal before authentication) says `Cache-Control: no-store`; the dashboard's
-/// stylesheet keeps its own, cacheable one.
+/// No cache stores an answer: every answer (a balance, a listing, a debit, an error, a
+/// refusal before authentication, a dashboard page, a sandbox page) says `Cache-Control:
+/// no-store`; the dashboard's stylesheet keeps its own, cacheable one.
 pub async fn answers_are_never_stored(backend: Backend) {
     let Some(app) = spawn(backend, "no_store", &[]).await else {
         return;
@@ -1006,6 +1006,8 @@ pub async fn answers_are_never_stored(backend: Backend) {
             None,
             404,
         ),
+        (Method::GET, "/dashboard/sign-in", None, None, 200),
+        (Method::GET, "/sandbox/checkout/sbx_none", None, None, 404),
     ];
     for (method, path, key, body, status) in requests {
         let mut request = app.client.request(method.clone(), app.url(path));
