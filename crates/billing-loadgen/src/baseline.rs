@@ -219,12 +219,7 @@ db.execute("PRAGMA wal_autocheckpoint = 0")
 db.execute("CREATE TABLE wallets (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL)")
 db.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, wallet_id INTEGER NOT NULL, amount INTEGER NOT NULL, created_at REAL NOT NULL)")
 db.executemany("INSERT INTO wallets VALUES (?, ?)", [(i, 10**12) for i in range(1, wallets + 1)])
-def checkpoint():
-    busy, log, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    if busy != 0 or log != done:
-        sys.exit("another connection is using %s: checkpoint %r" % (path, (busy, log, done)))
-    return log
-checkpoint()
+checkpoint(db, path)
 done, frames, start = 0, 0, time.monotonic()
 end = start + seconds
 while time.monotonic() < end:
@@ -235,10 +230,10 @@ while time.monotonic() < end:
     db.execute("COMMIT")
     done += 1
     if done % 500 == 0:
-        frames += checkpoint()
+        frames += checkpoint(db, path)
 elapsed = time.monotonic() - start
 if done % 500:
-    frames += checkpoint()
+    frames += checkpoint(db, path)
 print(done / elapsed, frames / max(done, 1), sqlite3.sqlite_version)
 "#;
     let path = path.to_str().ok_or("temp path is not UTF-8")?;
@@ -277,11 +272,24 @@ pub struct Engine {
     pub sqlite: String,
 }
 
-/// Runs a Python `script` with `args`; parses its answer, "rate pages version".
+/// What every Python script here starts with: `checkpoint(db, path)`, a passive checkpoint
+/// of the whole log that answers how many frames it held, and ends the script when another
+/// connection kept it from completing (the frame counts would be wrong).
+const PYTHON_PRELUDE: &str = r#"
+import sys
+def checkpoint(db, path):
+    busy, log, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if busy != 0 or log != done:
+        sys.exit("another connection is using %s: checkpoint %r" % (path, (busy, log, done)))
+    return log
+"#;
+
+/// Runs a Python `script` (after [`PYTHON_PRELUDE`]) with `args`; parses its answer, "rate
+/// pages version".
 fn python(script: &str, args: &[&str]) -> Result<Engine, String> {
     let output = Command::new("python3")
         .arg("-c")
-        .arg(script)
+        .arg(format!("{PYTHON_PRELUDE}{script}"))
         .args(args)
         .output()
         .map_err(|e| format!("cannot run python3: {e}"))?;

@@ -475,15 +475,7 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             "the service without HTTP ({} tasks calling record_usage in process): {:.0} debits/s",
             args.concurrency, alone.rate
         );
-        if let Some(cost) = &alone.cost {
-            println!("  CPU µs per debit: {}", cost.line());
-        }
-        if let Some(split) = &alone.phases {
-            println!(
-                "  ledger writers' time per debit (µs, wall clock): {}",
-                split.line()
-            );
-        }
+        print_where_it_went(alone.cost.as_ref(), alone.phases.as_ref());
         if alone.refused > 0 {
             return Err(format!(
                 "{} debits refused in the run without HTTP",
@@ -609,15 +601,7 @@ async fn measure(args: &Args, scenario: &Scenario, target: &Arc<Target>) -> Resu
         .zip(phases_after)
         .and_then(|(before, after)| phases::Split::between(&before, &after));
     let peak = report("peak", &peak_tally, elapsed);
-    if let Some(cost) = &cost {
-        println!("  CPU µs per debit: {}", cost.line());
-    }
-    if let Some(split) = &split {
-        println!(
-            "  ledger writers' time per debit (µs, wall clock): {}",
-            split.line()
-        );
-    }
+    print_where_it_went(cost.as_ref(), split.as_ref());
     report_checkpoints(&target, made).await?;
     let mut total = peak_tally;
     let p99_peak = percentile(&total.latencies_us, 99.0);
@@ -682,6 +666,19 @@ async fn measure(args: &Args, scenario: &Scenario, target: &Arc<Target>) -> Resu
         accounts: accounts.iter().map(|a| a.id.clone()).collect(),
         without_http: None,
     })
+}
+
+/// A run's CPU per debit by role and its writers' time per debit by phase, where known.
+fn print_where_it_went(cost: Option<&cpu::Cost>, split: Option<&phases::Split>) {
+    if let Some(cost) = cost {
+        println!("  CPU µs per debit: {}", cost.line());
+    }
+    if let Some(split) = split {
+        println!(
+            "  ledger writers' time per debit (µs, wall clock): {}",
+            split.line()
+        );
+    }
 }
 
 fn backend_name(backend: &str) -> &'static str {

@@ -19,6 +19,9 @@
 # This is not the engine's ceiling: Python's own cost per statement is in it, and Python's
 # SQLite may be another version than the service's (printed).
 #
+# `checkpoint(db, path)` comes from the load generator's prelude (baseline.rs, PYTHON_PRELUDE),
+# which the reference loop shares.
+#
 # argv: path, wallets, batch size, seconds. Prints: debits/s, WAL pages a debit, SQLite's
 # version.
 import hashlib, random, sqlite3, sys, time
@@ -31,16 +34,6 @@ db = sqlite3.connect(path, isolation_level=None)
 for pragma in ("busy_timeout = 5000", "journal_mode = WAL", "synchronous = NORMAL",
                "foreign_keys = ON", "mmap_size = 268435456", "wal_autocheckpoint = 0"):
     db.execute("PRAGMA " + pragma)
-
-
-def checkpoint():
-    """Checkpoints the whole log (nothing else may be using the file); answers its frames."""
-    busy, log, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    if busy != 0 or log != done:
-        sys.exit("another connection is using %s: checkpoint %r" % (path, (busy, log, done)))
-    return log
-
-
 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 ids = [r[0] for r in db.execute(
     "SELECT id FROM accounts ORDER BY balance DESC, id LIMIT ?", (wallets,))]
@@ -112,10 +105,10 @@ while time.monotonic() < end + paused:
     pending += 1
     if pending == CHECKPOINT_EVERY:
         stopped = time.monotonic()
-        frames += checkpoint()
+        frames += checkpoint(db, path)
         pending = 0
         paused += time.monotonic() - stopped
 elapsed = time.monotonic() - start - paused
 if pending:
-    frames += checkpoint()
+    frames += checkpoint(db, path)
 print(done / elapsed, frames / max(done, 1), sqlite3.sqlite_version)
