@@ -131,17 +131,25 @@ fn checkpoints_on(conn: &mut PgConnection) -> Result<i64, String> {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         made: i64,
     }
-    // PostgreSQL 17 moved the counts to pg_stat_checkpointer.
-    diesel::sql_query("SELECT num_timed + num_requested AS made FROM pg_stat_checkpointer")
-        .get_result::<Made>(conn)
-        .or_else(|_| {
-            diesel::sql_query(
-                "SELECT checkpoints_timed + checkpoints_req AS made FROM pg_stat_bgwriter",
-            )
-            .get_result::<Made>(conn)
-        })
-        .map(|m| m.made)
-        .map_err(|e| e.to_string())
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        version: i32,
+    }
+    // PostgreSQL 17 moved the counts to pg_stat_checkpointer. Chosen by the server's version,
+    // not by trying the new view first: a failed query is an ERROR line in the server's log.
+    let version = diesel::sql_query("SELECT current_setting('server_version_num')::int AS version")
+        .get_result::<Version>(conn)
+        .map_err(|e| e.to_string())?
+        .version;
+    diesel::sql_query(if version >= 170_000 {
+        "SELECT num_timed + num_requested AS made FROM pg_stat_checkpointer"
+    } else {
+        "SELECT checkpoints_timed + checkpoints_req AS made FROM pg_stat_bgwriter"
+    })
+    .get_result::<Made>(conn)
+    .map(|m| m.made)
+    .map_err(|e| e.to_string())
 }
 
 /// Debits a second of the one-debit loop on a SQLite file in `dir`.

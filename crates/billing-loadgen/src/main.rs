@@ -462,6 +462,8 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             .ok_or("--compare needs --backend")?;
         let config = target.config.as_ref().ok_or("--compare needs --backend")?;
         let amount = billing_core::money::parse_decimal(&args.amount).map_err(|e| e.to_string())?;
+        // As before each HTTP run: what the runs before it left in the log is not its work.
+        let made = checkpoint(&target).await?;
         let alone = inproc::run(
             config,
             &row.accounts,
@@ -476,6 +478,7 @@ async fn scenario(args: &Args, scenario: &Scenario) -> Result<Row, String> {
             args.concurrency, alone.rate
         );
         print_where_it_went(alone.cost.as_ref(), alone.phases.as_ref());
+        report_checkpoints(&target, made).await?;
         if alone.refused > 0 {
             return Err(format!(
                 "{} debits refused in the run without HTTP",
@@ -610,9 +613,17 @@ async fn measure(args: &Args, scenario: &Scenario, target: &Arc<Target>) -> Resu
     let mut http_alone = None;
     if args.compare {
         let made = checkpoint(&target).await?;
+        let tail_before = phases::scrape(&client, &target.base, token).await;
         let (half, elapsed) =
             client::run(&load(Some(peak / 2.0), "half"), args.concurrency).await?;
         report("at half the peak rate", &half, elapsed);
+        let tail_after = phases::scrape(&client, &target.base, token).await;
+        if let Some(tail) = tail_before
+            .zip(tail_after)
+            .and_then(|(before, after)| phases::Tail::between(&before, &after))
+        {
+            println!("  the service's tail: {}", tail.line());
+        }
         half_checkpoints = report_checkpoints(&target, made).await?;
         p99_half = Some(percentile(&half.latencies_us, 99.0));
         total.merge(half);
