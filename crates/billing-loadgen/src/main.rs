@@ -622,7 +622,7 @@ async fn measure(args: &Args, scenario: &Scenario, target: &Arc<Target>) -> Resu
             .zip(tail_after)
             .and_then(|(before, after)| phases::Tail::between(&before, &after))
         {
-            println!("  the service's tail: {}", tail.line());
+            println!("  the service's tail: {}", tail.line(elapsed));
         }
         half_checkpoints = report_checkpoints(&target, made).await?;
         p99_half = Some(percentile(&half.latencies_us, 99.0));

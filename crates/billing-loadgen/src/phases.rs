@@ -3,10 +3,11 @@
 //! before and after: per posting, the time each phase of its transaction took (reading the
 //! wallets' state under their locks, deciding, writing, committing), and the postings per
 //! batch. Unlike the CPU figures, these are wall-clock times: a phase that waited for the
-//! database (or for a core) counts its wait. For the run at half the peak, the tail: how
-//! many batches took over 10 ms, and how many transactions had a phase over 10 ms, by
-//! phase (from the histograms' 10-ms buckets), so that a p99 over 10 ms shows whether the
-//! writers' batches explain it and in which phase.
+//! database (or for a core) counts its wait. For the run at half the peak, the tail (from
+//! the histograms' buckets): the debits the server itself took over 10 ms on, how many
+//! batches took over 2.5, 5, 10, 50 and 250 ms and the writer-seconds they took in all, and
+//! how many transactions had a phase over 10 ms, by phase, so that a p99 over 10 ms shows
+//! whether the server's handling, the writers' queues or a slow phase explain it.
 
 use std::collections::BTreeMap;
 
@@ -65,11 +66,15 @@ fn is_debit(labels: &str) -> bool {
     label(labels, "route") == Some(USAGE_ROUTE) && label(labels, "method") == Some("POST")
 }
 
-/// The value of `name="…"` in a series' labels.
+/// The value of `name="…"` in a series' labels (`{a="x",b="y"}`; the values here hold no
+/// quotes or commas).
 fn label<'a>(labels: &'a str, name: &str) -> Option<&'a str> {
-    let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
-    let rest = &labels[start..];
-    Some(&rest[..rest.find('"')?])
+    let inner = labels.strip_prefix('{')?.strip_suffix('}')?;
+    inner.split(',').find_map(|pair| {
+        pair.strip_prefix(name)?
+            .strip_prefix("=\"")?
+            .strip_suffix('"')
+    })
 }
 
 /// Reads the figures out of Prometheus's text format (the lines this module needs).
@@ -246,17 +251,19 @@ impl Tail {
         })
     }
 
-    /// `the server over 10 ms on 12 of 9000 debits; 1000 batches (2.5 s in all), 40 over
-    /// 2.5, 9 over 5, 2 over 10, 0 over 50, 0 over 250 ms; transactions with a phase over 10 ms: read 0, decide 0, write 1, commit 1`.
-    pub fn line(&self) -> String {
+    /// `the server over 10 ms on 12 of 9000 debits; 1000 batches (2.5 writer-seconds in a
+    /// 10-s run), 40 over 2.5, 9 over 5, 2 over 10, 0 over 50, 0 over 250 ms; transactions
+    /// with a phase over 10 ms: read 0, decide 0, write 1, commit 1`: `seconds` is the run's
+    /// length (writer-seconds near it, for each writer, mean postings queue behind batches).
+    pub fn line(&self, seconds: f64) -> String {
         let batches: Vec<String> = self
             .slow_batches
             .iter()
             .map(|(ms, n)| format!("{n:.0} over {ms}"))
             .collect();
         format!(
-            "the server over 10 ms on {:.0} of {:.0} debits; {:.0} batches ({:.1} s in all), {} \
-             ms; transactions with a phase over 10 ms: {}",
+            "the server over 10 ms on {:.0} of {:.0} debits; {:.0} batches ({:.1} writer-seconds \
+             in a {seconds:.0}-s run), {} ms; transactions with a phase over 10 ms: {}",
             self.debits.1,
             self.debits.0,
             self.batches,
@@ -391,12 +398,21 @@ billing_http_request_duration_seconds_count{method=\"POST\",route=\"/v1/usage\"}
             }
         );
         assert_eq!(
-            tail.line(),
-            "the server over 10 ms on 10 of 10000 debits; 1000 batches (2.8 s in all), 80 over \
-             2.5, 20 over 5, 6 over 10, 2 over 50, 0 over 250 ms; transactions with a phase over 10 ms: read \
+            tail.line(10.0),
+            "the server over 10 ms on 10 of 10000 debits; 1000 batches (2.8 writer-seconds in a \
+             10-s run), 80 over 2.5, 20 over 5, 6 over 10, 2 over 50, 0 over 250 ms; transactions with a phase over 10 ms: read \
              1, decide 0, write 0, commit 3"
         );
         assert_eq!(Tail::between(&parse(TAIL_AFTER), &parse(TAIL_AFTER)), None);
+    }
+
+    #[test]
+    fn a_label_is_found_by_its_whole_name() {
+        let labels = "{role=\"x\",le=\"0.01\",route=\"/v1/usage\"}";
+        assert_eq!(label(labels, "le"), Some("0.01"));
+        assert_eq!(label(labels, "route"), Some("/v1/usage"));
+        assert_eq!(label(labels, "e"), None);
+        assert_eq!(label("{role=\"x\"}", "le"), None);
     }
 
     #[test]
