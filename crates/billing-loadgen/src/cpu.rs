@@ -38,17 +38,21 @@ pub const ROLES: [&str; 4] = [
 /// machine's busy and idle ticks.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
-    /// This process's threads by id: role and CPU ticks.
-    threads: BTreeMap<u64, (&'static str, u64)>,
-    /// PostgreSQL's processes by id: CPU ticks.
-    postgres: BTreeMap<u64, u64>,
+    /// This process's threads by id and start time: role and CPU ticks.
+    threads: BTreeMap<Task, (&'static str, u64)>,
+    /// PostgreSQL's processes by id and start time: CPU ticks.
+    postgres: BTreeMap<Task, u64>,
     machine_busy: u64,
     machine_all: u64,
 }
 
-/// The ticks each id gained from `before` to `after`, summed; ids only in `after` started
-/// during the run and count whole.
-fn gained<'a>(before: &BTreeMap<u64, u64>, after: impl Iterator<Item = (&'a u64, u64)>) -> u64 {
+/// A thread or process: its id and its start time (clock ticks since boot), so that an id
+/// the kernel reuses during a run is another task, not the one that exited.
+type Task = (u64, u64);
+
+/// The ticks each task gained from `before` to `after`, summed; tasks only in `after`
+/// started during the run and count whole.
+fn gained<'a>(before: &BTreeMap<Task, u64>, after: impl Iterator<Item = (&'a Task, u64)>) -> u64 {
     after
         .map(|(id, ticks)| ticks.saturating_sub(before.get(id).copied().unwrap_or(0)))
         .sum()
@@ -59,17 +63,19 @@ fn id_of(entry: &std::fs::DirEntry) -> Option<u64> {
     entry.file_name().to_str()?.parse().ok()
 }
 
-/// `(name, utime + stime)` from a `/proc/…/stat` line.
-fn name_and_ticks(stat: &str) -> Option<(&str, u64)> {
+/// `(name, utime + stime, starttime)` from a `/proc/…/stat` line.
+fn name_and_ticks(stat: &str) -> Option<(&str, u64, u64)> {
     // The name is in parentheses and may hold spaces; the fields after it are plain.
     let open = stat.find('(')?;
     let close = stat.rfind(')')?;
     let name = stat.get(open + 1..close)?;
     let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    // After the name: state is field 3, utime field 14, stime field 15 (1-based).
+    // After the name: state is field 3, utime field 14, stime field 15, starttime field 22
+    // (1-based).
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((name, utime + stime))
+    let start: u64 = fields.get(19)?.parse().ok()?;
+    Some((name, utime + stime, start))
 }
 
 /// The CPU times now.
@@ -81,8 +87,8 @@ pub fn sample() -> Sample {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
-            if let Some((name, ticks)) = name_and_ticks(&stat) {
-                sample.threads.insert(tid, (role(name), ticks));
+            if let Some((name, ticks, start)) = name_and_ticks(&stat) {
+                sample.threads.insert((tid, start), (role(name), ticks));
             }
         }
     }
@@ -92,8 +98,8 @@ pub fn sample() -> Sample {
             let Ok(stat) = std::fs::read_to_string(process.path().join("stat")) else {
                 continue;
             };
-            if let Some(("postgres", ticks)) = name_and_ticks(&stat) {
-                sample.postgres.insert(pid, ticks);
+            if let Some(("postgres", ticks, start)) = name_and_ticks(&stat) {
+                sample.postgres.insert((pid, start), ticks);
             }
         }
     }
@@ -131,7 +137,7 @@ impl Cost {
             return None;
         }
         let per_debit = |ticks: u64| ticks as f64 / TICKS_PER_SECOND * 1_000_000.0 / debits as f64;
-        let threads_before: BTreeMap<u64, u64> = before
+        let threads_before: BTreeMap<Task, u64> = before
             .threads
             .iter()
             .map(|(tid, (_, ticks))| (*tid, *ticks))
@@ -185,8 +191,8 @@ mod tests {
 
     #[test]
     fn a_stat_line_gives_its_name_and_cpu_ticks() {
-        let line = "4242 (actix-server wo) S 1 2 3 4 5 6 7 8 9 10 250 17 0 0 20 0 9 0";
-        assert_eq!(name_and_ticks(line), Some(("actix-server wo", 267)));
+        let line = "4242 (actix-server wo) S 1 2 3 4 5 6 7 8 9 10 250 17 0 0 20 0 9 0 31337 0";
+        assert_eq!(name_and_ticks(line), Some(("actix-server wo", 267, 31337)));
         assert_eq!(name_and_ticks("4242 (x"), None);
     }
 
@@ -197,20 +203,21 @@ mod tests {
             machine_all: 1_000,
             ..Sample::default()
         };
-        before.threads.insert(7, ("ledger writers", 50));
+        before.threads.insert((7, 1), ("ledger writers", 50));
         // A checkpointer that exits during the run (a stopped server's), with more ticks
-        // than the one that starts during it: it takes nothing from the new one's count.
-        before.threads.insert(8, ("SQLite checkpointer", 90));
-        before.postgres.insert(100, 5);
-        before.postgres.insert(101, 40);
+        // than the one that starts during it: it takes nothing from the new one's count,
+        // even where the new one reuses its id.
+        before.threads.insert((8, 1), ("SQLite checkpointer", 90));
+        before.postgres.insert((100, 1), 5);
+        before.postgres.insert((101, 1), 40);
         let mut after = before.clone();
-        after.threads.insert(7, ("ledger writers", 150));
-        after.threads.remove(&8);
-        after.threads.insert(9, ("SQLite checkpointer", 30));
-        // One backend gained 20, one exited, one started with 10.
-        after.postgres.insert(100, 25);
-        after.postgres.remove(&101);
-        after.postgres.insert(102, 10);
+        after.threads.insert((7, 1), ("ledger writers", 150));
+        after.threads.remove(&(8, 1));
+        after.threads.insert((8, 500), ("SQLite checkpointer", 30));
+        // One backend gained 20, one exited, one started with 10 under the exited one's id.
+        after.postgres.insert((100, 1), 25);
+        after.postgres.remove(&(101, 1));
+        after.postgres.insert((101, 600), 10);
         after.machine_busy = 900;
         after.machine_all = 2_000;
         let cost = Cost::between(&before, &after, 10_000).expect("a cost");
