@@ -186,7 +186,9 @@ pub async fn faults(
         .map(|_| span.mul_f64(0.1 + 0.7 * rand::random::<f64>()))
         .collect();
     kill_at.sort();
-    let stop_at = span.mul_f64(0.4);
+    // Early enough that the load outlasts the outage and PostgreSQL's crash recovery (which
+    // syncs every file of every database on the server) with time to show writes recovering.
+    let stop_at = span.mul_f64(0.25);
     let mut stopped = plan.stop_postgres.is_zero();
     let (mut kills, mut terminated, mut rounds) = (0, 0, 0);
     let mut restart_times = Vec::new();
