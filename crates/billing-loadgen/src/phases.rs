@@ -214,39 +214,31 @@ pub struct Tail {
 impl Tail {
     /// The tail between two scrapes; `None` when no batch was timed between them.
     pub fn between(before: &Scrape, after: &Scrape) -> Option<Tail> {
-        let over = |(count, within): (f64, f64)| (count - within).max(0.0);
         let batches = after.timed_batches - before.timed_batches;
         if batches <= 0.0 {
             return None;
         }
-        let batches_over = |scrape: &Scrape, le: &str| {
-            over((
-                scrape.timed_batches,
-                scrape.batches_within.get(le).copied().unwrap_or_default(),
-            ))
-        };
-        let phase = |scrape: &Scrape, phase: &str| {
-            over(scrape.phase_samples.get(phase).copied().unwrap_or_default())
-        };
+        // Samples over a bound in a scrape (its count less those within), and how many more
+        // there were in `after` than in `before`.
+        let over = |(count, within): (f64, f64)| (count - within).max(0.0);
+        let grew = |figure: &dyn Fn(&Scrape) -> f64| (figure(after) - figure(before)).max(0.0);
         Some(Tail {
-            debits: (
-                after.debits.0 - before.debits.0,
-                (over(after.debits) - over(before.debits)).max(0.0),
-            ),
+            debits: (after.debits.0 - before.debits.0, grew(&|s| over(s.debits))),
             batches,
-            batch_seconds: (after.batch_seconds - before.batch_seconds).max(0.0),
+            batch_seconds: grew(&|s| s.batch_seconds),
             slow_batches: BATCH_LES
                 .iter()
                 .map(|&(le, ms)| {
-                    (
-                        ms,
-                        (batches_over(after, le) - batches_over(before, le)).max(0.0),
-                    )
+                    let within = |s: &Scrape| s.batches_within.get(le).copied().unwrap_or_default();
+                    (ms, grew(&|s| over((s.timed_batches, within(s)))))
                 })
                 .collect(),
             slow_phases: PHASES
                 .iter()
-                .map(|&p| (p, (phase(after, p) - phase(before, p)).max(0.0)))
+                .map(|&p| {
+                    let samples = |s: &Scrape| s.phase_samples.get(p).copied().unwrap_or_default();
+                    (p, grew(&|s| over(samples(s))))
+                })
                 .collect(),
         })
     }
