@@ -81,10 +81,12 @@ where
     }
 }
 
-/// A PostgreSQL ledger writer: its pool, and the connection it keeps.
+/// A PostgreSQL ledger writer: its pool, the connection it keeps, and its copies of the
+/// wallets it wrote (kept while it keeps the connection).
 struct PostgresCommit {
     pool: Pool<ConnectionManager<PgConnection>>,
     conn: WriterConnection<ConnectionManager<PgConnection>>,
+    copies: postgres::WalletCopies,
 }
 
 impl writer::Commit for PostgresCommit {
@@ -93,6 +95,11 @@ impl writer::Commit for PostgresCommit {
         postings: &[Posting],
         attempt: writer::Attempt,
     ) -> Result<Vec<Result<Posted, PostError>>, writer::CommitError> {
+        let copies = &mut self.copies;
+        if self.conn.held.is_none() {
+            // A new connection: the database may not be the one the copies came from.
+            copies.clear();
+        }
         commit_on(
             &self.pool,
             &mut self.conn,
@@ -101,10 +108,11 @@ impl writer::Commit for PostgresCommit {
                     (writer::Attempt::Retry, [one]) => {
                         // A retry runs in a transaction of its own, never inside a chained one
                         // (where Diesel would make it a savepoint).
+                        copies.clear();
                         postgres::end_chain(c, chained).map_err(db_err)?;
                         postgres::post_again(c, one)
                     }
-                    _ => postgres::post_batch_chained(c, postings, chained),
+                    _ => postgres::post_batch_chained(c, postings, chained, copies),
                 }
             },
         )
@@ -132,6 +140,7 @@ pub(crate) fn postgres_commit(
     Box::new(PostgresCommit {
         pool,
         conn: WriterConnection::new(),
+        copies: postgres::WalletCopies::default(),
     })
 }
 

@@ -741,10 +741,10 @@ mod tests {
         let debit = |n: &str| one_credit_debit("acct_index", "index", n, now);
         let posted = postgres::post_batch(&mut conn, &[debit("1"), debit("2")]).expect("batch");
         assert!(posted.iter().all(Result::is_ok), "two entries: {posted:?}");
-        // Back to before 000014 (000016, 000015 and 000014 reverted), then the operator's
-        // early builds fail: a unique index cannot hold two rows of one account, so each is
-        // left behind invalid.
-        for _ in 0..3 {
+        // Back to before 000014 (000017 to 000014 reverted), then the operator's early
+        // builds fail: a unique index cannot hold two rows of one account, so each is left
+        // behind invalid.
+        for _ in 0..4 {
             conn.revert_last_migration(POSTGRES_MIGRATIONS)
                 .expect("revert");
         }

@@ -40,6 +40,10 @@ pub const LEDGER_PHASE_SECONDS: &str = "billing_ledger_posting_phase_seconds";
 /// SQLite: how long each checkpointer round held the writer lock (its last pass), in
 /// seconds: every write of the process waited behind it.
 pub const SQLITE_CHECKPOINT_LOCK_SECONDS: &str = "billing_sqlite_checkpoint_lock_seconds";
+/// PostgreSQL's batches on one wallet decided from their writer's copy of it, by `outcome`:
+/// `used` (written as decided) or `stale` (the wallet had changed, or a key was claimed
+/// before: decided again from a read). Counted once the batch committed.
+pub const LEDGER_WALLET_COPIES: &str = "billing_ledger_wallet_copies_total";
 /// How long taking a database connection from the pool waited, in seconds.
 pub const POOL_WAIT_SECONDS: &str = "billing_db_pool_wait_seconds";
 
@@ -84,6 +88,11 @@ pub(crate) fn batch(postings: usize, took: Duration) {
 
 pub(crate) fn phase(phase: &'static str, took: Duration) {
     metrics::histogram!(LEDGER_PHASE_SECONDS, "phase" => phase).record(took.as_secs_f64());
+}
+
+pub(crate) fn wallet_copy(used: bool) {
+    let outcome = if used { "used" } else { "stale" };
+    metrics::counter!(LEDGER_WALLET_COPIES, "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn checkpoint_lock(held: Duration) {

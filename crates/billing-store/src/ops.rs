@@ -393,29 +393,40 @@ pub(crate) fn reserved(
 }
 
 pub(crate) fn expire_holds(conn: &mut Conn, now: Timestamp, limit: u32) -> Result<u32, StoreError> {
-    let ids: Vec<String> = holds::table
+    let due: Vec<(String, String)> = holds::table
         .filter(holds::status.eq(HoldStatus::Active.as_str()))
         .filter(holds::expires_at.le(now.as_micros()))
         .order(holds::expires_at.asc())
         .limit(i64::from(limit))
-        .select(holds::id)
+        .select((holds::id, holds::account_id))
         .load(conn)
         .map_err(db_err)?;
-    // The expiry is checked again where it is written: an extend that committed after the
-    // ids were read must keep its hold.
-    let updated = diesel::update(
-        holds::table
-            .filter(holds::id.eq_any(&ids))
-            .filter(holds::status.eq(HoldStatus::Active.as_str()))
-            .filter(holds::expires_at.le(now.as_micros())),
-    )
-    .set((
-        holds::status.eq(HoldStatus::Expired.as_str()),
-        holds::updated_at.eq(now.as_micros()),
-    ))
-    .execute(conn)
-    .map_err(db_err)?;
-    Ok(u32::try_from(updated).unwrap_or(u32::MAX))
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<&str> = due.iter().map(|(id, _)| id.as_str()).collect();
+    let mut wallets: Vec<&str> = due.iter().map(|(_, account)| account.as_str()).collect();
+    wallets.sort_unstable();
+    wallets.dedup();
+    finish(write_tx(conn, |conn| {
+        // Their wallets first, in id order, as a posting or a capture locks them before a
+        // hold: the expiry moves each wallet's version (PostgreSQL, migration 000017).
+        lock_wallets(conn, &wallets)?;
+        // The expiry is checked again where it is written: an extend that committed after
+        // the ids were read must keep its hold.
+        let updated = diesel::update(
+            holds::table
+                .filter(holds::id.eq_any(&ids))
+                .filter(holds::status.eq(HoldStatus::Active.as_str()))
+                .filter(holds::expires_at.le(now.as_micros())),
+        )
+        .set((
+            holds::status.eq(HoldStatus::Expired.as_str()),
+            holds::updated_at.eq(now.as_micros()),
+        ))
+        .execute(conn)?;
+        Ok::<_, TxError<StoreError>>(u32::try_from(updated).unwrap_or(u32::MAX))
+    }))
 }
 
 /// The account's notification settings (alert, spending limit, the month the limit was

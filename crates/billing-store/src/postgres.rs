@@ -4,7 +4,10 @@
 
 use diesel::pg::PgConnection;
 
+mod copies;
 mod statements;
+
+pub(crate) use copies::WalletCopies;
 
 pub(crate) type Conn = PgConnection;
 
@@ -34,10 +37,29 @@ where
 /// true again only once this commit has succeeded, so every answer still follows its
 /// commit. On an error the transaction is rolled back; when that fails too, Diesel still
 /// counts it open and the pool discards the connection.
+///
+/// A batch on one wallet the writer holds a copy of is decided against the copy (see
+/// [`copies`]); where the copy turns out stale, that attempt is rolled back and the batch
+/// decided again from a read. Copies are taken from each committed batch and all dropped
+/// after any failure.
 pub(crate) fn post_batch_chained(
     conn: &mut Conn,
     postings: &[billing_core::ports::Posting],
     chained: &mut bool,
+    copies: &mut WalletCopies,
+) -> Result<Vec<Result<billing_core::ports::Posted, billing_core::ports::PostError>>, StoreError> {
+    let answers = post_batch_chained_copies(conn, postings, chained, copies);
+    if answers.is_err() {
+        copies.clear();
+    }
+    answers
+}
+
+fn post_batch_chained_copies(
+    conn: &mut Conn,
+    postings: &[billing_core::ports::Posting],
+    chained: &mut bool,
+    copies: &mut WalletCopies,
 ) -> Result<Vec<Result<billing_core::ports::Posted, billing_core::ports::PostError>>, StoreError> {
     use diesel::connection::{AnsiTransactionManager, TransactionManager};
     let open = AnsiTransactionManager::transaction_manager_status_mut(conn)
@@ -55,8 +77,30 @@ pub(crate) fn post_batch_chained(
     if !open {
         AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
     }
-    let answers = match post_batch_in_tx(conn, postings) {
-        Ok(answers) => answers,
+    // Whether a copy was used (true) or found stale (false).
+    let mut copy_used = None;
+    let written = match copies.state_for(postings) {
+        Some(copied) => match post_batch_settled(conn, postings, Some(copied)) {
+            Ok(written) => {
+                copy_used = Some(true);
+                Ok(written)
+            }
+            Err(_) => {
+                // The wallet changed since the copy (or a key was claimed before): nothing
+                // of this attempt is kept; decide the batch again from a read.
+                copy_used = Some(false);
+                if let Some(first) = postings.first() {
+                    copies.forget(first.account_id.as_str());
+                }
+                AnsiTransactionManager::rollback_transaction(conn).map_err(db_err)?;
+                AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
+                post_batch_settled(conn, postings, None)
+            }
+        },
+        None => post_batch_settled(conn, postings, None),
+    };
+    let (answers, settled) = match written {
+        Ok(written) => written,
         Err(e) => {
             let _ = AnsiTransactionManager::rollback_transaction(conn);
             return finish(Err(e));
@@ -67,6 +111,10 @@ pub(crate) fn post_batch_chained(
         .map_err(db_err)?;
     crate::metered::phase("commit", committing.elapsed());
     *chained = true;
+    copies.settle(settled);
+    if let Some(used) = copy_used {
+        copies.count(used);
+    }
     answers.iter().for_each(crate::metered::posted);
     Ok(answers)
 }
@@ -170,28 +218,35 @@ fn batch_state(
     postings: &[Posting],
 ) -> Result<BatchState, TxError<StoreError>> {
     let wanted = wanted_claims(postings);
-    let state: (String, String, String, String, String) = statements::BatchState::new(
+    let state: (String, String, String, String, String, String) = statements::BatchState::new(
         ids,
         since.as_micros(),
         wanted.iter().map(|c| (c.scope.as_str(), c.key.as_str())),
     )
     .get_result(conn)?;
-    let (wallet_rows, auto_topup_rows, method_rows, hold_rows, claim_rows) = state;
+    let (wallet_rows, auto_topup_rows, method_rows, hold_rows, claim_rows, version_rows) = state;
     fn parse<T: serde::de::DeserializeOwned>(list: &str, json: &str) -> Result<T, StoreError> {
         serde_json::from_str(json)
             .map_err(|e| StoreError::Corrupt(format!("ledger_batch_state's {list}: {e}")))
     }
     let op = TxError::Op;
-    let wallets = slots(
+    let mut wallets = slots(
         parse("wallets", &wallet_rows).map_err(op)?,
         parse("auto top-ups", &auto_topup_rows).map_err(op)?,
         parse("methods", &method_rows).map_err(op)?,
     )
     .map_err(op)?;
+    let versions: Vec<(String, i64)> = parse("versions", &version_rows).map_err(op)?;
+    for (id, version) in versions {
+        if let Some(slot) = wallets.get_mut(&id) {
+            slot.version = Some(version);
+        }
+    }
     Ok(BatchState {
         wallets,
         holds: active_holds(parse("holds", &hold_rows).map_err(op)?),
         claims: claims_from(parse("claims", &claim_rows).map_err(op)?),
+        holds_since: since,
     })
 }
 
@@ -206,7 +261,7 @@ mod tests {
     use diesel::r2d2::R2D2Connection;
     use diesel::{Connection, ExpressionMethods, PgConnection, QueryDsl, RunQueryDsl};
 
-    use super::{end_chain, post_batch_chained};
+    use super::{WalletCopies, end_chain, post_batch_chained};
     use crate::schema::{accounts, ledger_entries};
     use crate::{DieselStore, StoreOptions, create_postgres_database};
 
@@ -232,6 +287,22 @@ mod tests {
         (entries, balance)
     }
 
+    /// A new database `name` with the wallet `acct_chain` holding 10 credits, and two
+    /// sessions on it; `None` (skipped) without a PostgreSQL server.
+    fn wallet_of_ten(name: &str) -> Option<(PgConnection, PgConnection)> {
+        let admin = crate::tests::postgres_admin_url()?;
+        let url = create_postgres_database(&admin, name).expect("database");
+        drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate"));
+        let mut conn = PgConnection::establish(&url).expect("connect");
+        let other = PgConnection::establish(&url).expect("connect");
+        conn.batch_execute(
+            "INSERT INTO accounts (id, name, email, balance, created_at) \
+             VALUES ('acct_chain', 'Ada', 'ada@example.com', 10000000000, 0)",
+        )
+        .expect("wallet of 10");
+        Some((conn, other))
+    }
+
     /// `COMMIT AND CHAIN` commits before the batch is answered (another session sees it at
     /// once) and leaves the next batch's transaction open; a batch that fails in the
     /// database ends the chain with nothing of it written; `end_chain` closes it; and a
@@ -239,36 +310,42 @@ mod tests {
     /// broken, for the pool to discard.
     #[test]
     fn postgres_chained_batches_commit_before_answering_and_fail_cleanly() {
-        let Some(admin) = crate::tests::postgres_admin_url() else {
+        let Some((mut conn, mut other)) = wallet_of_ten("it_chain") else {
             return;
         };
-        let url = create_postgres_database(&admin, "it_chain").expect("database");
-        drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate"));
-        let mut conn = PgConnection::establish(&url).expect("connect");
-        let mut other = PgConnection::establish(&url).expect("connect");
-        conn.batch_execute(
-            "INSERT INTO accounts (id, name, email, balance, created_at) \
-             VALUES ('acct_chain', 'Ada', 'ada@example.com', 10000000000, 0)",
-        )
-        .expect("wallet of 10");
         let now = Timestamp::from_secs(1_768_473_000);
         let debit = |n: &str| crate::tests::one_credit_debit("acct_chain", "chain", n, now);
         let mut chained = false;
-        let first = post_batch_chained(&mut conn, &[debit("1"), debit("2")], &mut chained)
-            .expect("first batch");
+        let mut copies = WalletCopies::default();
+        let first = post_batch_chained(
+            &mut conn,
+            &[debit("1"), debit("2")],
+            &mut chained,
+            &mut copies,
+        )
+        .expect("first batch");
         assert!(first.iter().all(Result::is_ok), "{first:?}");
         assert!(
             chained && in_transaction(&mut conn),
             "the next transaction is open"
         );
         assert_eq!(committed(&mut other), (2, 8_000_000_000));
-        let second = post_batch_chained(&mut conn, &[debit("3")], &mut chained).expect("second");
+        let second = post_batch_chained(&mut conn, &[debit("3")], &mut chained, &mut copies)
+            .expect("second");
         assert!(second.iter().all(Result::is_ok), "{second:?}");
         assert!(chained);
         assert_eq!(committed(&mut other), (3, 7_000_000_000));
 
         // An entry id that exists already: the unique index refuses the batch's write.
-        assert!(post_batch_chained(&mut conn, &[debit("4"), debit("1")], &mut chained).is_err());
+        assert!(
+            post_batch_chained(
+                &mut conn,
+                &[debit("4"), debit("1")],
+                &mut chained,
+                &mut copies
+            )
+            .is_err()
+        );
         assert!(
             !chained && !in_transaction(&mut conn),
             "rolled back, the chain ended"
@@ -279,7 +356,8 @@ mod tests {
             "nothing of it written"
         );
 
-        let again = post_batch_chained(&mut conn, &[debit("4")], &mut chained).expect("again");
+        let again =
+            post_batch_chained(&mut conn, &[debit("4")], &mut chained, &mut copies).expect("again");
         assert!(again.iter().all(Result::is_ok), "{again:?}");
         assert_eq!(committed(&mut other), (4, 6_000_000_000));
         end_chain(&mut conn, &mut chained).expect("end the chain");
@@ -290,8 +368,231 @@ mod tests {
         );
 
         let mut wrong = true;
-        assert!(post_batch_chained(&mut conn, &[debit("5")], &mut wrong).is_err());
+        assert!(post_batch_chained(&mut conn, &[debit("5")], &mut wrong, &mut copies).is_err());
         assert!(conn.is_broken(), "the pool discards it");
         assert_eq!(committed(&mut other), (4, 6_000_000_000), "nothing written");
+    }
+
+    /// A wallet's version: moved by every change to its row, its holds, its auto top-up row
+    /// and its saved method, whoever makes it.
+    fn version(conn: &mut PgConnection, id: &str) -> i64 {
+        diesel::sql_query(format!("SELECT version FROM accounts WHERE id = '{id}'"))
+            .get_result::<Version>(conn)
+            .expect("version")
+            .version
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        version: i64,
+    }
+
+    #[test]
+    fn postgres_wallet_version_moves_with_everything_a_posting_is_decided_against() {
+        let Some(admin) = crate::tests::postgres_admin_url() else {
+            return;
+        };
+        let url = create_postgres_database(&admin, "it_version").expect("database");
+        drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate"));
+        let mut conn = PgConnection::establish(&url).expect("connect");
+        conn.batch_execute(
+            "INSERT INTO accounts (id, name, email, balance, created_at) \
+             VALUES ('acct_v', 'Ada', 'ada@example.com', 10000000000, 0)",
+        )
+        .expect("wallet");
+        assert_eq!(version(&mut conn, "acct_v"), 0);
+        let steps = [
+            (
+                "UPDATE accounts SET alert_enabled = true WHERE id = 'acct_v'",
+                1,
+            ),
+            // Whatever an UPDATE sets, the version moves by one.
+            ("UPDATE accounts SET version = 100 WHERE id = 'acct_v'", 2),
+            (
+                "INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
+                 updated_at) VALUES ('hold_v', 'acct_v', 5, 'active', 0, 10, 0)",
+                3,
+            ),
+            ("UPDATE holds SET expires_at = 20 WHERE id = 'hold_v'", 4),
+            (
+                "UPDATE holds SET status = 'expired', updated_at = 30 WHERE id = 'hold_v'",
+                5,
+            ),
+            ("DELETE FROM holds WHERE id = 'hold_v'", 6),
+            (
+                "INSERT INTO auto_topups (account_id, enabled, currency, credits, bonus, \
+                 failure_limit) VALUES ('acct_v', false, 'USD', 0, 0, 3)",
+                7,
+            ),
+            (
+                "UPDATE auto_topups SET enabled = true WHERE account_id = 'acct_v'",
+                8,
+            ),
+            (
+                "INSERT INTO payment_methods (account_id, gateway, reference, saved_at) \
+                 VALUES ('acct_v', 'sandbox', 'pm_1', 0)",
+                9,
+            ),
+            (
+                "DELETE FROM payment_methods WHERE account_id = 'acct_v'",
+                10,
+            ),
+        ];
+        for (sql, expected) in steps {
+            conn.batch_execute(sql).expect(sql);
+            assert_eq!(version(&mut conn, "acct_v"), expected, "after {sql}");
+        }
+    }
+
+    /// A writer decides a one-wallet batch from its copy of the wallet, and from a read
+    /// whenever the wallet changed under it: a hold placed and released by another session,
+    /// a debit by another writer, a key claimed by an earlier batch. Every answer is the
+    /// one a read would have given.
+    #[test]
+    fn postgres_writer_copies_are_used_and_never_stale() {
+        use billing_core::ports::{IdempotencyClaim, PostError};
+        let Some((mut conn, mut other)) = wallet_of_ten("it_copies") else {
+            return;
+        };
+        let now = Timestamp::from_secs(1_768_473_000);
+        let debit = |n: &str| crate::tests::one_credit_debit("acct_chain", "copy", n, now);
+        let (mut chained, mut copies) = (false, WalletCopies::default());
+        let mut post = |postings: &[billing_core::ports::Posting], copies: &mut WalletCopies| {
+            post_batch_chained(&mut conn, postings, &mut chained, copies).expect("batch")
+        };
+
+        assert!(post(&[debit("1")], &mut copies)[0].is_ok());
+        assert_eq!(
+            (copies.len(), copies.counts()),
+            (1, (0, 0)),
+            "read, then copied"
+        );
+        assert!(
+            post(&[debit("2"), debit("3")], &mut copies)
+                .iter()
+                .all(Result::is_ok)
+        );
+        assert_eq!(copies.counts(), (1, 0), "decided from the copy");
+        assert_eq!(committed(&mut other), (3, 7_000_000_000));
+
+        // Another session holds 6.5 of the 7: the copy knows no hold, the row's version
+        // moved, and the batch is decided again from a read: refused.
+        other
+            .batch_execute(&format!(
+                "BEGIN; SELECT 1 FROM accounts WHERE id = 'acct_chain' FOR UPDATE; \
+                 INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
+                 updated_at) VALUES ('hold_c', 'acct_chain', 6500000000, 'active', 0, {}, 0); \
+                 COMMIT",
+                now.as_micros() + 3_600_000_000
+            ))
+            .expect("hold");
+        let refused = post(&[debit("4")], &mut copies);
+        assert!(matches!(refused[0], Err(PostError::Rule(_))), "{refused:?}");
+        assert_eq!(copies.counts(), (1, 1), "the copy was stale");
+        // The copy now knows the hold.
+        let refused = post(&[debit("5")], &mut copies);
+        assert!(matches!(refused[0], Err(PostError::Rule(_))), "{refused:?}");
+        assert_eq!(
+            copies.counts(),
+            (2, 1),
+            "decided from the copy, with its hold"
+        );
+        assert_eq!(committed(&mut other), (3, 7_000_000_000), "nothing written");
+
+        other
+            .batch_execute("UPDATE holds SET status = 'released' WHERE id = 'hold_c'")
+            .expect("release");
+        assert!(post(&[debit("6")], &mut copies)[0].is_ok());
+        assert_eq!(copies.counts(), (2, 2), "released: stale again, then read");
+        assert_eq!(committed(&mut other), (4, 6_000_000_000));
+
+        // Another writer (its own copies) debits the same wallet.
+        let mut other_chained = false;
+        let theirs = post_batch_chained(
+            &mut other,
+            &[crate::tests::one_credit_debit(
+                "acct_chain",
+                "theirs",
+                "1",
+                now,
+            )],
+            &mut other_chained,
+            &mut WalletCopies::default(),
+        )
+        .expect("their batch");
+        assert!(theirs[0].is_ok());
+        end_chain(&mut other, &mut other_chained).expect("end their chain");
+        assert!(post(&[debit("7")], &mut copies)[0].is_ok());
+        assert_eq!(copies.counts(), (2, 3));
+        assert_eq!(
+            committed(&mut other),
+            (6, 4_000_000_000),
+            "both debits, once each"
+        );
+
+        // A key claimed by an earlier batch: replayed, not written twice; another request
+        // with it is a conflict.
+        let keyed = |n: &str, fingerprint: &str| {
+            let mut posting = debit(n);
+            posting.idempotency = Some(IdempotencyClaim {
+                scope: "acct_chain:usage".into(),
+                key: "key-1".into(),
+                fingerprint: fingerprint.into(),
+            });
+            posting
+        };
+        assert!(post(&[keyed("8", "f")], &mut copies)[0].is_ok());
+        assert_eq!(copies.counts(), (3, 3));
+        let replayed = post(&[keyed("8", "f")], &mut copies);
+        assert!(
+            matches!(&replayed[0], Ok(posted) if posted.replayed),
+            "{replayed:?}"
+        );
+        let conflict = post(&[keyed("9", "g")], &mut copies);
+        assert!(
+            matches!(conflict[0], Err(PostError::IdempotencyConflict)),
+            "{conflict:?}"
+        );
+        assert_eq!(copies.counts(), (3, 5), "each found the claim from a read");
+        assert_eq!(
+            committed(&mut other),
+            (7, 3_000_000_000),
+            "one debit for the key"
+        );
+        assert!(post(&[debit("10")], &mut copies)[0].is_ok());
+        assert_eq!(copies.counts(), (4, 5));
+        assert_eq!(committed(&mut other), (8, 2_000_000_000));
+
+        // The retry of a keyed debit that took the last credits: the copy would refuse it
+        // (the wallet is empty), and a refusal claims no key, so it is read again and
+        // replayed; so is a posting without entries, which only answers a claimed key.
+        let last = |n: &str| {
+            let mut posting = debit(n);
+            posting.entries[0].amount = "-2".parse().expect("amount");
+            posting.idempotency = Some(IdempotencyClaim {
+                scope: "acct_chain:usage".into(),
+                key: "key-2".into(),
+                fingerprint: "last".into(),
+            });
+            posting
+        };
+        assert!(post(&[last("11")], &mut copies)[0].is_ok());
+        assert_eq!(committed(&mut other), (9, 0), "empty");
+        let (used, stale) = copies.counts();
+        let retried = post(&[last("11")], &mut copies);
+        assert!(
+            matches!(&retried[0], Ok(posted) if posted.replayed && posted.entries.len() == 1),
+            "{retried:?}"
+        );
+        let mut bare = last("12");
+        bare.entries.clear();
+        let answered = post(&[bare], &mut copies);
+        assert!(
+            matches!(&answered[0], Ok(posted) if posted.replayed),
+            "{answered:?}"
+        );
+        assert_eq!(copies.counts(), (used, stale + 2), "both read their claim");
+        assert_eq!(committed(&mut other), (9, 0), "nothing written twice");
     }
 }

@@ -97,6 +97,18 @@ struct Slot {
     written: billing_core::posting::WalletState,
     /// The hash of the wallet's last entry, written or pending.
     head: Option<String>,
+    /// PostgreSQL: the row's version as read under the lock, or as the writer's copy knew
+    /// it; `None` on SQLite.
+    version: Option<i64>,
+    /// Decided from the writer's copy, not read: the row is not locked before the ledger
+    /// statement, which then writes only if the version is still `version`.
+    copied: bool,
+    /// The updates of the row this write has made (each moves its version by one).
+    updates: i64,
+    /// Whether the ledger statement's updates are the only changes this write made to what
+    /// the wallet's postings are decided against (no auto top-up row saved, no top-up
+    /// started, no refund): only then may a writer keep a copy of it.
+    only_ledger: bool,
 }
 
 /// Locks the wallets `ids` (sorted, distinct) and loads what their postings are decided
@@ -176,6 +188,10 @@ fn slots(
                     written: state.clone(),
                     state,
                     head,
+                    version: None,
+                    copied: false,
+                    updates: 0,
+                    only_ledger: true,
                 },
             )
         })
@@ -189,6 +205,20 @@ struct BatchState {
     holds: ActiveHolds,
     /// Claims made before this batch on its postings' keys.
     claims: Claims,
+    /// The time `holds` were read since (a hold that expired before it is not among them).
+    holds_since: Timestamp,
+}
+
+/// A batch's answers, one a posting, and what its write settled.
+type Written = (Vec<Result<Posted, PostError>>, Settled);
+
+/// What a batch's write leaves its writer knowing: its wallets as written, and the holds
+/// and the time they were read since (PostgreSQL's writers keep copies of them).
+#[allow(dead_code)] // read by PostgreSQL's writers only, not SQLite's
+struct Settled {
+    wallets: std::collections::BTreeMap<String, Slot>,
+    holds: ActiveHolds,
+    holds_since: Timestamp,
 }
 
 /// What a write has decided and not yet written.
@@ -291,14 +321,21 @@ fn flush(
     let mut updates = Vec::new();
     for (id, slot) in wallets.iter() {
         // Entries that net to zero (+5 and -5 in one batch) leave the state as it was but
-        // move the chain's head: the row is written then too.
+        // move the chain's head: the row is written then too. So is a wallet decided from a
+        // writer's copy, whatever was decided: its update is what checks the copy (a batch
+        // refused against a stale copy must be decided again too).
         let head_moved = heads.get(id.as_str()).is_some_and(|h| *h != slot.head);
-        if slot.state == slot.written && !head_moved {
+        let unchecked_copy = slot.copied && slot.updates == 0;
+        if slot.state == slot.written && !head_moved && !unchecked_copy {
             continue;
         }
         let (state, written) = (&slot.state, &slot.written);
         updates.push(WalletUpdate {
             id: id.clone(),
+            version: slot
+                .version
+                .filter(|_| slot.copied)
+                .map(|v| v + slot.updates),
             old_balance: units(written.balance).map_err(TxError::Op)?,
             balance: units(state.balance).map_err(TxError::Op)?,
             month_start: state.spend.month_start.as_micros(),
@@ -317,8 +354,19 @@ fn flush(
             updates.len()
         ))));
     }
+    for update in &updates {
+        if let Some(slot) = wallets.get_mut(&update.id) {
+            slot.updates += 1;
+        }
+    }
     for row in &pending.topups {
+        if let Some(slot) = wallets.get_mut(&row.account_id) {
+            slot.only_ledger = false;
+        }
         diesel::insert_into(topups::table).values(row).execute(conn)?;
+    }
+    if !pending.links.is_empty() {
+        wallets.values_mut().for_each(|slot| slot.only_ledger = false);
     }
     for chunk in pending.outbox.chunks(ROWS_PER_INSERT) {
         diesel::insert_into(outbox::table).values(chunk).execute(conn)?;
@@ -341,6 +389,7 @@ fn flush(
         if slot.state.auto_topup != slot.written.auto_topup
             && let Some((settings, auto)) = &slot.state.auto_topup
         {
+            slot.only_ledger = false;
             save_auto::<StoreError>(conn, &slot.state.account_id, settings, auto)?;
         }
         slot.written = slot.state.clone();
@@ -349,10 +398,13 @@ fn flush(
     Ok(())
 }
 
-/// A wallet's row after a write: its new balance (only if it still holds `old_balance`),
-/// month's spend and the month its limit was told.
+/// A wallet's row after a write: its new balance (only if it still holds `old_balance` and,
+/// on PostgreSQL, `version`), month's spend and the month its limit was told.
 struct WalletUpdate {
     id: String,
+    /// The row's version the update requires (PostgreSQL; SQLite's writer has no copies).
+    #[allow(dead_code)]
+    version: Option<i64>,
     old_balance: i64,
     balance: i64,
     month_start: i64,
@@ -424,14 +476,24 @@ fn post_batch_in_tx(
     conn: &mut Conn,
     postings: &[Posting],
 ) -> Result<Vec<Result<Posted, PostError>>, TxError<StoreError>> {
+    post_batch_settled(conn, postings, None).map(|(answers, _)| answers)
+}
+
+/// [`post_batch_in_tx`], deciding against `copied` (a writer's copy of the batch's wallet)
+/// instead of reading when it is given, and answering what the write settled as well.
+fn post_batch_settled(
+    conn: &mut Conn,
+    postings: &[Posting],
+    copied: Option<BatchState>,
+) -> Result<Written, TxError<StoreError>> {
     let started = std::time::Instant::now();
     let mut phases = Phases::default();
-    let answers = decide_and_write(conn, postings, &mut phases)?;
+    let done = decide_and_write(conn, postings, &mut phases, copied)?;
     let total = started.elapsed();
     crate::metered::phase("read", phases.read);
     crate::metered::phase("decide", total.saturating_sub(phases.read + phases.write));
     crate::metered::phase("write", phases.write);
-    Ok(answers)
+    Ok(done)
 }
 
 /// Where a posting transaction's time went before its commit: reading (locks, state,
@@ -452,12 +514,13 @@ fn timed<T>(spent: &mut std::time::Duration, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// [`post_batch_in_tx`]'s work, timed by phase.
+/// [`post_batch_settled`]'s work, timed by phase.
 fn decide_and_write(
     conn: &mut Conn,
     postings: &[Posting],
     phases: &mut Phases,
-) -> Result<Vec<Result<Posted, PostError>>, TxError<StoreError>> {
+    copied: Option<BatchState>,
+) -> Result<Written, TxError<StoreError>> {
     let mut ids: Vec<&str> = postings.iter().map(|p| p.account_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -466,11 +529,16 @@ fn decide_and_write(
         .map(|p| p.now)
         .min()
         .unwrap_or(Timestamp::from_micros(0));
+    let from_copy = copied.is_some();
     let BatchState {
         mut wallets,
         holds,
         claims: claimed,
-    } = timed(&mut phases.read, || batch_state(conn, &ids, earliest, postings))?;
+        holds_since,
+    } = match copied {
+        Some(state) => state,
+        None => timed(&mut phases.read, || batch_state(conn, &ids, earliest, postings))?,
+    };
     let replayed_ids: Vec<&str> = claimed
         .values()
         .flat_map(|(_, result)| result.split(','))
@@ -544,6 +612,7 @@ fn decide_and_write(
             match billing_core::posting::decide_posting(&mut next, posting, held, refund.as_ref()) {
                 Ok(decided) => decided,
                 Err(refused) => {
+                    unclaimed_on_copy(from_copy, posting)?;
                     answers.push(Err(refused));
                     continue;
                 }
@@ -554,6 +623,7 @@ fn decide_and_write(
             &posting.refund_of,
             posting.now,
         ) {
+            unclaimed_on_copy(from_copy, posting)?;
             answers.push(Err(PostError::Store(e)));
             continue;
         }
@@ -570,7 +640,27 @@ fn decide_and_write(
         }));
     }
     flush(conn, &mut pending, &mut wallets, &mut phases.write)?;
-    Ok(answers)
+    Ok((
+        answers,
+        Settled {
+            wallets,
+            holds,
+            holds_since,
+        },
+    ))
+}
+
+/// A batch decided from a writer's copy has read no claims: a key claimed before is found
+/// only by the claims' primary key when the posting claims it again. A keyed posting that
+/// writes no claim (refused) may be the retry of one that succeeded, so the batch is not
+/// answered from the copy: this fails it, and the writer decides it again from a read.
+fn unclaimed_on_copy(from_copy: bool, posting: &Posting) -> Result<(), TxError<StoreError>> {
+    if from_copy && posting.idempotency.is_some() {
+        return Err(TxError::Op(StoreError::Unavailable(
+            "a keyed posting refused against a writer's copy: its claim is read".into(),
+        )));
+    }
+    Ok(())
 }
 
 /// Runs `f` as one write transaction and, once it has committed, counts the postings it

@@ -152,6 +152,7 @@ fn batch_state(
         wallets,
         holds: active_holds(held),
         claims: claims_from(claimed),
+        holds_since: since,
     })
 }
 

@@ -15,7 +15,9 @@ use crate::rows::{NewClaimRow, NewEntryRow};
 /// Writes a batch's entries, claims and wallet rows in one statement: two `INSERT … SELECT
 /// FROM unnest(…)` and an `UPDATE … FROM unnest(…)` as data-modifying CTEs (one snapshot,
 /// which the wallets' row locks make the current state); selects how many wallets still
-/// held their old balance. Rows keep their order: `unnest` in `FROM` yields the arrays in
+/// held their old balance and, where a version is given (a batch decided from a writer's
+/// copy, whose row the `UPDATE` locks), that version. A row another transaction holds is
+/// waited for and its quals checked again on the version that transaction committed. Rows keep their order: `unnest` in `FROM` yields the arrays in
 /// order, so entries take their `seq` in the order they were chained.
 pub(crate) struct WriteLedger<'a> {
     entry_id: Vec<&'a str>,
@@ -44,6 +46,7 @@ pub(crate) struct WriteLedger<'a> {
     wallet_spent: Vec<i64>,
     wallet_told: Vec<Option<i64>>,
     wallet_head: Vec<Option<&'a str>>,
+    wallet_version: Vec<Option<i64>>,
 }
 
 impl<'a> WriteLedger<'a> {
@@ -79,6 +82,7 @@ impl<'a> WriteLedger<'a> {
             wallet_spent: wallets.iter().map(|w| w.spent).collect(),
             wallet_told: wallets.iter().map(|w| w.told).collect(),
             wallet_head: wallets.iter().map(|w| w.head.as_deref()).collect(),
+            wallet_version: wallets.iter().map(|w| w.version).collect(),
         }
     }
 }
@@ -165,16 +169,19 @@ impl QueryFragment<Pg> for WriteLedger<'_> {
         out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.wallet_told)?;
         out.push_sql("::bigint[], ");
         out.push_bind_param::<Array<Nullable<Text>>, _>(&self.wallet_head)?;
+        out.push_sql("::text[], ");
+        out.push_bind_param::<Array<Nullable<BigInt>>, _>(&self.wallet_version)?;
         // `accounts.id = ANY(…)` as well as the join: the generic plan then reads accounts
         // by an index condition, whatever size the table had when it was planned (joined
         // only by `id = v.id`, a plan made on a few rows may scan the whole index).
         out.push_sql(
-            "::text[]) AS v(id, old_balance, balance, month_start, spent, told, head) \
-             WHERE accounts.id = ANY(",
+            "::bigint[]) AS v(id, old_balance, balance, month_start, spent, told, head, \
+             version) WHERE accounts.id = ANY(",
         );
         out.push_bind_param::<Array<Text>, _>(&self.wallet_id)?;
         out.push_sql(
             "::text[]) AND accounts.id = v.id AND accounts.balance = v.old_balance \
+             AND (v.version IS NULL OR accounts.version = v.version) \
              RETURNING 1) SELECT count(*) FROM w",
         );
         Ok(())
@@ -214,7 +221,7 @@ impl QueryId for BatchState<'_> {
 }
 
 impl Query for BatchState<'_> {
-    type SqlType = (Text, Text, Text, Text, Text);
+    type SqlType = (Text, Text, Text, Text, Text, Text);
 }
 
 impl<C> RunQueryDsl<C> for BatchState<'_> {}
@@ -222,8 +229,8 @@ impl<C> RunQueryDsl<C> for BatchState<'_> {}
 impl QueryFragment<Pg> for BatchState<'_> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         out.push_sql(
-            "SELECT wallet_rows, auto_topup_rows, method_rows, hold_rows, claim_rows \
-             FROM ledger_batch_state(",
+            "SELECT wallet_rows, auto_topup_rows, method_rows, hold_rows, claim_rows, \
+             version_rows FROM ledger_batch_state(",
         );
         out.push_bind_param::<Array<Text>, _>(self.wallet_ids)?;
         out.push_sql("::text[], ");
