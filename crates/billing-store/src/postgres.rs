@@ -85,9 +85,15 @@ fn post_batch_chained_copies(
                 copy_used = Some(true);
                 Ok(written)
             }
-            Err(_) => {
+            Err(e) => {
                 // The wallet changed since the copy (or a key was claimed before): nothing
-                // of this attempt is kept; decide the batch again from a read.
+                // of this attempt is kept; decide the batch again from a read, which
+                // answers any other failure (a database fault, a broken rule) itself.
+                let error = match e {
+                    TxError::Db(e) => e.to_string(),
+                    TxError::Op(e) => e.to_string(),
+                };
+                tracing::debug!(%error, "a ledger writer's copy of a wallet was stale");
                 copy_used = Some(false);
                 if let Some(first) = postings.first() {
                     copies.forget(first.account_id.as_str());

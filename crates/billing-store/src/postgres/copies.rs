@@ -14,6 +14,11 @@
 //! wrong decision. Idempotency claims are not copied: a key claimed before makes the
 //! statement fail on the claims' primary key, and the batch is read and decided again,
 //! where the claim is found.
+//!
+//! A version only grows while its row lives. It would start again at 0 for an account row
+//! deleted and inserted again (nothing deletes one) or a migration 000017 reverted and
+//! applied again (migrations never run backwards in operation); the copies do not outlive
+//! their writer's connection, which a restore or a failover replaces.
 
 use std::collections::HashMap;
 
