@@ -40,9 +40,11 @@ pub const LEDGER_PHASE_SECONDS: &str = "billing_ledger_posting_phase_seconds";
 /// SQLite: how long each checkpointer round held the writer lock (its last pass), in
 /// seconds: every write of the process waited behind it.
 pub const SQLITE_CHECKPOINT_LOCK_SECONDS: &str = "billing_sqlite_checkpoint_lock_seconds";
-/// PostgreSQL's batches on one wallet decided from their writer's copy of it, by `outcome`:
-/// `used` (written as decided) or `stale` (the wallet had changed, or a key was claimed
-/// before: decided again from a read). Counted once the batch committed.
+/// PostgreSQL's batches decided from their writer's copies of their wallets, by `outcome`:
+/// `used` (written as decided), `stale` (the write found a wallet changed, or a key was
+/// claimed before: rolled back and decided again from a read) or `moved` (a batch on
+/// several wallets found one changed when it locked them, before writing: read in the same
+/// transaction). Counted once the batch committed.
 pub const LEDGER_WALLET_COPIES: &str = "billing_ledger_wallet_copies_total";
 /// How long taking a database connection from the pool waited, in seconds.
 pub const POOL_WAIT_SECONDS: &str = "billing_db_pool_wait_seconds";
@@ -90,8 +92,7 @@ pub(crate) fn phase(phase: &'static str, took: Duration) {
     metrics::histogram!(LEDGER_PHASE_SECONDS, "phase" => phase).record(took.as_secs_f64());
 }
 
-pub(crate) fn wallet_copy(used: bool) {
-    let outcome = if used { "used" } else { "stale" };
+pub(crate) fn wallet_copy(outcome: &'static str) {
     metrics::counter!(LEDGER_WALLET_COPIES, "outcome" => outcome).increment(1);
 }
 

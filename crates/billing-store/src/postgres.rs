@@ -38,10 +38,11 @@ where
 /// commit. On an error the transaction is rolled back; when that fails too, Diesel still
 /// counts it open and the pool discards the connection.
 ///
-/// A batch on one wallet the writer holds a copy of is decided against the copy (see
-/// [`copies`]); where the copy turns out stale, that attempt is rolled back and the batch
-/// decided again from a read. Copies are taken from each committed batch and all dropped
-/// after any failure.
+/// A batch whose wallets the writer holds copies of is decided against the copies (see
+/// [`copies`] and [`decide_from_copies`]); where a copy turns out stale, that attempt is
+/// rolled back (or, found under the locks before anything was written, not made) and the
+/// batch decided again from a read. Copies are taken from each committed batch and all
+/// dropped after any failure.
 pub(crate) fn post_batch_chained(
     conn: &mut Conn,
     postings: &[billing_core::ports::Posting],
@@ -77,33 +78,45 @@ fn post_batch_chained_copies(
     if !open {
         AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
     }
-    // Whether a copy was used (true) or found stale (false).
-    let mut copy_used = None;
+    // What became of the copies, if the batch had them.
+    let mut outcome = None;
+    let forget = |copies: &mut WalletCopies| {
+        postings
+            .iter()
+            .for_each(|p| copies.forget(p.account_id.as_str()));
+    };
     let written = match copies.state_for(postings) {
-        Some(copied) => match post_batch_settled(conn, postings, Some(copied)) {
-            Ok(written) => {
-                copy_used = Some(true);
-                Ok(written)
-            }
-            Err(e) => {
-                // The wallet changed since the copy (or a key was claimed before): nothing
-                // of this attempt is kept; decide the batch again from a read, which
-                // answers any other failure (a database fault, a broken rule) itself.
-                let error = match e {
-                    TxError::Db(e) => e.to_string(),
-                    TxError::Op(e) => e.to_string(),
-                };
-                tracing::debug!(%error, "a ledger writer's copy of a wallet was stale");
-                copy_used = Some(false);
-                if let Some(first) = postings.first() {
-                    copies.forget(first.account_id.as_str());
+        Some(copied) => {
+            outcome = Some(copies::Outcome::Stale);
+            match decide_from_copies(conn, postings, copied) {
+                Ok(FromCopies::Written(written)) => {
+                    outcome = Some(copies::Outcome::Used);
+                    Ok(written)
                 }
-                AnsiTransactionManager::rollback_transaction(conn).map_err(db_err)?;
-                AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
-                post_batch_settled(conn, postings, None)
+                // A version had moved, found under the locks this transaction now holds
+                // before anything was written: read in the same transaction.
+                Ok(FromCopies::Moved(locking)) => {
+                    outcome = Some(copies::Outcome::Moved);
+                    forget(copies);
+                    post_batch_settled(conn, postings, None, locking)
+                }
+                Err(e) => {
+                    // A copy was stale (or a key was claimed before): nothing of this
+                    // attempt is kept; decide the batch again from a read, which answers
+                    // any other failure (a database fault, a broken rule) itself.
+                    let error = match e {
+                        TxError::Db(e) => e.to_string(),
+                        TxError::Op(e) => e.to_string(),
+                    };
+                    tracing::debug!(%error, "a ledger writer's copies could not be used");
+                    forget(copies);
+                    AnsiTransactionManager::rollback_transaction(conn).map_err(db_err)?;
+                    AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
+                    post_batch_settled(conn, postings, None, std::time::Duration::ZERO)
+                }
             }
-        },
-        None => post_batch_settled(conn, postings, None),
+        }
+        None => post_batch_settled(conn, postings, None, std::time::Duration::ZERO),
     };
     let (answers, settled) = match written {
         Ok(written) => written,
@@ -118,11 +131,46 @@ fn post_batch_chained_copies(
     crate::metered::phase("commit", committing.elapsed());
     *chained = true;
     copies.settle(settled);
-    if let Some(used) = copy_used {
-        copies.count(used);
+    if let Some(outcome) = outcome {
+        copies.count(outcome);
     }
     answers.iter().for_each(crate::metered::posted);
     Ok(answers)
+}
+
+/// What [`decide_from_copies`] did.
+enum FromCopies {
+    /// Decided and written (not yet committed).
+    Written(Written),
+    /// Nothing written: a wallet's version had moved, found under the locks taken (for so
+    /// long) in id order, which the transaction still holds.
+    Moved(std::time::Duration),
+}
+
+/// Decides and writes a batch from its writer's copies of its wallets. One wallet: no lock
+/// first; the write updates it only where its version is still the copy's (`Err` when it is
+/// not: the caller rolls back). Several: locks them first, in id order, as a read would,
+/// and reads their versions; `Moved` when one moved.
+fn decide_from_copies(
+    conn: &mut Conn,
+    postings: &[billing_core::ports::Posting],
+    copied: BatchState,
+) -> Result<FromCopies, TxError<StoreError>> {
+    let mut locking = std::time::Duration::ZERO;
+    if copied.wallets.len() > 1 {
+        let started = std::time::Instant::now();
+        let ids: Vec<&str> = copied.wallets.keys().map(String::as_str).collect();
+        let versions: Vec<(String, i64)> = statements::LockVersions::new(&ids).load(conn)?;
+        locking = started.elapsed();
+        let current = versions.len() == copied.wallets.len()
+            && versions.iter().all(|(id, version)| {
+                copied.wallets.get(id).and_then(|slot| slot.version) == Some(*version)
+            });
+        if !current {
+            return Ok(FromCopies::Moved(locking));
+        }
+    }
+    post_batch_settled(conn, postings, Some(copied), locking).map(FromCopies::Written)
 }
 
 /// Ends a ledger writer's chained transaction, which holds nothing (`ROLLBACK`).
@@ -296,6 +344,33 @@ mod tests {
     /// A new database `name` with the wallet `acct_chain` holding 10 credits, and two
     /// sessions on it; `None` (skipped) without a PostgreSQL server.
     fn wallet_of_ten(name: &str) -> Option<(PgConnection, PgConnection)> {
+        wallet_of_ten_at(name).map(|(conn, other, _)| (conn, other))
+    }
+
+    /// Places a hold of `amount` (10^-9 credits) on `account` until an hour after `now`,
+    /// under the wallet's lock as the service does; its id is `hold_{account}`.
+    fn hold_for_an_hour(conn: &mut PgConnection, account: &str, amount: i64, now: Timestamp) {
+        conn.batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM accounts WHERE id = '{account}' FOR UPDATE; \
+             INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
+             updated_at) VALUES ('hold_{account}', '{account}', {amount}, 'active', 0, {}, 0); \
+             COMMIT",
+            now.as_micros() + 3_600_000_000
+        ))
+        .expect("hold");
+    }
+
+    /// A second wallet, `acct_two`, holding 3 credits.
+    fn wallet_of_three(conn: &mut PgConnection) {
+        conn.batch_execute(
+            "INSERT INTO accounts (id, name, email, balance, created_at) \
+             VALUES ('acct_two', 'Bob', 'bob@example.com', 3000000000, 0)",
+        )
+        .expect("wallet of 3");
+    }
+
+    /// [`wallet_of_ten`], with the database's URL.
+    fn wallet_of_ten_at(name: &str) -> Option<(PgConnection, PgConnection, String)> {
         let admin = crate::tests::postgres_admin_url()?;
         let url = create_postgres_database(&admin, name).expect("database");
         drop(DieselStore::connect(&url, &StoreOptions::default()).expect("migrate"));
@@ -306,7 +381,7 @@ mod tests {
              VALUES ('acct_chain', 'Ada', 'ada@example.com', 10000000000, 0)",
         )
         .expect("wallet of 10");
-        Some((conn, other))
+        Some((conn, other, url))
     }
 
     /// `COMMIT AND CHAIN` commits before the batch is answered (another session sees it at
@@ -484,15 +559,7 @@ mod tests {
 
         // Another session holds 6.5 of the 7: the copy knows no hold, the row's version
         // moved, and the batch is decided again from a read: refused.
-        other
-            .batch_execute(&format!(
-                "BEGIN; SELECT 1 FROM accounts WHERE id = 'acct_chain' FOR UPDATE; \
-                 INSERT INTO holds (id, account_id, amount, status, created_at, expires_at, \
-                 updated_at) VALUES ('hold_c', 'acct_chain', 6500000000, 'active', 0, {}, 0); \
-                 COMMIT",
-                now.as_micros() + 3_600_000_000
-            ))
-            .expect("hold");
+        hold_for_an_hour(&mut other, "acct_chain", 6_500_000_000, now);
         let refused = post(&[debit("4")], &mut copies);
         assert!(matches!(refused[0], Err(PostError::Rule(_))), "{refused:?}");
         assert_eq!(copies.counts(), (1, 1), "the copy was stale");
@@ -507,7 +574,7 @@ mod tests {
         assert_eq!(committed(&mut other), (3, 7_000_000_000), "nothing written");
 
         other
-            .batch_execute("UPDATE holds SET status = 'released' WHERE id = 'hold_c'")
+            .batch_execute("UPDATE holds SET status = 'released' WHERE id = 'hold_acct_chain'")
             .expect("release");
         assert!(post(&[debit("6")], &mut copies)[0].is_ok());
         assert_eq!(copies.counts(), (2, 2), "released: stale again, then read");
@@ -600,5 +667,107 @@ mod tests {
         );
         assert_eq!(copies.counts(), (used, stale + 2), "both read their claim");
         assert_eq!(committed(&mut other), (9, 0), "nothing written twice");
+    }
+
+    /// A batch on several wallets the writer holds copies of locks them first and checks
+    /// their versions: used when none moved; read in the same transaction when one did.
+    #[test]
+    fn postgres_writer_copies_of_several_wallets_are_locked_and_checked() {
+        use billing_core::ports::PostError;
+        let Some((mut conn, mut other)) = wallet_of_ten("it_copies_several") else {
+            return;
+        };
+        wallet_of_three(&mut conn);
+        let now = Timestamp::from_secs(1_768_473_000);
+        let debit = |account: &str, n: &str| {
+            crate::tests::one_credit_debit(account, &format!("several_{account}"), n, now)
+        };
+        let (mut chained, mut copies) = (false, WalletCopies::default());
+        let mut post = |postings: &[billing_core::ports::Posting], copies: &mut WalletCopies| {
+            post_batch_chained(&mut conn, postings, &mut chained, copies).expect("batch")
+        };
+        let both = |n: &str| [debit("acct_chain", n), debit("acct_two", n)];
+        assert!(post(&both("1"), &mut copies).iter().all(Result::is_ok));
+        assert_eq!(
+            (copies.len(), copies.counts()),
+            (2, (0, 0)),
+            "read, then copied"
+        );
+        assert!(post(&both("2"), &mut copies).iter().all(Result::is_ok));
+        assert_eq!(copies.counts(), (1, 0), "decided from the copies");
+        let balance = |other: &mut PgConnection, id: &str| -> i64 {
+            accounts::table
+                .find(id)
+                .select(accounts::balance)
+                .first(other)
+                .expect("balance")
+        };
+        assert_eq!(balance(&mut other, "acct_two"), 1_000_000_000);
+
+        // Another session holds 0.5 of acct_two's last credit: its version moved, the batch
+        // is read under the locks it took, and acct_two's debit is refused.
+        hold_for_an_hour(&mut other, "acct_two", 500_000_000, now);
+        let answers = post(&both("3"), &mut copies);
+        assert!(answers[0].is_ok(), "{answers:?}");
+        assert!(matches!(answers[1], Err(PostError::Rule(_))), "{answers:?}");
+        assert_eq!(
+            (copies.counts(), copies.moved()),
+            ((1, 0), 1),
+            "found moved under the locks, then read"
+        );
+        // Both copies are fresh again (the hold is in acct_two's): decided from them.
+        let answers = post(&both("4"), &mut copies);
+        assert!(answers[0].is_ok(), "{answers:?}");
+        assert!(matches!(answers[1], Err(PostError::Rule(_))), "{answers:?}");
+        assert_eq!((copies.counts(), copies.moved()), ((2, 0), 1));
+        assert_eq!(balance(&mut other, "acct_two"), 1_000_000_000);
+        assert_eq!(balance(&mut other, "acct_chain"), 6_000_000_000);
+    }
+
+    /// A batch on several copied wallets locks them in id order, as every writer of several
+    /// wallets does (so two never deadlock): while another session holds the later wallet,
+    /// the writer holds the earlier one and waits; then it writes from its copies.
+    #[test]
+    fn postgres_writer_copies_lock_several_wallets_in_id_order() {
+        let Some((mut conn, mut other, url)) = wallet_of_ten_at("it_copies_order") else {
+            return;
+        };
+        wallet_of_three(&mut conn);
+        let now = Timestamp::from_secs(1_768_473_000);
+        let both = move |n: &str| {
+            ["acct_chain", "acct_two"].map(|account| {
+                crate::tests::one_credit_debit(account, "order", &format!("{account}_{n}"), now)
+            })
+        };
+        let (mut chained, mut copies) = (false, WalletCopies::default());
+        let first = post_batch_chained(&mut conn, &both("1"), &mut chained, &mut copies)
+            .expect("first batch");
+        assert!(first.iter().all(Result::is_ok), "{first:?}");
+        other
+            .batch_execute("BEGIN; SELECT 1 FROM accounts WHERE id = 'acct_two' FOR UPDATE")
+            .expect("hold acct_two's lock");
+        let writer = std::thread::spawn(move || {
+            let answers = post_batch_chained(&mut conn, &both("2"), &mut chained, &mut copies)
+                .expect("second batch");
+            (answers, copies.counts())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut third = PgConnection::establish(&url).expect("connect");
+        let earlier = third.batch_execute(
+            "BEGIN; SELECT 1 FROM accounts WHERE id = 'acct_chain' FOR UPDATE NOWAIT",
+        );
+        assert!(
+            earlier.is_err(),
+            "the writer holds acct_chain while it waits for acct_two"
+        );
+        assert!(!writer.is_finished(), "the writer waits for acct_two");
+        other.batch_execute("COMMIT").expect("release acct_two");
+        let (answers, counts) = writer.join().expect("writer");
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(
+            counts,
+            (1, 0),
+            "a lock moves no version: decided from the copies"
+        );
     }
 }

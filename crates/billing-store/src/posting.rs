@@ -476,20 +476,25 @@ fn post_batch_in_tx(
     conn: &mut Conn,
     postings: &[Posting],
 ) -> Result<Vec<Result<Posted, PostError>>, TxError<StoreError>> {
-    post_batch_settled(conn, postings, None).map(|(answers, _)| answers)
+    post_batch_settled(conn, postings, None, std::time::Duration::ZERO).map(|(answers, _)| answers)
 }
 
-/// [`post_batch_in_tx`], deciding against `copied` (a writer's copy of the batch's wallet)
-/// instead of reading when it is given, and answering what the write settled as well.
+/// [`post_batch_in_tx`], deciding against `copied` (a writer's copies of the batch's
+/// wallets) instead of reading when it is given, and answering what the write settled as
+/// well. `already_read` is the time the transaction spent reading before (counted as `read`).
 fn post_batch_settled(
     conn: &mut Conn,
     postings: &[Posting],
     copied: Option<BatchState>,
+    already_read: std::time::Duration,
 ) -> Result<Written, TxError<StoreError>> {
     let started = std::time::Instant::now();
-    let mut phases = Phases::default();
+    let mut phases = Phases {
+        read: already_read,
+        ..Phases::default()
+    };
     let done = decide_and_write(conn, postings, &mut phases, copied)?;
-    let total = started.elapsed();
+    let total = started.elapsed() + already_read;
     crate::metered::phase("read", phases.read);
     crate::metered::phase("decide", total.saturating_sub(phases.read + phases.write));
     crate::metered::phase("write", phases.write);

@@ -2,7 +2,8 @@
 //! are all on one wallet it holds a copy of is decided against the copy, with no read and
 //! no lock before the ledger statement, which then writes only if the wallet's row still
 //! has the version the copy knew (docs/DECISIONS.md, "The hot wallet's writer decides from
-//! its own copy").
+//! its own copy"). A batch on several wallets it holds copies of locks them first, in id
+//! order as every writer of several wallets does, reading only their versions.
 //!
 //! A copy is exact because the version moves with every change to what a posting is decided
 //! against, whoever makes it (migration 000017's triggers): the row itself, the wallet's
@@ -48,40 +49,64 @@ pub(crate) struct WalletCopies {
     copies: HashMap<String, Copy>,
     used: u64,
     stale: u64,
+    moved: u64,
+}
+
+/// What became of a batch's copies.
+#[derive(Clone, Copy)]
+pub(crate) enum Outcome {
+    /// Written as decided from them.
+    Used,
+    /// Stale (or a key claimed before): found by the write, rolled back, read again.
+    Stale,
+    /// Stale, found under the locks before anything was written: read in the same
+    /// transaction (a batch on several wallets).
+    Moved,
 }
 
 impl WalletCopies {
-    /// What `postings` are decided against without a read: when they are all on one
-    /// wallet, none is a refund (whose facts are read), the writer holds a copy of it, and
-    /// none is stamped before the copy's holds were read.
+    /// What `postings` are decided against without a read: when the writer holds a copy
+    /// of each of their wallets, none is a refund (whose facts are read), and none is
+    /// stamped before its copy's holds were read. A batch on one wallet is then written
+    /// with no lock taken first; on several, the caller locks them and checks their
+    /// versions before deciding (see `decide_from_copies`).
     pub(super) fn state_for(&self, postings: &[Posting]) -> Option<BatchState> {
-        let first = postings.first()?;
-        let id = first.account_id.as_str();
-        let copy = self.copies.get(id)?;
-        let eligible = postings.iter().all(|p| {
-            p.account_id.as_str() == id && p.refund_of.is_empty() && p.now >= copy.holds_since
-        });
-        if !eligible {
+        let mut wallets = std::collections::BTreeMap::new();
+        let mut holds = super::ActiveHolds::new();
+        // The holds of every copy were read since this time or earlier.
+        let mut holds_since = Timestamp::from_micros(i64::MIN);
+        for posting in postings {
+            let id = posting.account_id.as_str();
+            let copy = self.copies.get(id)?;
+            if !posting.refund_of.is_empty() || posting.now < copy.holds_since {
+                return None;
+            }
+            if wallets.contains_key(id) {
+                continue;
+            }
+            holds_since = holds_since.max(copy.holds_since);
+            if !copy.holds.is_empty() {
+                holds.insert(id.to_owned(), copy.holds.clone());
+            }
+            let slot = Slot {
+                state: copy.state.clone(),
+                written: copy.state.clone(),
+                head: copy.head.clone(),
+                version: Some(copy.version),
+                copied: true,
+                updates: 0,
+                only_ledger: true,
+            };
+            wallets.insert(id.to_owned(), slot);
+        }
+        if wallets.is_empty() {
             return None;
         }
-        let slot = Slot {
-            state: copy.state.clone(),
-            written: copy.state.clone(),
-            head: copy.head.clone(),
-            version: Some(copy.version),
-            copied: true,
-            updates: 0,
-            only_ledger: true,
-        };
-        let mut holds = super::ActiveHolds::new();
-        if !copy.holds.is_empty() {
-            holds.insert(id.to_owned(), copy.holds.clone());
-        }
         Some(BatchState {
-            wallets: std::iter::once((id.to_owned(), slot)).collect(),
+            wallets,
             holds,
             claims: Claims::new(),
-            holds_since: copy.holds_since,
+            holds_since,
         })
     }
 
@@ -123,21 +148,27 @@ impl WalletCopies {
         self.copies.clear();
     }
 
-    /// Counts a committed batch that was decided from a copy: written as decided, or
-    /// decided again from a read because the copy was stale.
-    pub(super) fn count(&mut self, used: bool) {
-        if used {
-            self.used += 1;
-        } else {
-            self.stale += 1;
-        }
-        crate::metered::wallet_copy(used);
+    /// Counts a committed batch that had copies of its wallets.
+    pub(super) fn count(&mut self, outcome: Outcome) {
+        let (counter, label) = match outcome {
+            Outcome::Used => (&mut self.used, "used"),
+            Outcome::Stale => (&mut self.stale, "stale"),
+            Outcome::Moved => (&mut self.moved, "moved"),
+        };
+        *counter += 1;
+        crate::metered::wallet_copy(label);
     }
 
-    /// (batches written as decided from a copy, batches whose copy was stale)
+    /// (batches written as decided from copies, batches whose copies the write found stale)
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (u64, u64) {
         (self.used, self.stale)
+    }
+
+    /// Batches whose copies were found stale under the locks, before anything was written.
+    #[cfg(test)]
+    pub(crate) fn moved(&self) -> u64 {
+        self.moved
     }
 
     /// How many copies are held.

@@ -243,3 +243,36 @@ impl QueryFragment<Pg> for BatchState<'_> {
         Ok(())
     }
 }
+
+/// `SELECT id, version FROM accounts WHERE id = ANY(…) ORDER BY id FOR UPDATE`: a batch's
+/// wallets locked in id order (as `ledger_batch_state` locks them) with their versions, for
+/// a batch on several wallets its writer holds copies of.
+pub(crate) struct LockVersions<'a> {
+    wallet_ids: &'a [&'a str],
+}
+
+impl<'a> LockVersions<'a> {
+    pub(crate) fn new(wallet_ids: &'a [&'a str]) -> LockVersions<'a> {
+        LockVersions { wallet_ids }
+    }
+}
+
+impl QueryId for LockVersions<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for LockVersions<'_> {
+    type SqlType = (Text, BigInt);
+}
+
+impl<C> RunQueryDsl<C> for LockVersions<'_> {}
+
+impl QueryFragment<Pg> for LockVersions<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        out.push_sql("SELECT id, version FROM accounts WHERE id = ANY(");
+        out.push_bind_param::<Array<Text>, _>(self.wallet_ids)?;
+        out.push_sql("::text[]) ORDER BY id FOR UPDATE");
+        Ok(())
+    }
+}
