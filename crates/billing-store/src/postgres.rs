@@ -78,45 +78,46 @@ fn post_batch_chained_copies(
     if !open {
         AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
     }
-    // What became of the copies, if the batch had them.
-    let mut outcome = None;
     let forget = |copies: &mut WalletCopies| {
         postings
             .iter()
             .for_each(|p| copies.forget(p.account_id.as_str()));
     };
-    let written = match copies.state_for(postings) {
-        Some(copied) => {
-            outcome = Some(copies::Outcome::Stale);
-            match decide_from_copies(conn, postings, copied) {
-                Ok(FromCopies::Written(written)) => {
-                    outcome = Some(copies::Outcome::Used);
-                    Ok(written)
-                }
-                // A version had moved, found under the locks this transaction now holds
-                // before anything was written: read in the same transaction.
-                Ok(FromCopies::Moved(locking)) => {
-                    outcome = Some(copies::Outcome::Moved);
-                    forget(copies);
-                    post_batch_settled(conn, postings, None, locking)
-                }
-                Err(e) => {
-                    // A copy was stale (or a key was claimed before): nothing of this
-                    // attempt is kept; decide the batch again from a read, which answers
-                    // any other failure (a database fault, a broken rule) itself.
-                    let error = match e {
-                        TxError::Db(e) => e.to_string(),
-                        TxError::Op(e) => e.to_string(),
-                    };
-                    tracing::debug!(%error, "a ledger writer's copies could not be used");
-                    forget(copies);
-                    AnsiTransactionManager::rollback_transaction(conn).map_err(db_err)?;
-                    AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
-                    post_batch_settled(conn, postings, None, std::time::Duration::ZERO)
-                }
+    // The batch's write, and what became of the copies if it had them.
+    let (written, outcome) = match copies.state_for(postings) {
+        Some(copied) => match decide_from_copies(conn, postings, copied) {
+            Ok(FromCopies::Written(written)) => (Ok(written), Some(copies::Outcome::Used)),
+            // A version had moved, found under the locks this transaction now holds before
+            // anything was written: read in the same transaction.
+            Ok(FromCopies::Moved(locking)) => {
+                forget(copies);
+                (
+                    post_batch_settled(conn, postings, None, locking),
+                    Some(copies::Outcome::Moved),
+                )
             }
-        }
-        None => post_batch_settled(conn, postings, None, std::time::Duration::ZERO),
+            Err(e) => {
+                // A copy was stale (or a key was claimed before): nothing of this attempt
+                // is kept; decide the batch again from a read, which answers any other
+                // failure (a database fault, a broken rule) itself.
+                let error = match e {
+                    TxError::Db(e) => e.to_string(),
+                    TxError::Op(e) => e.to_string(),
+                };
+                tracing::debug!(%error, "a ledger writer's copies could not be used");
+                forget(copies);
+                AnsiTransactionManager::rollback_transaction(conn).map_err(db_err)?;
+                AnsiTransactionManager::begin_transaction(conn).map_err(db_err)?;
+                (
+                    post_batch_settled(conn, postings, None, std::time::Duration::ZERO),
+                    Some(copies::Outcome::Stale),
+                )
+            }
+        },
+        None => (
+            post_batch_settled(conn, postings, None, std::time::Duration::ZERO),
+            None,
+        ),
     };
     let (answers, settled) = match written {
         Ok(written) => written,

@@ -526,14 +526,6 @@ fn decide_and_write(
     phases: &mut Phases,
     copied: Option<BatchState>,
 ) -> Result<Written, TxError<StoreError>> {
-    let mut ids: Vec<&str> = postings.iter().map(|p| p.account_id.as_str()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let earliest = postings
-        .iter()
-        .map(|p| p.now)
-        .min()
-        .unwrap_or(Timestamp::from_micros(0));
     let from_copy = copied.is_some();
     let BatchState {
         mut wallets,
@@ -542,7 +534,17 @@ fn decide_and_write(
         holds_since,
     } = match copied {
         Some(state) => state,
-        None => timed(&mut phases.read, || batch_state(conn, &ids, earliest, postings))?,
+        None => {
+            let mut ids: Vec<&str> = postings.iter().map(|p| p.account_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let earliest = postings
+                .iter()
+                .map(|p| p.now)
+                .min()
+                .unwrap_or(Timestamp::from_micros(0));
+            timed(&mut phases.read, || batch_state(conn, &ids, earliest, postings))?
+        }
     };
     let replayed_ids: Vec<&str> = claimed
         .values()

@@ -17,8 +17,9 @@ use crate::rows::{NewClaimRow, NewEntryRow};
 /// which the wallets' row locks make the current state); selects how many wallets still
 /// held their old balance and, where a version is given (a batch decided from a writer's
 /// copy, whose row the `UPDATE` locks), that version. A row another transaction holds is
-/// waited for and its quals checked again on the version that transaction committed. Rows keep their order: `unnest` in `FROM` yields the arrays in
-/// order, so entries take their `seq` in the order they were chained.
+/// waited for and its quals checked again on the version that transaction committed. Rows
+/// keep their order: `unnest` in `FROM` yields the arrays in order, so entries take their
+/// `seq` in the order they were chained.
 pub(crate) struct WriteLedger<'a> {
     entry_id: Vec<&'a str>,
     entry_account: Vec<&'a str>,
